@@ -1,0 +1,1 @@
+"""The Health Inequalities Strategy updates service: consent-first sign-up and theme updates."""

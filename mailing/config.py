@@ -1,0 +1,102 @@
+"""One Settings object, read from MAILING_* environment variables (see the README's table)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"  # noqa: S105
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class ConfigError(RuntimeError):
+    """Raised when the configuration cannot be used; the message says what to set."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MAILING_", extra="ignore")
+
+    env: Literal["dev", "production"] = "dev"
+    database_url: str = "sqlite:///./var/mailing.db"
+    broker_url: str | None = None
+    redis_url: str | None = None
+    secret_keys: str = DEV_SECRET_KEY
+    base_url: str = "http://localhost:8000"
+
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_timeout: float = 30.0
+    from_address: str = "Health Inequalities Strategy <updates@localhost>"
+    list_id: str = "Health Inequalities Strategy updates <health-inequalities.updates.localhost>"
+
+    rate_limit_per_ip: int = 30
+    confirmations_per_address_per_hour: int = 3
+    confirm_max_age_days: int = 7
+    erase_max_age_days: int = 7
+    unsubscribed_retention_days: int = 30
+    max_body_bytes: int = 64 * 1024
+    trust_forwarded_for: bool = False
+
+    send_rate: float = 0.0  # messages a second across all workers; 0 means unlimited
+    send_batch_size: int = 500
+    send_commit_chunk: int = 50
+    claim_timeout_seconds: int = 600
+
+    allowed_origins: str = ""
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def secret_key_list(self) -> list[str]:
+        return [k.strip() for k in self.secret_keys.split(",") if k.strip()]
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def check(self) -> None:
+        """Refuse settings that would be unsafe; every command calls this before it starts."""
+        keys = self.secret_key_list
+        if not keys:
+            raise ConfigError("MAILING_SECRET_KEYS is empty: set at least one secret key.")
+        if self.is_production:
+            if DEV_SECRET_KEY in keys:
+                raise ConfigError(
+                    "MAILING_ENV=production needs MAILING_SECRET_KEYS: a comma-separated list of "
+                    f"random keys of at least {MIN_SECRET_KEY_LENGTH} characters "
+                    "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')."
+                )
+            short = [i + 1 for i, k in enumerate(keys) if len(k) < MIN_SECRET_KEY_LENGTH]
+            if short:
+                raise ConfigError(
+                    f"MAILING_SECRET_KEYS: key {short[0]} is shorter than "
+                    f"{MIN_SECRET_KEY_LENGTH} characters; production needs long random keys."
+                )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def templates_dir() -> Path:
+    """Templates live at the top of the source tree, or inside the package when installed."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "templates", here / "_templates"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError("templates/ not found next to the mailing package")

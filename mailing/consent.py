@@ -1,0 +1,113 @@
+"""The words a person agrees to, versioned, and the append-only consent ledger.
+
+Each event records what was shown (by the SHA-256 of the exact text, kept in consent_text),
+when, and how (channel and page). This is our evidence for the ICO and part of the export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from sqlmodel import Session, select
+
+from mailing.models import ConsentEvent, ConsentText, utcnow
+from mailing.states import ConsentEventKind
+
+CONSENT_VERSION = "2026-11-v1"
+CONSENT_TEXT = (
+    "Yes, please email me updates about the Mayor of London's Health Inequalities Strategy "
+    "on the themes I have chosen. I can unsubscribe at any time."
+)
+
+PRIVACY_NOTICE_VERSION = "2026-11-v1"
+PRIVACY_NOTICE_TEXT = (
+    "We will use your email address only for the purpose for which you provide it: to send "
+    "you updates about the Health Inequalities Strategy on the themes you choose. We will not "
+    "add you to any other list unless you ask us to, and we will never pass your details to "
+    "third parties. Every email has a link to change your themes, download your data, "
+    "unsubscribe, or have your data erased."
+)
+
+
+@dataclass(frozen=True)
+class Wording:
+    kind: str
+    version: str
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+CONSENT = Wording("consent", CONSENT_VERSION, CONSENT_TEXT)
+PRIVACY_NOTICE = Wording("privacy_notice", PRIVACY_NOTICE_VERSION, PRIVACY_NOTICE_TEXT)
+
+
+def _ensure_text(session: Session, wording: Wording) -> str:
+    if session.get(ConsentText, wording.sha256) is None:
+        session.add(
+            ConsentText(
+                sha256=wording.sha256, kind=wording.kind, version=wording.version, text=wording.text
+            )
+        )
+        session.flush()
+    return wording.sha256
+
+
+def record(
+    session: Session,
+    subscriber_id: int,
+    kind: ConsentEventKind,
+    *,
+    channel: str,
+    themes: list[str],
+    source: str | None = None,
+    with_wording: bool = True,
+) -> ConsentEvent:
+    """Append one event to the ledger. Events that give consent carry the wording shown."""
+    event = ConsentEvent(
+        subscriber_id=subscriber_id,
+        kind=kind,
+        occurred_at=utcnow(),
+        channel=channel,
+        source=(source or None) and source[:500],
+        themes=",".join(themes),
+        consent_text_sha256=_ensure_text(session, CONSENT) if with_wording else None,
+        privacy_notice_sha256=_ensure_text(session, PRIVACY_NOTICE) if with_wording else None,
+    )
+    session.add(event)
+    return event
+
+
+def ledger(session: Session, subscriber_id: int) -> list[dict[str, object]]:
+    """The subscriber's events, with the exact texts they were shown, ready to export."""
+    events = session.exec(
+        select(ConsentEvent)
+        .where(ConsentEvent.subscriber_id == subscriber_id)
+        .order_by(ConsentEvent.id)  # type: ignore[arg-type]
+    ).all()
+    texts: dict[str, ConsentText | None] = {}
+    out: list[dict[str, object]] = []
+    for e in events:
+        entry: dict[str, object] = {
+            "event": e.kind.value,
+            "at": e.occurred_at.isoformat(),
+            "channel": e.channel,
+            "source": e.source,
+            "themes": [t for t in e.themes.split(",") if t],
+        }
+        for field, sha in (
+            ("consent", e.consent_text_sha256),
+            ("privacy_notice", e.privacy_notice_sha256),
+        ):
+            if sha:
+                if sha not in texts:
+                    texts[sha] = session.get(ConsentText, sha)
+                t = texts[sha]
+                entry[field] = (
+                    {"version": t.version, "sha256": sha, "text": t.text} if t else {"sha256": sha}
+                )
+        out.append(entry)
+    return out

@@ -1,0 +1,123 @@
+"""The one email builder: every email goes through `prepare` and then `Prepared.personalise`.
+
+Python's email package builds only a few hundred two-part messages a second, so a message is
+built and serialised once, with placeholders where the recipient's address, links and
+Message-ID go, and each copy is made by joining byte segments. A one-off email (a confirmation)
+is simply a Prepared message personalised once.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.headerregistry import Address as HeaderAddress
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate, parseaddr
+from typing import Any
+
+from mailing.config import Settings, get_settings
+from mailing.rendering import render
+
+PLACEHOLDER = re.compile(rb"@@([A-Z_]+)@@")
+
+
+def placeholder(name: str) -> str:
+    return f"@@{name}@@"
+
+
+TO = "TO"
+MESSAGE_ID = "MESSAGE_ID"
+
+
+class HeaderInjection(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A serialised message, split at its placeholders."""
+
+    segments: tuple[bytes, ...]
+    names: tuple[str, ...]  # names[i] goes between segments[i] and segments[i + 1]
+    envelope_from: str
+    required: frozenset[str] = field(default_factory=frozenset)
+    id_domain: str = "localhost"
+
+    def personalise(self, values: Mapping[str, str]) -> bytes:
+        """One copy; a fresh Message-ID is made unless `values` gives one."""
+        encoded: dict[str, bytes] = {}
+        for name in self.required:
+            value = (
+                values[name]
+                if name != MESSAGE_ID
+                else values.get(name) or f"<{uuid.uuid4().hex}@{self.id_domain}>"
+            )
+            if "\r" in value or "\n" in value or "\x00" in value:
+                raise HeaderInjection(f"line break in value for {name}")
+            encoded[name] = value.encode("ascii")
+        parts: list[bytes] = [self.segments[0]]
+        for name, seg in zip(self.names, self.segments[1:], strict=True):
+            parts.append(encoded[name])
+            parts.append(seg)
+        return b"".join(parts)
+
+
+def prepare(
+    template: str,
+    *,
+    subject: str,
+    context: Mapping[str, Any],
+    headers: Mapping[str, str] | None = None,
+    settings: Settings | None = None,
+) -> Prepared:
+    """Render templates/emails/{template}.txt and .html into a multipart/alternative message.
+
+    `context` may hold placeholder("NAME") strings wherever per-recipient values belong; the
+    To and Message-ID headers are always placeholders.
+    """
+    settings = settings or get_settings()
+    text = render(f"emails/{template}.txt", subject=subject, **context)
+    html = render(f"emails/{template}.html", subject=subject, **context)
+
+    msg = EmailMessage(policy=SMTP)
+    name, addr = parseaddr(settings.from_address)
+    msg["From"] = str(HeaderAddress(display_name=name, addr_spec=addr)) if name else addr
+    msg["To"] = placeholder(TO)
+    msg["Subject"] = _no_breaks(subject)
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    msg["Message-ID"] = placeholder(MESSAGE_ID)
+    for key, value in (headers or {}).items():
+        msg[key] = _no_breaks(value)
+    msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    raw = msg.as_bytes(policy=SMTP.clone(max_line_length=998))
+
+    pieces = PLACEHOLDER.split(raw)
+    segments = tuple(pieces[0::2])
+    names = tuple(p.decode() for p in pieces[1::2])
+    expected = _placeholders_in(text, html, headers)
+    found = set(names)
+    if not expected <= found:
+        # A placeholder was split by line wrapping: fail loudly at build time, not per copy.
+        raise ValueError(f"placeholders lost in encoding: {sorted(expected - found)}")
+    return Prepared(
+        segments,
+        names,
+        envelope_from=addr,
+        required=frozenset(found),
+        id_domain=addr.rpartition("@")[2] or "localhost",
+    )
+
+
+def _placeholders_in(text: str, html: str, headers: Mapping[str, str] | None) -> set[str]:
+    blob = (text + html + "".join((headers or {}).values()) + "@@TO@@@@MESSAGE_ID@@").encode()
+    return {m.decode() for m in PLACEHOLDER.findall(blob)}
+
+
+def _no_breaks(value: str) -> str:
+    if any(c in value for c in "\r\n\x00"):
+        raise HeaderInjection("line break in a header value")
+    return value

@@ -1,0 +1,46 @@
+"""The links that act for a subscriber without a login: unsubscribe, preferences, data, erasure.
+
+Unsubscribe and preferences links never expire but carry the subscriber's token_version, which
+erasure bumps (and deletes), so they die with the data. Each purpose has its own salt.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from mailing import subscribers
+from mailing.config import get_settings
+from mailing.models import Subscriber
+from mailing.tokens import InvalidToken, Purpose, sign, verify
+
+
+def token_for(purpose: Purpose, subscriber: Subscriber) -> str:
+    payload = {
+        "s": subscriber.id,
+        "v": subscriber.token_version,
+        "h": subscribers.link_check(subscriber),
+    }
+    return sign(purpose, payload)
+
+
+def url_for(purpose: Purpose, subscriber: Subscriber) -> str:
+    path = {Purpose.MANAGE: "preferences"}.get(purpose, purpose.value)
+    return f"{get_settings().base_url}/{path}/{token_for(purpose, subscriber)}"
+
+
+def management_urls(subscriber: Subscriber) -> dict[str, str]:
+    return {
+        "unsubscribe_url": url_for(Purpose.UNSUBSCRIBE, subscriber),
+        "preferences_url": url_for(Purpose.MANAGE, subscriber),
+    }
+
+
+def subscriber_for(session: Session, purpose: Purpose, token: str) -> Subscriber:
+    """The subscriber a link names; InvalidToken if it is forged, expired, revoked or misdirected."""
+    payload = verify(purpose, token)
+    subscriber = session.get(Subscriber, payload["s"])
+    if subscriber is None or not subscribers.matches_link_check(subscriber, payload.get("h")):
+        raise InvalidToken("invalid")
+    if payload.get("v", subscriber.token_version) != subscriber.token_version:
+        raise InvalidToken("invalid")
+    return subscriber

@@ -1,0 +1,75 @@
+"""Fixed-window rate limits, shared through Redis when MAILING_REDIS_URL is set, else in-process.
+
+Keys never hold a raw address: callers pass a keyed hash.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Protocol
+
+from mailing.config import get_settings
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    retry_after: int  # seconds until the window resets
+
+
+class Limiter(Protocol):
+    def hit(self, key: str, limit: int, window: int) -> Verdict: ...
+    def forget(self, key_prefix: str, key: str) -> None: ...
+
+
+class MemoryLimiter:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, tuple[int, float]] = {}
+
+    def hit(self, key: str, limit: int, window: int) -> Verdict:
+        now = time.monotonic()
+        with self._lock:
+            count, reset = self._counts.get(key, (0, now + window))
+            if now >= reset:
+                count, reset = 0, now + window
+            count += 1
+            self._counts[key] = (count, reset)
+            if len(self._counts) > 100_000:
+                self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+        return Verdict(count <= limit, max(1, math.ceil(reset - now)))
+
+    def forget(self, key_prefix: str, key: str) -> None:
+        with self._lock:
+            for k in [k for k in self._counts if k.startswith(key_prefix) and k.endswith(key)]:
+                del self._counts[k]
+
+
+class RedisLimiter:
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+    def hit(self, key: str, limit: int, window: int) -> Verdict:
+        full = f"mailing:rl:{key}"
+        pipe = self._redis.pipeline()
+        pipe.incr(full)
+        pipe.expire(full, window, nx=True)
+        pipe.ttl(full)
+        count, _, ttl = pipe.execute()
+        return Verdict(int(count) <= limit, max(1, int(ttl) if int(ttl) > 0 else window))
+
+    def forget(self, key_prefix: str, key: str) -> None:
+        for k in self._redis.scan_iter(match=f"mailing:rl:{key_prefix}*{key}"):
+            self._redis.delete(k)
+
+
+@lru_cache
+def get_limiter() -> Limiter:
+    url = get_settings().redis_url
+    return RedisLimiter(url) if url else MemoryLimiter()

@@ -1,0 +1,28 @@
+"""The one Jinja2 environment for pages and emails (HTML autoescaped, text not)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from mailing.config import get_settings, templates_dir
+from mailing.themes import THEMES
+
+
+@lru_cache
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(templates_dir())),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["THEMES"] = THEMES
+    env.globals["base_url"] = get_settings().base_url
+    return env
+
+
+def render(name: str, **context: Any) -> str:
+    return environment().get_template(name).render(**context)

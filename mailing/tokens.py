@@ -1,0 +1,68 @@
+"""Signed tokens for links in emails: one salt per purpose, the first secret key signs, all verify.
+
+A token made for one purpose never verifies for another, because the purpose is the salt.
+Confirmation and erasure links expire; unsubscribe and preferences links do not (a link in a
+months-old email must still work) but carry the subscriber's token_version, so bumping it
+revokes them all.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from itsdangerous import BadData, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+
+from mailing.config import Settings, get_settings
+
+
+class Purpose(StrEnum):
+    CONFIRM = "confirm"
+    UNSUBSCRIBE = "unsubscribe"
+    MANAGE = "manage"  # preferences and data download
+    ERASE = "erase"
+
+
+TIMED: dict[Purpose, str] = {
+    Purpose.CONFIRM: "confirm_max_age_days",
+    Purpose.ERASE: "erase_max_age_days",
+}
+
+
+class InvalidToken(ValueError):
+    """The link is forged, altered, expired, revoked or meant for something else."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason  # "expired" or "invalid"
+
+
+def _serializer(purpose: Purpose, settings: Settings) -> URLSafeSerializer | URLSafeTimedSerializer:
+    # itsdangerous signs with the *last* key of the list; our setting lists the signing key first.
+    keys = list(reversed(settings.secret_key_list))
+    salt = f"mailing.{purpose.value}"
+    if purpose in TIMED:
+        return URLSafeTimedSerializer(keys, salt=salt)
+    return URLSafeSerializer(keys, salt=salt)
+
+
+def sign(purpose: Purpose, payload: dict[str, Any], settings: Settings | None = None) -> str:
+    return str(_serializer(purpose, settings or get_settings()).dumps(payload))
+
+
+def verify(purpose: Purpose, token: str, settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or get_settings()
+    serializer = _serializer(purpose, settings)
+    try:
+        if isinstance(serializer, URLSafeTimedSerializer):
+            max_age = getattr(settings, TIMED[purpose]) * 86400
+            payload = serializer.loads(token, max_age=max_age)
+        else:
+            payload = serializer.loads(token)
+    except BadData as exc:
+        raise InvalidToken("expired" if isinstance(exc, SignatureExpired) else "invalid") from exc
+    except Exception as exc:  # malformed input of any kind is just an invalid link
+        raise InvalidToken("invalid") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("s"), int):
+        raise InvalidToken("invalid")
+    return payload

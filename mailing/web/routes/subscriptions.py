@@ -1,0 +1,124 @@
+"""Sign-up and confirmation: GET /, POST /subscriptions, GET and POST /confirm/{token}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from mailing import consent, subscribers, subscriptions
+from mailing.config import get_settings
+from mailing.db import session_scope
+from mailing.metrics import CONFIRMATIONS, SIGNUPS
+from mailing.themes import theme_titles
+from mailing.tokens import InvalidToken, Purpose, verify
+from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
+from mailing.web.forms import FormErrors, Signup, SubscriptionIn, parse_signup, read_body
+from mailing.web.pages import invalid_link, page
+from workers.enqueue import enqueue_notice
+
+router = APIRouter(tags=["residents"])
+log = logging.getLogger(__name__)
+
+ACCEPTED = {"status": "pending"}
+
+
+def signup_page(
+    status_code: int = 200,
+    errors: dict[str, str] | None = None,
+    values: dict[str, object] | None = None,
+) -> Response:
+    return page(
+        "signup",
+        status_code=status_code,
+        errors=errors or {},
+        values=values or {},
+        consent_text=consent.CONSENT_TEXT,
+        privacy_notice=consent.PRIVACY_NOTICE_TEXT,
+    )
+
+
+@router.get("/", include_in_schema=False)
+def signup_form() -> Response:
+    return signup_page()
+
+
+@router.post(
+    "/subscriptions",
+    status_code=202,
+    dependencies=[PublicPostLimit],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SubscriptionIn.model_json_schema()}},
+        }
+    },
+    responses={202: {"description": "Accepted: the same answer for every address"}, 422: {}},
+)
+async def subscribe(request: Request) -> Response:
+    """Ask for a subscription; a confirmation (or already-subscribed) email follows."""
+    try:
+        body = await read_body(request)
+        signup = parse_signup(
+            body.data, from_form=not body.is_json, referer=request.headers.get("referer")
+        )
+    except FormErrors as exc:
+        SIGNUPS.labels("invalid").inc()
+        if wants_json(request):
+            return exc.json()
+        return signup_page(422, exc.errors, exc.values)
+    if not signup.honeypot:
+        await run_in_threadpool(_accept, signup, "api" if body.is_json else "form")
+    else:
+        SIGNUPS.labels("honeypot").inc()
+    if body.is_json:
+        return JSONResponse(ACCEPTED, status_code=202)
+    return RedirectResponse("/check-your-email", status_code=303)
+
+
+def _accept(signup: Signup, channel: str) -> None:
+    with session_scope() as session:
+        email = subscriptions.request_subscription(
+            session, signup.address, signup.themes, channel=channel, source=signup.source
+        )
+    SIGNUPS.labels("accepted" if email else "capped").inc()
+    if email is not None:
+        enqueue_notice(email)
+
+
+@router.get("/check-your-email", include_in_schema=False)
+def check_email() -> Response:
+    return page("check_email", days=get_settings().confirm_max_age_days)
+
+
+@router.get("/confirm/{token}", include_in_schema=False)
+def confirm_page(token: str) -> Response:
+    # Mail scanners follow GET links: a GET only shows the button, it never gives consent.
+    try:
+        verify(Purpose.CONFIRM, token)
+    except InvalidToken as exc:
+        return invalid_link(exc.reason)
+    return page("confirm")
+
+
+@router.post("/confirm/{token}", dependencies=[PublicPostLimit])
+def confirm(token: str, request: Request, session: SessionDep) -> Response:
+    """Confirm a subscription from the link in the confirmation email; repeating it is harmless."""
+    try:
+        subscriber, changed = subscriptions.confirm(session, verify(Purpose.CONFIRM, token))
+    except InvalidToken as exc:
+        if wants_json(request):
+            return JSONResponse(
+                {"detail": "This link is not valid or has expired."}, status_code=400
+            )
+        return invalid_link(exc.reason)
+    session.commit()
+    if changed:
+        CONFIRMATIONS.inc()
+        log.info("subscriber %s confirmed", subscriber.id)
+    themes = subscribers.themes_of(session, subscriber.id or 0)
+    if wants_json(request):
+        return JSONResponse({"status": "active", "themes": themes})
+    return page("confirmed", themes=theme_titles(themes))

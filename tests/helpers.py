@@ -1,0 +1,43 @@
+"""Small helpers the tests share: reading links out of captured emails, counting rows."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailing.db import get_engine
+
+LINK = re.compile(r"http://testserver(/[a-z-]+/[A-Za-z0-9._-]+)")
+
+
+def links(message: Any, kind: str) -> list[str]:
+    """Paths like /confirm/<token> found in a captured email's plain-text part."""
+    return [p for p in LINK.findall(message.part("plain")) if p.startswith(f"/{kind}/")]
+
+
+def only_link(message: Any, kind: str) -> str:
+    found = sorted(set(links(message, kind)))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def count(table: str, where: str = "") -> int:
+    with get_engine().connect() as conn:
+        return int(conn.execute(sa.text(f'SELECT COUNT(*) FROM "{table}" {where}')).scalar_one())
+
+
+def table_snapshot() -> dict[str, int]:
+    """Row counts of every table: a test asserts a bad request changed none of them."""
+    from sqlmodel import SQLModel
+
+    return {t.name: count(t.name) for t in SQLModel.metadata.sorted_tables}
+
+
+def subscribe(client: Any, email: str, themes: list[str] | None = None, **extra: Any) -> Any:
+    body: dict[str, Any] = {"email": email, "consent": True}
+    if themes is not None:
+        body["themes"] = themes
+    body.update(extra)
+    return client.post("/subscriptions", json=body)

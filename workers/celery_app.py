@@ -1,0 +1,66 @@
+"""The Celery app, configured from the settings. Tasks carry ids, never addresses."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from mailing.config import ConfigError, Settings, get_settings
+
+QUEUES = ("transactional", "updates", "housekeeping")
+
+app = Celery("mailing", include=["workers.tasks"])
+
+
+def broker_url(settings: Settings, *, embedded: bool = False) -> str:
+    if settings.broker_url:
+        return settings.broker_url
+    if embedded:
+        return "memory://localhost/"
+    raise ConfigError(
+        "MAILING_BROKER_URL is not set: give a redis:// URL (only `mailing dev` runs without one)."
+    )
+
+
+def configure(settings: Settings | None = None, *, embedded: bool = False) -> Celery:
+    settings = settings or get_settings()
+    app.conf.update(
+        broker_url=broker_url(settings, embedded=embedded),
+        result_backend=None,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        # The database is the source of truth; a task lost with its worker is delivered again.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue="transactional",
+        task_routes={
+            "workers.tasks.send_update_batch": {"queue": "updates"},
+            "workers.tasks.start_update_send": {"queue": "updates"},
+            "workers.tasks.reconcile": {"queue": "housekeeping"},
+            "workers.tasks.purge": {"queue": "housekeeping"},
+        },
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 3600, "polling_interval": 0.05}
+        if embedded and not settings.broker_url
+        else {"visibility_timeout": 3600},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        timezone="UTC",
+        beat_schedule={
+            "reconcile-sends": {"task": "workers.tasks.reconcile", "schedule": 60.0},
+            "purge-expired-data": {"task": "workers.tasks.purge", "schedule": 3600.0},
+        },
+    )
+    return app
+
+
+def try_configure() -> None:
+    # Importing must not fail where no broker is configured (e.g. `mailing migrate`).
+    try:
+        configure()
+    except ConfigError:
+        pass
+
+
+try_configure()
