@@ -145,5 +145,5 @@ def dev(host: str, port: int) -> None:
         capture.stop()
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":
     main()

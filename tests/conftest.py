@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -108,6 +109,37 @@ def worker(database: str, smtp: devcapture.Capture) -> Iterator[Any]:
     w.stop()
 
 
+_barriers: dict[str, threading.Event] = {}
+
+
+def _register_barrier_task() -> Any:
+    from workers.celery_app import app
+
+    @app.task(name="tests.barrier", ignore_result=True)
+    def barrier(key: str) -> None:
+        _barriers[key].set()
+
+    return barrier
+
+
+_barrier_task = _register_barrier_task()
+
+
+def drain_worker(timeout: float = 30.0) -> None:
+    """Wait until the worker has run everything queued so far, on every queue (FIFO per queue)."""
+    from workers.celery_app import QUEUES
+
+    events = []
+    for queue in QUEUES:
+        key = uuid.uuid4().hex
+        _barriers[key] = threading.Event()
+        _barrier_task.apply_async(args=(key,), queue=queue)
+        events.append(_barriers[key])
+    for event in events:
+        if not event.wait(timeout):
+            raise RuntimeError("the worker did not drain its queues in time")
+
+
 def _truncate() -> None:
     from sqlmodel import SQLModel
 
@@ -143,6 +175,9 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
     if "smtp" in request.fixturenames:
         request.getfixturevalue("smtp").outbox.clear()
     yield
+    if "worker" in request.fixturenames or "client" in request.fixturenames:
+        # Mail a test enqueued must not land in the next test's outbox.
+        drain_worker()
 
 
 @pytest.fixture

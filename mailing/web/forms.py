@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -69,7 +69,7 @@ async def read_body(request: Request) -> Body:
         return Body(False, data)
     if ctype == "" and not await request.body():
         return Body(False, {})
-    raise FormErrors({"body": "Send JSON (application/json) or a form."})
+    raise HTTPException(415, "Send JSON (application/json) or a form (application/x-www-form-urlencoded).")
 
 
 def text_field(
