@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from mailing.models import ConsentEvent, ConsentText, utcnow
@@ -45,14 +46,34 @@ CONSENT = Wording("consent", CONSENT_VERSION, CONSENT_TEXT)
 PRIVACY_NOTICE = Wording("privacy_notice", PRIVACY_NOTICE_VERSION, PRIVACY_NOTICE_TEXT)
 
 
+# Texts known to be stored, so the sign-up path does not look them up on every request.
+_stored: set[str] = set()
+
+
+def forget_stored_texts() -> None:
+    """For tests that empty the tables between runs."""
+    _stored.clear()
+
+
 def _ensure_text(session: Session, wording: Wording) -> str:
+    if wording.sha256 in _stored:
+        return wording.sha256
     if session.get(ConsentText, wording.sha256) is None:
-        session.add(
-            ConsentText(
-                sha256=wording.sha256, kind=wording.kind, version=wording.version, text=wording.text
-            )
-        )
-        session.flush()
+        try:
+            with session.begin_nested():  # two first sign-ups may race to store the text
+                session.add(
+                    ConsentText(
+                        sha256=wording.sha256,
+                        kind=wording.kind,
+                        version=wording.version,
+                        text=wording.text,
+                    )
+                )
+        except IntegrityError:
+            pass
+    else:
+        # Cache only a row already committed: an insert may still be rolled back.
+        _stored.add(wording.sha256)
     return wording.sha256
 
 

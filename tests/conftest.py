@@ -56,8 +56,9 @@ from mailing.db import get_engine, reset_engine  # noqa: E402
 
 def reload_settings() -> None:
     """Forget everything built from the settings, so the next use reads the environment again."""
-    from mailing import ratelimit, rendering
+    from mailing import consent, ratelimit, rendering
 
+    consent.forget_stored_texts()
     get_settings.cache_clear()
     ratelimit.get_limiter.cache_clear()
     rendering.environment.cache_clear()
