@@ -145,5 +145,122 @@ def dev(host: str, port: int) -> None:
         capture.stop()
 
 
+@main.command()
+@_guarded
+def purge() -> None:
+    """Erase expired personal data now (beat runs the same every hour)."""
+    from mailing import selfservice
+    from mailing.db import session_scope
+    from mailing.models import utcnow
+
+    with session_scope() as session:
+        result = selfservice.purge(session, utcnow())
+    click.echo(
+        f"purged {result.unconfirmed} unconfirmed sign-ups and "
+        f"{result.retained} unsubscribed subscribers past retention"
+    )
+
+
+@main.group()
+def staff() -> None:
+    """Manage comms staff."""
+
+
+@staff.command("create")
+@click.argument("email")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["editor", "sender", "admin"]),
+    help="what they may do",
+)
+@click.option("--password", is_flag=True, help="also set a password for the staff console")
+@_guarded
+def staff_create(email: str, role: str, password: bool) -> None:
+    """Create a staff member; prints their API token alone on the last line (shown only once)."""
+    from mailing import staff as staff_members
+    from mailing.console import WeakPassword
+    from mailing.db import session_scope
+    from mailing.states import StaffRole
+
+    secret = None
+    if password:
+        secret = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        with session_scope() as session:
+            member, token = staff_members.create_staff(
+                session, email, StaffRole(role), password=secret
+            )
+    except (staff_members.StaffExists, WeakPassword) as exc:
+        click.echo(f"mailing: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"created staff member {member.id} ({role}); their API token (shown only once):")
+    click.echo(token)
+
+
+@staff.command("password")
+@click.argument("email")
+@_guarded
+def staff_password(email: str) -> None:
+    """Set a staff member's console password (prompted); unlocks them and ends their sessions."""
+    from mailing import console
+    from mailing.db import session_scope
+
+    secret = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        with session_scope() as session:
+            member = console.find_staff(session, email)
+            if member is None:
+                raise click.ClickException("no staff member has that address")
+            console.set_password(session, member, secret)
+    except console.WeakPassword as exc:
+        click.echo(f"mailing: {exc}", err=True)
+        sys.exit(1)
+    click.echo("password set; any console sessions they had are ended")
+
+
+@main.command()
+@click.argument("update_id", type=int)
+@_guarded
+def send(update_id: int) -> None:
+    """Send a drafted update and show progress until it is done."""
+    import time
+
+    from mailing import sending
+    from mailing.db import session_scope
+    from workers.celery_app import configure
+    from workers.enqueue import enqueue_update_send
+
+    configure()  # fails early, clearly, when no broker is configured
+    try:
+        with session_scope() as session:
+            started = sending.start_send(session, update_id, None)
+    except sending.UpdateNotFound:
+        click.echo(f"mailing: there is no update {update_id}", err=True)
+        sys.exit(1)
+    if started.started:
+        enqueue_update_send(update_id)
+        click.echo(f"sending update {update_id} to {started.recipients} recipients")
+    else:
+        click.echo(f"update {update_id} was already sent or sending; showing its progress")
+    with session_scope() as session:
+        live = sending.progress(session, update_id)
+    with click.progressbar(length=max(1, live.recipients), label="sent") as bar:
+        shown = 0
+        while True:
+            with session_scope() as session:
+                live = sending.progress(session, update_id)
+            done = live.sent + live.failed + live.cancelled
+            bar.update(max(0, done - shown))
+            shown = max(shown, done)
+            if live.status == "sent":
+                break
+            time.sleep(0.5)
+    click.echo(
+        f"update {update_id} sent: {live.sent} delivered, {live.failed} failed, "
+        f"{live.cancelled} cancelled (unsubscribed meanwhile)"
+    )
+
+
 if __name__ == "__main__":
     main()

@@ -37,6 +37,8 @@ def _enum(cls: type[StrEnum]) -> sa.Enum:
 
 class Subscriber(SQLModel, table=True):
     __tablename__ = "subscriber"
+    # Never reuse an erased subscriber's id on SQLite: links name subscribers by id.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(max_length=254)

@@ -39,6 +39,7 @@ def configure(settings: Settings | None = None, *, embedded: bool = False) -> Ce
             "workers.tasks.start_update_send": {"queue": "updates"},
             "workers.tasks.reconcile": {"queue": "housekeeping"},
             "workers.tasks.purge": {"queue": "housekeeping"},
+            "workers.tasks.snapshot_figures": {"queue": "housekeeping"},
         },
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": 3600, "polling_interval": 0.05}
@@ -50,6 +51,7 @@ def configure(settings: Settings | None = None, *, embedded: bool = False) -> Ce
         beat_schedule={
             "reconcile-sends": {"task": "workers.tasks.reconcile", "schedule": 60.0},
             "purge-expired-data": {"task": "workers.tasks.purge", "schedule": 3600.0},
+            "snapshot-figures": {"task": "workers.tasks.snapshot_figures", "schedule": 3600.0},
         },
     )
     return app

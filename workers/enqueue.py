@@ -16,3 +16,26 @@ def enqueue_notice(email: EmailToSend) -> None:
         queue="transactional",
         retry_policy=PUBLISH_RETRY,
     )
+
+
+def enqueue_erase_link(subscriber_id: int) -> None:
+    from workers.tasks import send_erase_link_email
+
+    send_erase_link_email.apply_async(
+        args=(subscriber_id,), queue="transactional", retry_policy=PUBLISH_RETRY
+    )
+
+
+def enqueue_update_send(update_id: int) -> None:
+    """After start_send committed: a worker enqueues the update's batches."""
+    from workers.tasks import start_update_send
+
+    start_update_send.apply_async(args=(update_id,), queue="updates", retry_policy=PUBLISH_RETRY)
+
+
+def enqueue_update_batch(update_id: int, first_id: int, last_id: int) -> None:
+    from workers.tasks import send_update_batch
+
+    send_update_batch.apply_async(
+        args=(update_id, first_id, last_id), queue="updates", retry_policy=PUBLISH_RETRY
+    )

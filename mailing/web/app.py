@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import logging
 
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from mailing.config import get_settings, templates_dir
+from mailing.web.cors import SignupCORS
 from mailing.web.middleware import BodyLimit, SecurityHeaders
-from mailing.web.routes import dev, ops, subscriptions
+from mailing.web.pages import page
+from mailing.web.routes import admin_api, console, dev, embed, ops, selfservice, subscriptions
 
 log = logging.getLogger(__name__)
+
+# Errors that mean a part we depend on is down, not that the request was wrong.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 def create_app() -> FastAPI:
@@ -26,7 +41,11 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     app.include_router(subscriptions.router)
+    app.include_router(selfservice.router)
     app.include_router(ops.router)
+    app.include_router(embed.router)
+    app.include_router(admin_api.router)  # the staff JSON API: /admin/updates, /admin/stats
+    app.include_router(console.router)  # /admin pages; the JSON API keeps /admin/updates
     if not settings.is_production:
         app.include_router(dev.router)
     app.mount("/static", StaticFiles(directory=templates_dir() / "static"), name="static")
@@ -39,11 +58,28 @@ def create_app() -> FastAPI:
         ]
         return JSONResponse({"detail": detail}, status_code=422)
 
+    async def _unavailable(request: Request, exc: Exception) -> Response:
+        # A database, broker or Redis outage is temporary: say so, and nothing was accepted.
+        log.warning("dependency unavailable: %s", type(exc).__name__)
+        message = "The service is briefly unavailable. Nothing was saved; please try again shortly."
+        if "text/html" in request.headers.get("accept", "") and request.method in ("GET", "POST"):
+            response: Response = page(
+                "message", status_code=503, title="Sorry, try again shortly", message=message
+            )
+        else:
+            response = JSONResponse({"detail": message}, status_code=503)
+        response.headers["Retry-After"] = "5"
+        return response
+
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, _unavailable)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path.split("/")[1])
         return JSONResponse({"detail": "Something went wrong on our side."}, status_code=500)
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(SignupCORS)  # outside BodyLimit: a 413 still carries CORS headers
     app.add_middleware(SecurityHeaders, production=settings.is_production)
     return app

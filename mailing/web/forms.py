@@ -136,7 +136,8 @@ def parse_signup(data: Mapping[str, Any], *, from_form: bool, referer: str | Non
         except InvalidAddress as exc:
             errors["email"] = str(exc)
     themes = theme_list(data, errors, empty_means_all=True)
-    values["themes"] = data.get("themes") if isinstance(data.get("themes"), list) else themes
+    # Re-show only what was ticked: none ticked must not come back as all five ticked.
+    values["themes"] = data.get("themes") if isinstance(data.get("themes"), list) else []
 
     consent = data.get("consent")
     given = consent in ("yes", "on", "true") if from_form else consent is True

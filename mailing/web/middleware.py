@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 import uuid
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mailing.metrics import REQUEST_LATENCY
+
+access_log = logging.getLogger("mailing.access")
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
@@ -78,6 +84,13 @@ async def _too_large(send: Send, limit: int) -> None:
     await _json(send, 413, {"detail": f"Request body too large: the limit is {limit // 1024} KiB."})
 
 
+def _route_of(scope: Scope) -> str:
+    """The route's template (/confirm/{token}), never the raw path: paths carry tokens."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp, *, production: bool) -> None:
         self.app = app
@@ -99,9 +112,12 @@ class SecurityHeaders:
             return
         rid = uuid.uuid4().hex[:16]
         token = request_id.set(rid)
+        status = 500
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = list(message.get("headers", []))
                 present = {k.lower() for k, _ in headers}
                 headers += [(k, v) for k, v in self.extra if k not in present]
@@ -109,7 +125,23 @@ class SecurityHeaders:
                 message["headers"] = headers
             await send(message)
 
+        started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
+            elapsed = time.perf_counter() - started
+            route = _route_of(scope)
+            REQUEST_LATENCY.labels(route).observe(elapsed)
+            access_log.info(
+                "%s %s %s",
+                scope["method"],
+                route,
+                status,
+                extra={
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
             request_id.reset(token)

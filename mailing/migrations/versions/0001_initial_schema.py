@@ -81,6 +81,7 @@ def upgrade() -> None:
         sa.Column("unsubscribed_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("email_key"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("subscriber", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_subscriber_status"), ["status"], unique=False)

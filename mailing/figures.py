@@ -1,0 +1,166 @@
+"""Subscriber figures for staff: counts per theme, a daily snapshot, and the chart drawn from it.
+
+Figures only: nothing here reads or returns an address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, delete, select
+
+from mailing.models import Subscriber, SubscriberCountSnapshot, SubscriberTheme, utcnow
+from mailing.states import SubscriberStatus
+from mailing.themes import ALL_THEMES, THEMES
+
+
+def counts_by_theme(session: Session) -> dict[str, dict[str, int]]:
+    """{theme: {status: count}} for every theme and status, zeros included."""
+    counts = {t: {s.value: 0 for s in SubscriberStatus} for t in ALL_THEMES}
+    rows = session.exec(
+        select(SubscriberTheme.theme, Subscriber.status, sa.func.count())
+        .join(Subscriber, col(Subscriber.id) == col(SubscriberTheme.subscriber_id))
+        .group_by(SubscriberTheme.theme, Subscriber.status)
+    ).all()
+    for theme, status, n in rows:
+        if theme in counts:
+            counts[theme][str(status)] = int(n)
+    return counts
+
+
+def active_by_theme(session: Session) -> dict[str, int]:
+    return {t: c[SubscriberStatus.ACTIVE.value] for t, c in counts_by_theme(session).items()}
+
+
+def record_snapshot(session: Session, day: date | None = None) -> str:
+    """Store today's counts per theme and status; running it again the same day replaces them."""
+    key = (day or utcnow().date()).isoformat()
+    counts = counts_by_theme(session)
+    session.exec(delete(SubscriberCountSnapshot).where(col(SubscriberCountSnapshot.day) == key))
+    for theme, by_status in counts.items():
+        for status, n in by_status.items():
+            session.add(SubscriberCountSnapshot(day=key, theme=theme, status=status, count=n))
+    session.commit()
+    return key
+
+
+@dataclass(frozen=True)
+class Series:
+    theme: str
+    title: str
+    values: list[int]  # one per day in History.days
+
+
+@dataclass(frozen=True)
+class History:
+    days: list[str]
+    series: list[Series]
+
+
+def active_history(session: Session, days: int = 90) -> History:
+    """Active subscribers per theme for each snapshot day in the last `days` days."""
+    since = (utcnow().date() - timedelta(days=days - 1)).isoformat()
+    rows = session.exec(
+        select(SubscriberCountSnapshot)
+        .where(col(SubscriberCountSnapshot.day) >= since)
+        .where(col(SubscriberCountSnapshot.status) == SubscriberStatus.ACTIVE.value)
+        .order_by(col(SubscriberCountSnapshot.day))
+    ).all()
+    day_list = sorted({r.day for r in rows})
+    index = {d: i for i, d in enumerate(day_list)}
+    values = {t: [0] * len(day_list) for t in ALL_THEMES}
+    for r in rows:
+        if r.theme in values:
+            values[r.theme][index[r.day]] = r.count
+    return History(day_list, [Series(t, THEMES[t], values[t]) for t in ALL_THEMES])
+
+
+# Colour and a distinct dash and marker per theme: the lines differ by more than colour alone.
+STYLES: dict[str, tuple[str, str, str]] = {
+    "healthy-children": ("#1d4f91", "", "circle"),
+    "healthy-minds": ("#00703c", "8 4", "square"),
+    "healthy-places": ("#d4351c", "2 3", "triangle"),
+    "healthy-communities": ("#6f3c97", "12 4 2 4", "diamond"),
+    "healthy-living": ("#505a5f", "4 4", "cross"),
+}
+
+
+@dataclass(frozen=True)
+class Point:
+    x: float
+    y: float
+    value: int
+    day: str
+
+
+@dataclass(frozen=True)
+class Line:
+    theme: str
+    title: str
+    colour: str
+    dash: str
+    marker: str
+    points: list[Point]
+
+    @property
+    def path(self) -> str:
+        return " ".join(f"{p.x:.1f},{p.y:.1f}" for p in self.points)
+
+
+@dataclass(frozen=True)
+class Chart:
+    width: int
+    height: int
+    left: int
+    top: int
+    plot_width: int
+    plot_height: int
+    lines: list[Line]
+    y_ticks: list[tuple[float, int]]  # (y, value)
+    x_labels: list[tuple[float, str]]  # (x, day)
+
+
+def chart(history: History, width: int = 640, height: int = 320) -> Chart:
+    """Positions for a server-drawn SVG line chart (the template draws it)."""
+    left, top, right, bottom = 48, 16, 48, 40
+    pw, ph = width - left - right, height - top - bottom
+    peak = max([v for s in history.series for v in s.values] or [0])
+    step = _nice_step(peak)
+    top_value = max(step, ((peak + step - 1) // step) * step)
+    n = len(history.days)
+
+    def x(i: int) -> float:
+        return left + (pw / 2 if n == 1 else pw * i / (n - 1))
+
+    def y(v: int) -> float:
+        return top + ph - ph * v / top_value
+
+    lines = []
+    for s in history.series:
+        colour, dash, marker = STYLES[s.theme]
+        points = [Point(x(i), y(v), v, history.days[i]) for i, v in enumerate(s.values)]
+        lines.append(Line(s.theme, s.title, colour, dash, marker, points))
+    y_ticks = [(y(v), v) for v in range(0, top_value + 1, step)]
+    every = max(1, (n + 5) // 6)
+    x_labels = [(x(i), d) for i, d in enumerate(history.days) if i % every == 0 or i == n - 1]
+    return Chart(width, height, left, top, pw, ph, lines, y_ticks, x_labels)
+
+
+def _nice_step(peak: int) -> int:
+    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000):
+        if peak / step <= 5:
+            return step
+    magnitude: int = 10 ** (len(str(peak)) - 1)
+    return magnitude
+
+
+def active_total(session: Session) -> int:
+    """Active subscribers, each counted once whatever their themes."""
+    n: int | None = session.exec(
+        select(sa.func.count())
+        .select_from(Subscriber)
+        .where(col(Subscriber.status) == SubscriberStatus.ACTIVE)
+    ).one()
+    return int(n or 0)

@@ -1,0 +1,330 @@
+"""A subscriber's rights, exercised from links in their emails: unsubscribe, change themes,
+download their data, erase it; and the storage-limitation purge that erases what we no longer need.
+
+Erasure keeps exactly two things: a keyed hash of the address in `suppression` (so we never mail
+it again unless the person signs up afresh and confirms) and a line in `erasure_log` saying when
+and how many rows went. Neither can be turned back into the address.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel, col, select
+
+from mailing import consent, links, subscribers
+from mailing.addresses import Address
+from mailing.config import get_settings
+from mailing.emails import TO, Prepared, prepare
+from mailing.mailer import Mailer
+from mailing.metrics import ERASURES, UNSUBSCRIBES
+from mailing.models import ConsentEvent, Delivery, ErasureLog, Subscriber, Update, utcnow
+from mailing.ratelimit import get_limiter
+from mailing.states import ConsentEventKind, DeliveryStatus, SubscriberStatus, check_subscriber
+from mailing.tokens import Purpose
+
+log = logging.getLogger(__name__)
+
+ERASE_EMAIL_WINDOW = 3600
+# Every rate-limit key that names a person by their address hash; erasure forgets them all.
+ADDRESS_LIMIT_PREFIXES = ("confirm-mail:", "erase-mail:")
+# A confirmation link is minted by the worker moments after the request is recorded; wait a
+# little past its expiry before deleting the sign-up, so a link never outlives its record.
+UNCONFIRMED_GRACE = timedelta(hours=1)
+
+
+class NotActive(Exception):
+    """Themes can only be changed on an active subscription."""
+
+    def __init__(self, status: SubscriberStatus) -> None:
+        super().__init__(f"subscription is {status.value}")
+        self.status = status
+
+
+# --- Unsubscribe and preferences ------------------------------------------------------------
+
+
+def unsubscribe(session: Session, subscriber: Subscriber, *, channel: str) -> bool:
+    """Stop all mail to this subscriber at once; True if this call changed their status.
+
+    Their pending deliveries are cancelled in the same transaction, so an update already being
+    sent cannot reach them after this commits. Deliveries are updated before the subscriber row:
+    the send pipeline locks a delivery before it reads the subscriber, and taking locks in the
+    same order means the two never deadlock.
+    """
+    assert subscriber.id is not None
+    session.execute(
+        sa.update(Delivery)
+        .where(col(Delivery.subscriber_id) == subscriber.id)
+        .where(col(Delivery.status) == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.CANCELLED)
+    )
+    if subscriber.status != SubscriberStatus.ACTIVE:
+        # Already unsubscribed (nothing to do), or pending (never confirmed, so never mailed).
+        return False
+    check_subscriber(subscriber.status, SubscriberStatus.UNSUBSCRIBED)
+    subscriber.status = SubscriberStatus.UNSUBSCRIBED
+    subscriber.unsubscribed_at = subscriber.updated_at = utcnow()
+    session.add(subscriber)
+    consent.record(
+        session,
+        subscriber.id,
+        ConsentEventKind.WITHDRAWN,
+        channel=channel,
+        themes=[],
+        with_wording=False,
+    )
+    UNSUBSCRIBES.inc()
+    log.info("subscriber %s unsubscribed (%s)", subscriber.id, channel)
+    return True
+
+
+class ThemesOutcome(StrEnum):
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+def change_themes(
+    session: Session, subscriber: Subscriber, themes: list[str], *, channel: str
+) -> ThemesOutcome:
+    """Set an active subscriber's themes; choosing none is unsubscribing. NotActive otherwise."""
+    assert subscriber.id is not None
+    if subscriber.status != SubscriberStatus.ACTIVE:
+        raise NotActive(subscriber.status)
+    if not themes:
+        unsubscribe(session, subscriber, channel=channel)
+        return ThemesOutcome.UNSUBSCRIBED
+    if themes == subscribers.themes_of(session, subscriber.id):
+        return ThemesOutcome.UNCHANGED
+    subscribers.set_themes(session, subscriber, themes)
+    session.add(subscriber)
+    consent.record(session, subscriber.id, ConsentEventKind.CHANGED, channel=channel, themes=themes)
+    log.info("subscriber %s changed themes", subscriber.id)
+    return ThemesOutcome.CHANGED
+
+
+# --- Right of access ------------------------------------------------------------------------
+
+# Where each table holding a subscriber's rows appears in their export. The export test finds
+# every table that points at a subscriber by itself and fails if one is missing here.
+EXPORT_SECTIONS: dict[str, str] = {
+    "subscriber": "subscriber",
+    "subscriber_theme": "themes",
+    "consent_event": "consent_ledger",
+    "delivery": "deliveries",
+}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
+    """Everything we hold about one subscriber, as a JSON-ready dict."""
+    assert subscriber.id is not None
+    deliveries = session.exec(
+        select(Delivery, Update)
+        .join(Update, col(Update.id) == Delivery.update_id)
+        .where(Delivery.subscriber_id == subscriber.id)
+        .order_by(col(Delivery.id))
+    ).all()
+    return {
+        "about": (
+            "Everything the Health Inequalities Strategy updates service holds about you. "
+            "We use it only to send you the updates you chose, and never pass it to anyone."
+        ),
+        "exported_at": utcnow().isoformat(),
+        "subscriber": {
+            "email": subscriber.email,
+            "status": subscriber.status.value,
+            "created_at": _iso(subscriber.created_at),
+            "updated_at": _iso(subscriber.updated_at),
+            "confirmed_at": _iso(subscriber.confirmed_at),
+            "unsubscribed_at": _iso(subscriber.unsubscribed_at),
+            # A keyed hash of the address, kept after an earlier erasure so we would not mail
+            # it; it goes when this subscription is confirmed.
+            "on_suppression_list": subscribers.is_suppressed(session, subscriber.email_key),
+        },
+        "themes": subscribers.themes_of(session, subscriber.id),
+        "consent_ledger": consent.ledger(session, subscriber.id),
+        "deliveries": [
+            {
+                "update_id": d.update_id,
+                "subject": u.subject,
+                "status": d.status.value,
+                "sent_at": _iso(d.sent_at),
+            }
+            for d, u in deliveries
+        ],
+    }
+
+
+# --- Right to erasure -----------------------------------------------------------------------
+
+
+def request_erasure(session: Session, address: Address) -> int | None:
+    """The subscriber to send an erase link to, or None (unknown address, or too many asks).
+
+    The caller answers the same whatever this returns, so the answer reveals nothing.
+    """
+    subscriber = subscribers.by_key(session, address.key)
+    # Count asks for unknown addresses too: the same work either way.
+    verdict = get_limiter().hit(
+        f"erase-mail:{subscribers.address_hash(address.key)}",
+        get_settings().confirmations_per_address_per_hour,
+        ERASE_EMAIL_WINDOW,
+    )
+    if subscriber is None or not verdict.allowed:
+        return None
+    if subscribers.is_suppressed(session, address.key):
+        # Erased before and signed up again, not yet confirmed: until they confirm, nothing but
+        # the confirmation email goes to this address. Unconfirmed, the purge deletes it anyway.
+        return None
+    return subscriber.id
+
+
+def build_erase_link(session: Session, subscriber_id: int) -> tuple[Prepared, str] | None:
+    """The erase-link email and its recipient, or None if the subscriber is already gone."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        return None
+    prepared = prepare(
+        "erase_link",
+        subject="Your link to erase your Health Inequalities Strategy updates data",
+        context={
+            "erase_url": links.url_for(Purpose.ERASE, subscriber),
+            "days": get_settings().erase_max_age_days,
+        },
+    )
+    return prepared, subscriber.email
+
+
+def send_erase_link(session: Session, subscriber_id: int) -> bool:
+    built = build_erase_link(session, subscriber_id)
+    if built is None:
+        return False
+    prepared, to = built
+    with Mailer() as mailer:
+        mailer.send(prepared.envelope_from, to, prepared.personalise({TO: to}))
+    return True
+
+
+def _subscriber_tables() -> list[sa.Table]:
+    """Every table with a subscriber_id column: found from the schema, so none is forgotten."""
+    import mailing.models  # noqa: F401  (registers the tables)
+
+    return [t for t in SQLModel.metadata.sorted_tables if "subscriber_id" in t.c]
+
+
+def erase(
+    session: Session,
+    subscriber: Subscriber,
+    reason: str,
+    *,
+    suppress: bool = True,
+    forget_limits: bool = True,
+) -> int:
+    """Delete every row about this subscriber; keep only the suppression hash and a log line.
+
+    Returns the number of rows deleted. The caller commits.
+    """
+    assert subscriber.id is not None
+    sid, email_key = subscriber.id, subscriber.email_key
+    if session.get_bind().dialect.name == "sqlite":
+        # Zero the deleted bytes in the file too, not just unlink them from the b-tree.
+        session.execute(sa.text("PRAGMA secure_delete = ON"))
+    rows = 0
+    for table in reversed(_subscriber_tables()):
+        result = session.execute(sa.delete(table).where(table.c.subscriber_id == sid))
+        rows += max(int(getattr(result, "rowcount", 0) or 0), 0)
+    table = SQLModel.metadata.tables["subscriber"]
+    result = session.execute(sa.delete(table).where(table.c.id == sid))
+    rows += max(int(getattr(result, "rowcount", 0) or 0), 0)
+    if subscriber in session:
+        session.expunge(subscriber)
+    if suppress:
+        # The keyed hash is kept so we never mail this address again; without the secret key
+        # it cannot be turned back into the address, and a fresh confirmed sign-up lifts it.
+        try:
+            with session.begin_nested():  # two erasures of one person may race: one row wins
+                subscribers.suppress(session, email_key, "erased")
+        except IntegrityError:
+            pass
+    session.add(ErasureLog(reason=reason, rows_deleted=rows))
+    if forget_limits:
+        address_hash = subscribers.address_hash(email_key)
+        limiter = get_limiter()
+        for prefix in ADDRESS_LIMIT_PREFIXES:
+            limiter.forget(prefix, address_hash)
+    ERASURES.inc()
+    log.info("subscriber %s erased (%s): %d rows", sid, reason, rows)
+    return rows
+
+
+# --- Storage limitation ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    unconfirmed: int  # pending sign-ups whose confirmation link had expired
+    retained: int  # unsubscribed people kept past the retention period
+
+
+def purge(session: Session, now: datetime) -> PurgeResult:
+    """Erase what we no longer need at `now`. The caller commits.
+
+    - A pending sign-up whose newest confirmation link has expired is deleted outright: the
+      person never agreed, so nothing of them is kept (not even a suppression hash).
+    - An unsubscribed person is reduced to the suppression hash once the retention period has
+      passed since they unsubscribed, unless they have asked to subscribe again meanwhile (their
+      confirmation link must keep working).
+    """
+    settings = get_settings()
+    confirm_cutoff = now - timedelta(days=settings.confirm_max_age_days) - UNCONFIRMED_GRACE
+    retention_cutoff = now - timedelta(days=settings.unsubscribed_retention_days)
+
+    unconfirmed = session.exec(
+        select(Subscriber)
+        .where(Subscriber.status == SubscriberStatus.PENDING)
+        .where(col(Subscriber.updated_at) < confirm_cutoff)
+        .order_by(col(Subscriber.id))
+    ).all()
+    for subscriber in unconfirmed:
+        erase(session, subscriber, "unconfirmed", suppress=False, forget_limits=False)
+
+    asked_to_come_back = (
+        select(ConsentEvent.id)
+        .where(ConsentEvent.subscriber_id == Subscriber.id)
+        .where(ConsentEvent.kind == ConsentEventKind.REQUESTED)
+        .where(col(ConsentEvent.occurred_at) > Subscriber.unsubscribed_at)
+        .where(col(ConsentEvent.occurred_at) >= confirm_cutoff)
+        .exists()
+    )
+    lapsed = session.exec(
+        select(Subscriber)
+        .where(Subscriber.status == SubscriberStatus.UNSUBSCRIBED)
+        .where(
+            sa.func.coalesce(Subscriber.unsubscribed_at, Subscriber.updated_at) < retention_cutoff
+        )
+        .where(~asked_to_come_back)
+        .order_by(col(Subscriber.id))
+    ).all()
+    for subscriber in lapsed:
+        # Rate-limit windows last an hour; a month on, there is nothing keyed to them left.
+        erase(session, subscriber, "retention", forget_limits=False)
+
+    result = PurgeResult(unconfirmed=len(unconfirmed), retained=len(lapsed))
+    if unconfirmed or lapsed:
+        log.info(
+            "purge: %d unconfirmed sign-ups deleted, %d unsubscribed reduced to a hash",
+            result.unconfirmed,
+            result.retained,
+        )
+    return result

@@ -1,0 +1,281 @@
+"""A subscriber's links: /unsubscribe, /preferences, /my-data, /erase and /erasure-requests.
+
+Each works without a login, from a link in any email, in a mail client with no cookies. Any bad
+link (forged, altered, expired, revoked, meant for another purpose) gets the 400 page.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from sqlmodel import Session
+
+from mailing import consent, links, selfservice, subscribers
+from mailing.addresses import Address, InvalidAddress, normalise
+from mailing.config import get_settings
+from mailing.db import session_scope
+from mailing.models import Subscriber
+from mailing.themes import theme_titles
+from mailing.tokens import InvalidToken, Purpose
+from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
+from mailing.web.forms import FormErrors, read_body, text_field, theme_list
+from mailing.web.pages import invalid_link, page
+from workers.enqueue import enqueue_erase_link
+
+router = APIRouter(tags=["subscribers"])
+log = logging.getLogger(__name__)
+
+PRIVATE = {"Cache-Control": "no-store"}
+
+
+def _bad_link(request: Request, reason: str) -> Response:
+    if wants_json(request):
+        detail = "This link has expired." if reason == "expired" else "This link is not valid."
+        return JSONResponse({"detail": detail}, status_code=400)
+    return invalid_link(reason)
+
+
+# --- Unsubscribe ----------------------------------------------------------------------------
+
+
+@router.get("/unsubscribe/{token}", include_in_schema=False)
+def unsubscribe_page(token: str, request: Request, session: SessionDep) -> Response:
+    # Mail scanners follow GET links: a GET only shows the button.
+    try:
+        subscriber = links.subscriber_for(session, Purpose.UNSUBSCRIBE, token)
+    except InvalidToken as exc:
+        return _bad_link(request, exc.reason)
+    return page(
+        "unsubscribe",
+        status=subscriber.status.value,
+        preferences_url=links.url_for(Purpose.MANAGE, subscriber),
+    )
+
+
+# No per-IP limit here, unlike every other public POST: a mailbox provider sends the one-click
+# unsubscribes of many people from a few addresses, and refusing one would mean mailing someone
+# who asked us to stop.
+@router.post(
+    "/unsubscribe/{token}",
+    responses={200: {"description": "Unsubscribed (also when already unsubscribed)"}, 400: {}},
+)
+async def unsubscribe(token: str, request: Request) -> Response:
+    """One-click unsubscribe (RFC 8058): body `List-Unsubscribe=One-Click`, or empty."""
+    body = await request.body()
+    fields = parse_qs(body.decode("latin-1"), keep_blank_values=True) if body else {}
+    channel = "email-link" if fields.get("via") == ["page"] else "one-click"
+    try:
+        erase_url = await run_in_threadpool(_unsubscribe, token, channel)
+    except InvalidToken as exc:
+        return _bad_link(request, exc.reason)
+    if wants_json(request):
+        return JSONResponse({"status": "unsubscribed"})
+    return _unsubscribed_page(erase_url)
+
+
+def _unsubscribe(token: str, channel: str) -> str:
+    with session_scope() as session:
+        subscriber = links.subscriber_for(session, Purpose.UNSUBSCRIBE, token)
+        selfservice.unsubscribe(session, subscriber, channel=channel)
+        return links.url_for(Purpose.ERASE, subscriber)
+
+
+def _unsubscribed_page(erase_url: str | None, *, no_themes: bool = False) -> Response:
+    return page(
+        "unsubscribed",
+        erase_url=erase_url,
+        no_themes=no_themes,
+        retention_days=get_settings().unsubscribed_retention_days,
+    )
+
+
+# --- Preferences ----------------------------------------------------------------------------
+
+
+def _preferences_page(
+    session: Session,
+    subscriber: Subscriber,
+    *,
+    status_code: int = 200,
+    errors: dict[str, str] | None = None,
+    themes: list[str] | None = None,
+) -> Response:
+    assert subscriber.id is not None
+    return page(
+        "preferences",
+        status_code=status_code,
+        errors=errors or {},
+        status=subscriber.status.value,
+        themes=themes if themes is not None else subscribers.themes_of(session, subscriber.id),
+        privacy_notice=consent.PRIVACY_NOTICE_TEXT,
+        my_data_url=my_data_url(subscriber),
+        unsubscribe_url=links.url_for(Purpose.UNSUBSCRIBE, subscriber),
+        erase_url=links.url_for(Purpose.ERASE, subscriber),
+    )
+
+
+def my_data_url(subscriber: Subscriber) -> str:
+    return f"{get_settings().base_url}/my-data/{links.token_for(Purpose.MANAGE, subscriber)}"
+
+
+@router.get("/preferences/{token}", include_in_schema=False)
+def preferences_page(token: str, request: Request, session: SessionDep) -> Response:
+    try:
+        subscriber = links.subscriber_for(session, Purpose.MANAGE, token)
+    except InvalidToken as exc:
+        return _bad_link(request, exc.reason)
+    return _preferences_page(session, subscriber)
+
+
+@router.post(
+    "/preferences/{token}",
+    dependencies=[PublicPostLimit],
+    responses={200: {}, 400: {}, 409: {"description": "The subscription is not active"}, 422: {}},
+)
+async def change_preferences(token: str, request: Request) -> Response:
+    """Change themes: JSON `{"themes": [slug…]}` or the form. No themes means unsubscribe."""
+    try:
+        body = await read_body(request)
+    except FormErrors as exc:
+        return exc.json()
+    return await run_in_threadpool(_change_preferences, token, request, body.is_json, body.data)
+
+
+def _change_preferences(
+    token: str, request: Request, is_json: bool, data: dict[str, object]
+) -> Response:
+    with session_scope() as session:
+        try:
+            subscriber = links.subscriber_for(session, Purpose.MANAGE, token)
+        except InvalidToken as exc:
+            return _bad_link(request, exc.reason)
+        errors: dict[str, str] = {}
+        # An empty POST must not unsubscribe anyone: JSON names its themes, the form says so.
+        if is_json and "themes" not in data:
+            errors["themes"] = "Give 'themes': a list of theme names (an empty list unsubscribes)."
+        elif not is_json and data.get("action") != "save":
+            errors["themes"] = "Choose your themes and press the button to save them."
+        themes = theme_list(data, errors, empty_means_all=False)
+        if errors:
+            if is_json:
+                return FormErrors(errors).json()
+            return _preferences_page(session, subscriber, status_code=422, errors=errors)
+        channel = "api" if is_json else "email-link"
+        try:
+            outcome = selfservice.change_themes(session, subscriber, themes, channel=channel)
+        except selfservice.NotActive as exc:
+            if is_json:
+                return JSONResponse(
+                    {"detail": f"The subscription is {exc.status.value}: no themes to change."},
+                    status_code=409,
+                )
+            return page(
+                "not_active",
+                status_code=409,
+                status=exc.status.value,
+                preferences_url=links.url_for(Purpose.MANAGE, subscriber),
+            )
+        erase_url = links.url_for(Purpose.ERASE, subscriber)
+        preferences_url = links.url_for(Purpose.MANAGE, subscriber)
+    if outcome == selfservice.ThemesOutcome.UNSUBSCRIBED:
+        if is_json:
+            return JSONResponse({"status": "unsubscribed", "themes": []})
+        return _unsubscribed_page(erase_url, no_themes=True)
+    if is_json:
+        return JSONResponse({"status": "active", "themes": themes})
+    return page("preferences_saved", themes=theme_titles(themes), preferences_url=preferences_url)
+
+
+# --- Right of access ------------------------------------------------------------------------
+
+
+@router.get("/my-data/{token}", responses={200: {"description": "Everything we hold"}, 400: {}})
+def my_data(token: str, request: Request, session: SessionDep) -> Response:
+    """Everything held about the subscriber, as a JSON download."""
+    try:
+        subscriber = links.subscriber_for(session, Purpose.MANAGE, token)
+    except InvalidToken as exc:
+        return _bad_link(request, exc.reason)
+    log.info("subscriber %s downloaded their data", subscriber.id)
+    return JSONResponse(
+        selfservice.export(session, subscriber),
+        headers={**PRIVATE, "Content-Disposition": 'attachment; filename="my-data.json"'},
+    )
+
+
+# --- Right to erasure -----------------------------------------------------------------------
+
+
+@router.get("/erase/{token}", include_in_schema=False)
+def erase_page(token: str, request: Request, session: SessionDep) -> Response:
+    try:
+        links.subscriber_for(session, Purpose.ERASE, token)
+    except InvalidToken as exc:
+        return _bad_link(request, exc.reason)
+    return page("erase")
+
+
+@router.post("/erase/{token}", dependencies=[PublicPostLimit], responses={200: {}, 400: {}})
+def erase(token: str, request: Request, session: SessionDep) -> Response:
+    """Erase the subscriber now: everything but a keyed hash that stops us mailing them again."""
+    try:
+        subscriber = links.subscriber_for(session, Purpose.ERASE, token)
+    except InvalidToken as exc:
+        return _bad_link(request, exc.reason)
+    selfservice.erase(session, subscriber, "request")
+    session.commit()
+    if wants_json(request):
+        return JSONResponse({"status": "erased"})
+    return page("erased")
+
+
+@router.get("/erasure-requests", include_in_schema=False)
+def erasure_request_form() -> Response:
+    return page("erasure_request")
+
+
+@router.post(
+    "/erasure-requests",
+    status_code=202,
+    dependencies=[PublicPostLimit],
+    responses={202: {"description": "Accepted: the same answer for every address"}, 422: {}},
+)
+async def request_erasure(request: Request, background: BackgroundTasks) -> Response:
+    """Ask for an erase link by email; known or not, the answer is the same."""
+    try:
+        body = await read_body(request)
+    except FormErrors as exc:
+        return exc.json()
+    errors: dict[str, str] = {}
+    raw = text_field(body.data, "email", errors, limit=254)
+    honeypot = bool(text_field(body.data, "website", errors))
+    address = None
+    if not errors:
+        try:
+            address = normalise(raw)
+        except InvalidAddress as exc:
+            errors["email"] = str(exc)
+    if errors or address is None:
+        if body.is_json or wants_json(request):
+            return FormErrors(errors).json()
+        return page("erasure_request", status_code=422, errors=errors, values={"email": raw})
+    if not honeypot:
+        # After the answer is sent, so its timing says nothing about whether we know the address.
+        background.add_task(_send_erase_link, address)
+    if body.is_json:
+        return JSONResponse({"status": "accepted"}, status_code=202)
+    return page("erasure_requested", status_code=202, days=get_settings().erase_max_age_days)
+
+
+def _send_erase_link(address: Address) -> None:
+    try:
+        with session_scope() as session:
+            subscriber_id = selfservice.request_erasure(session, address)
+        if subscriber_id is not None:
+            enqueue_erase_link(subscriber_id)
+    except Exception:  # the answer is already sent; the person can ask again
+        log.exception("could not queue an erase link")

@@ -1,0 +1,104 @@
+"""A subscriber's own pages in a real Chromium with no cookies, reached only from emailed links:
+preferences, data download, unsubscribe, the erasure request and erasure; axe-core on each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+from sqlmodel import select
+
+from mailing.models import Subscriber
+from mailing.states import SubscriberStatus
+from mailing.subscribers import themes_of
+from tests.browser.conftest import check_accessibility, screenshot
+from tests.helpers import subscribe
+
+pytestmark = pytest.mark.browser
+
+
+def _emailed(mail, live_server: str, kind: str) -> str:
+    found = [u for u in mail.links if u.startswith(f"{live_server}/{kind}/")]
+    assert len(found) == 1, mail.links
+    return found[0]
+
+
+def _active(live_server, smtp, page, email: str, themes: list[str]):
+    """Sign up through the JSON API, confirm in the browser, then sign up again: the "already
+    subscribed" email carries the preferences and unsubscribe links."""
+    import httpx
+
+    with httpx.Client(base_url=live_server) as http:
+        subscribe(http, email, themes)
+        [confirm] = smtp.outbox.wait_for(1)
+        page.goto(_emailed(confirm, live_server, "confirm"))
+        page.get_by_role("button", name="Confirm my subscription").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("You are subscribed")
+        subscribe(http, email)
+        return smtp.outbox.wait_for(2)[1]
+
+
+def test_preferences_download_and_unsubscribe(page, live_server, smtp, session):
+    mail = _active(live_server, smtp, page, "browser-prefs@example.org", ["healthy-minds"])
+    page.context.clear_cookies()
+
+    page.goto(_emailed(mail, live_server, "preferences"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your subscription")
+    expect(page.get_by_label("Healthy Minds", exact=True)).to_be_checked()
+    check_accessibility(page)
+    screenshot(page, "preferences")
+
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download the data we hold about you").click()
+    data = json.loads(Path(download.value.path()).read_text())
+    assert data["subscriber"]["email"] == "browser-prefs@example.org"
+
+    page.get_by_label("Healthy Places", exact=True).check()
+    page.get_by_role("button", name="Save my choices").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your choices are saved")
+    check_accessibility(page)
+    screenshot(page, "preferences-saved")
+    sub = session.exec(select(Subscriber)).one()
+    assert themes_of(session, sub.id) == ["healthy-minds", "healthy-places"]
+
+    page.goto(_emailed(mail, live_server, "unsubscribe"))
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Unsubscribe")
+    check_accessibility(page)
+    screenshot(page, "unsubscribe")
+    page.get_by_role("button", name="Unsubscribe").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("You are unsubscribed")
+    check_accessibility(page)
+    screenshot(page, "unsubscribed")
+    session.expire_all()
+    assert session.exec(select(Subscriber)).one().status == SubscriberStatus.UNSUBSCRIBED
+
+
+def test_erasure_request_and_erase(page, live_server, smtp, session):
+    _active(live_server, smtp, page, "browser-erase@example.org", ["healthy-living"])
+    page.context.clear_cookies()
+
+    page.goto("/erasure-requests")
+    check_accessibility(page)
+    page.get_by_role("button", name="Send me the link").click()
+    expect(page.get_by_role("alert")).to_contain_text("Enter")
+    check_accessibility(page)
+    screenshot(page, "erasure-request-error")
+    page.get_by_label("Email address").fill("browser-erase@example.org")
+    page.get_by_role("button", name="Send me the link").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Check your email")
+    check_accessibility(page)
+    screenshot(page, "erasure-requested")
+
+    mail = smtp.outbox.wait_for(3)[2]
+    page.goto(_emailed(mail, live_server, "erase"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Erase your data")
+    check_accessibility(page)
+    screenshot(page, "erase")
+    page.get_by_role("button", name="Erase my data").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your data is erased")
+    check_accessibility(page)
+    screenshot(page, "erased")
+    session.expire_all()
+    assert session.exec(select(Subscriber)).all() == []

@@ -1,0 +1,176 @@
+"""Helpers for the update-sending tests: subscribers in bulk, a fast counting SMTP sink, staff.
+
+Subscribers are inserted straight into the tables (executemany), thousands in a second, because
+the sign-up flow is not what these tests are about.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+
+from mailing.db import get_engine
+from mailing.models import Subscriber, SubscriberTheme, Update, utcnow
+
+
+def add_subscribers(
+    count: int, themes: list[str], *, status: str = "active", prefix: str = "person"
+) -> list[str]:
+    """Insert `count` subscribers with these themes and status; returns their addresses."""
+    now = utcnow()
+    emails = [f"{prefix}{i}@example.net" for i in range(count)]
+    engine = get_engine()
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(Subscriber.__table__),  # type: ignore[attr-defined]
+            [
+                {
+                    "email": e,
+                    "email_key": e,
+                    "status": status,
+                    "token_version": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                    "confirmed_at": now if status != "pending" else None,
+                }
+                for e in emails
+            ],
+        )
+        ids = conn.execute(
+            sa.text("SELECT id FROM subscriber WHERE email LIKE :p ORDER BY id"),
+            {"p": f"{prefix}%@example.net"},
+        ).scalars()
+        rows = [{"subscriber_id": i, "theme": t} for i in ids for t in themes]
+        if rows:
+            conn.execute(sa.insert(SubscriberTheme.__table__), rows)  # type: ignore[attr-defined]
+    return emails
+
+
+def make_staff(role: str, email: str | None = None) -> str:
+    """A staff member with this role; returns their API token."""
+    from mailing import staff
+    from mailing.db import session_scope
+    from mailing.states import StaffRole
+
+    with session_scope() as session:
+        _, token = staff.create_staff(
+            session, email or f"{role}@staff.example.org", StaffRole(role)
+        )
+    return token
+
+
+def draft(subject: str = "News", body: str = "Hello **all**.", themes: Iterable[str] = ()) -> int:
+    from mailing import updates
+    from mailing.db import session_scope
+
+    with session_scope() as session:
+        update = updates.create_draft(session, None, subject, body, list(themes))
+        assert update.id is not None
+        return update.id
+
+
+def start(update_id: int, *, enqueue: bool = True) -> int:
+    """Start sending as the API does; returns the number of recipients."""
+    from mailing import sending
+    from mailing.db import session_scope
+
+    with session_scope() as session:
+        started = sending.start_send(session, update_id, None)
+    if enqueue and started.started:
+        from workers.enqueue import enqueue_update_send
+
+        enqueue_update_send(update_id)
+    return started.recipients
+
+
+def update_row(update_id: int) -> Update:
+    from sqlmodel import Session
+
+    with Session(get_engine(), expire_on_commit=False) as session:
+        found = session.get(Update, update_id)
+        assert found is not None
+        return found
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll a condition (not a fixed sleep): fail with `what` if it is not true in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_sent(update_id: int, timeout: float = 120.0) -> Update:
+    wait_until(lambda: update_row(update_id).status.value == "sent", timeout, "the update sent")
+    return update_row(update_id)
+
+
+@dataclass
+class Sink:
+    """An SMTP handler that keeps every message (raw) and answers 550 for chosen recipients."""
+
+    refuse: set[str] = field(default_factory=set)
+    received: list[tuple[str, bytes]] = field(default_factory=list)
+    lock: threading.Condition = field(default_factory=threading.Condition)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if address in self.refuse:
+            return "550 5.1.1 No such mailbox here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.received.append((rcpt, envelope.content))
+            self.lock.notify_all()
+        return "250 Message accepted"
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.received)
+
+    def wait_for(self, n: int, timeout: float) -> None:
+        with self.lock:
+            if not self.lock.wait_for(lambda: len(self.received) >= n, timeout=timeout):
+                raise AssertionError(f"only {len(self.received)} of {n} mails arrived")
+
+    def recipients(self) -> Counter[str]:
+        with self.lock:
+            return Counter(r for r, _ in self.received)
+
+    def messages(self) -> list[tuple[str, EmailMessage]]:
+        with self.lock:
+            got = list(self.received)
+        return [(r, message_from_bytes(raw, policy=policy.default)) for r, raw in got]  # type: ignore[misc]
+
+
+class SinkServer:
+    """A Sink on a loopback port (a fixed one can be given, to bring a relay 'back up')."""
+
+    def __init__(self, sink: Sink | None = None, port: int = 0) -> None:
+        from mailing.devcapture import _free_port
+
+        self.sink = sink or Sink()
+        self.port = port or _free_port()
+        self.controller = Controller(self.sink, hostname="127.0.0.1", port=self.port)
+
+    def __enter__(self) -> SinkServer:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop()

@@ -1,0 +1,193 @@
+"""The pipeline when things break: a worker killed mid-send, the relay down, 550 answers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from mailing.db import get_engine
+from tests.helpers import count
+from tests.sending_support import (
+    Sink,
+    SinkServer,
+    add_subscribers,
+    draft,
+    start,
+    update_row,
+    wait_sent,
+    wait_until,
+)
+
+KILL_N = int(os.environ.get("MAILING_TEST_KILL_N", "5000"))
+REDIS = os.environ.get("MAILING_TEST_REDIS_URL", "")
+BROKER = os.environ.get("MAILING_TEST_BROKER_URL", "")
+
+
+def test_the_relay_down_for_a_while_then_up_loses_nothing_and_sends_no_duplicates(
+    settings_env: Callable[..., None], worker: Any
+) -> None:
+    from mailing.devcapture import _free_port
+
+    port = _free_port()  # nothing listens here yet: connections are refused
+    settings_env(
+        smtp_host="127.0.0.1", smtp_port=port, send_retry_backoff=0.2, send_retry_backoff_max=1
+    )
+    emails = add_subscribers(300, ["healthy-minds"])
+    update_id = draft(themes=["healthy-minds"])
+    start(update_id)
+    wait_until(
+        lambda: count("delivery", "WHERE attempts > 0 AND status = 'pending'") > 0,
+        30,
+        "a failed attempt to reach the relay",
+    )
+    assert update_row(update_id).status.value == "sending"
+    with SinkServer(port=port) as server:
+        update = wait_sent(update_id, timeout=60)
+        got = server.sink.recipients()
+    assert set(got) == set(emails)
+    assert max(got.values()) == 1
+    assert (update.sent, update.failed) == (300, 0)
+
+
+def test_550_for_some_recipients_fails_those_and_delivers_the_rest(
+    settings_env: Callable[..., None], worker: Any
+) -> None:
+    emails = add_subscribers(200, ["healthy-places"])
+    refused = set(emails[::17])
+    with SinkServer(Sink(refuse=refused)) as server:
+        settings_env(smtp_host="127.0.0.1", smtp_port=server.port)
+        update_id = draft(themes=["healthy-places"])
+        start(update_id)
+        update = wait_sent(update_id, timeout=60)
+        got = server.sink.recipients()
+    assert set(got) == set(emails) - refused
+    assert max(got.values()) == 1
+    assert (update.sent, update.failed) == (200 - len(refused), len(refused))
+    with get_engine().connect() as conn:
+        errors = conn.execute(
+            sa.text("SELECT error, attempts FROM delivery WHERE status = 'failed'")
+        ).all()
+    assert len(errors) == len(refused)
+    assert all("550" in e and a == 1 for e, a in errors)  # permanent: tried once, never retried
+
+
+@pytest.fixture
+def kill_broker() -> Iterator[str]:
+    """A broker only the subprocess workers listen to (the run's Redis db for shared state)."""
+    if not (BROKER.startswith("redis") and REDIS.startswith("redis")):
+        pytest.skip(
+            "needs a Redis broker: a worker in another process cannot reach the in-process "
+            "memory broker (set MAILING_TEST_BROKER_URL and MAILING_TEST_REDIS_URL)"
+        )
+    import redis
+
+    r = redis.Redis.from_url(REDIS)
+
+    def forget_queues() -> None:
+        for key in r.scan_iter():
+            if not key.startswith(b"mailing:"):
+                r.delete(key)
+
+    forget_queues()
+    yield REDIS
+    forget_queues()
+
+
+def _spawn_worker(broker: str, smtp_port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "MAILING_BROKER_URL": broker,
+        "MAILING_SMTP_HOST": "127.0.0.1",
+        "MAILING_SMTP_PORT": str(smtp_port),
+    }
+    mailing = Path(sys.executable).with_name("mailing")
+    return subprocess.Popen(
+        [
+            str(mailing),
+            "worker",
+            "-Q",
+            "updates",
+            "--concurrency",
+            "1",
+            "--pool",
+            "prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "WARNING",
+        ],
+        env=env,
+        start_new_session=True,  # its own process group: SIGKILL reaches the pool child too
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_send_loses_nothing_and_repeats_at_most_one_chunk(
+    database: str, kill_broker: str
+) -> None:
+    from celery import Celery
+
+    from mailing import sending
+    from mailing.config import get_settings
+    from mailing.db import session_scope
+    from mailing.models import utcnow
+
+    publisher = Celery("kill-test", broker=kill_broker)
+
+    def publish(update_id: int, first: int, last: int) -> None:
+        publisher.send_task(
+            "workers.tasks.send_update_batch", args=(update_id, first, last), queue="updates"
+        )
+
+    emails = add_subscribers(KILL_N, ["healthy-living"])
+    update_id = draft(themes=["healthy-living"])
+    start(update_id, enqueue=False)
+    with session_scope() as session:
+        sending.dispatch(session, update_id, publish)
+
+    with SinkServer() as server:
+        first = _spawn_worker(kill_broker, server.port)
+        try:
+            server.sink.wait_for(min(1000, KILL_N // 5), timeout=120)
+        finally:
+            _kill(first)
+        arrived_before_restart = server.sink.count()
+        assert arrived_before_restart < KILL_N, "the send finished before the kill"
+
+        second = _spawn_worker(kill_broker, server.port)
+        try:
+            # The killed worker's task sits unacknowledged in the broker: reconcile (beat's
+            # job every minute) re-drives it once its claim is older than the timeout.
+            later = utcnow() + timedelta(seconds=get_settings().claim_timeout_seconds + 60)
+            with session_scope() as session:
+                sending.reconcile(session, later, publish)
+            update = wait_sent(update_id, timeout=180)
+        finally:
+            _kill(second)
+        got = server.sink.recipients()
+
+    assert set(got) == set(emails)  # nothing lost
+    duplicates = sum(n - 1 for n in got.values())
+    assert duplicates <= get_settings().send_commit_chunk
+    assert (update.sent, update.failed) == (KILL_N, 0)
+    assert count("delivery", "WHERE status = 'sent'") == KILL_N
