@@ -21,14 +21,14 @@ import smtplib
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
+sys.path.insert(0, str(ROOT / "bench"))
+from throwaway import drop_database, free_port, make_database  # noqa: E402
 
 # --- A minimal SMTP sink (one process, asyncio): counts messages, remembers the last one's time
 
@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 class SinkProtocol(asyncio.Protocol):
     def __init__(self, count: Any, last: Any) -> None:
         self.count, self.last = count, last
-        self.buffer = b""
+        self.buffer = bytearray()
+        self.scan = 0  # where to resume looking for the end of a message
         self.in_data = False
 
     def connection_made(self, transport: Any) -> None:
@@ -47,10 +48,12 @@ class SinkProtocol(asyncio.Protocol):
         self.buffer += data
         while True:
             if self.in_data:
-                end = self.buffer.find(b"\r\n.\r\n")
+                end = self.buffer.find(b"\r\n.\r\n", self.scan)
                 if end < 0:
+                    self.scan = max(0, len(self.buffer) - 4)
                     return
-                self.buffer = self.buffer[end + 5 :]
+                del self.buffer[: end + 5]
+                self.scan = 0
                 self.in_data = False
                 with self.count.get_lock():
                     self.count.value += 1
@@ -60,16 +63,15 @@ class SinkProtocol(asyncio.Protocol):
             end = self.buffer.find(b"\r\n")
             if end < 0:
                 return
-            line, self.buffer = self.buffer[:end], self.buffer[end + 2 :]
-            verb = line[:4].upper()
+            verb = bytes(self.buffer[:4]).upper()
+            del self.buffer[: end + 2]
             if verb == b"EHLO":
                 self.transport.write(b"250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
             elif verb == b"DATA":
                 self.in_data = True
                 self.transport.write(b"354 go ahead\r\n")
-                # the terminator search starts at the body: a body starting with ".\r\n" is
-                # impossible here (headers come first)
-                self.buffer = b"\r\n" + self.buffer
+                # so that the end marker is found even for an empty body
+                self.buffer[0:0] = b"\r\n"
             elif verb == b"QUIT":
                 self.transport.write(b"221 bye\r\n")
                 self.transport.close()
@@ -92,33 +94,6 @@ def run_sink(port: int, count: Any, last: Any, ready: Any) -> None:
 
 
 # --- Setup ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def make_database(server_url: str) -> tuple[str, Any]:
-    import sqlalchemy as sa
-
-    name = f"mailing_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    return url, (admin, name)
-
-
-def drop_database(handle: Any) -> None:
-    import sqlalchemy as sa
-
-    admin, name = handle
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def add_subscribers(n: int) -> None:
@@ -165,8 +140,11 @@ def start_workers(k: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
     for i in range(k):
         procs.append(
             subprocess.Popen(
-                [str(mailing), "worker", "-Q", "updates", "--pool", "solo", "-n", f"bench{i}@%h"]
-                + ["--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"],
+                [
+                    *(str(mailing), "worker", "-Q", "updates", "--pool", "solo"),
+                    *("-n", f"bench{i}@%h", "--without-gossip", "--without-mingle"),
+                    *("--without-heartbeat", "-l", "INFO"),
+                ],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -195,6 +173,12 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def blast(port: int, messages: list[bytes], envelope_from: str, rcpts: list[str]) -> None:
     smtp = smtplib.SMTP("127.0.0.1", port)
     for rcpt, raw in zip(rcpts, messages, strict=True):
@@ -214,7 +198,7 @@ def main() -> None:
     parser.add_argument("--keep-sink-messages", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    db_url, handle = make_database(args.database_server)
+    db_url, db_name = make_database(args.database_server)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILING_")}
     env.update(
@@ -265,6 +249,7 @@ def main() -> None:
             update_id = update.id
         assert update_id is not None
 
+        cpu_before = [cpu_seconds(p.pid) for p in workers] + [cpu_seconds(sink.pid or 0)]
         t0 = time.time()
         with session_scope() as session:
             started = sending.start_send(session, update_id, None)
@@ -282,6 +267,9 @@ def main() -> None:
                 break
             time.sleep(0.1)
         rss = [peak_rss_kib(p.pid) for p in workers]
+        cpu_after = [cpu_seconds(p.pid) for p in workers] + [cpu_seconds(sink.pid or 0)]
+        cpu = [a - b for a, b in zip(cpu_after, cpu_before, strict=True)]
+        load = os.getloadavg()[0]
 
         # The ceiling: the same number of pre-built messages over the same number of connections.
         with session_scope() as session:
@@ -323,6 +311,11 @@ def main() -> None:
             + ", ".join(f"{r / 1024:.1f} MiB" for r in rss)
             + f" (max {max(rss) / 1024:.1f} MiB)"
         )
+        print(
+            f"CPU during the send:   workers {sum(cpu[:-1]):.1f}s "
+            f"({sum(cpu[:-1]) * 1e6 / started.recipients:.0f} us/email), sink {cpu[-1]:.1f}s, "
+            f"of {os.cpu_count()} cores x {e2e_seconds:.1f}s; load average {load:.1f}"
+        )
         print(f"final: sent={live.sent} failed={live.failed} pending={live.pending}")
     finally:
         for p in workers:
@@ -335,7 +328,7 @@ def main() -> None:
         from mailing.db import reset_engine
 
         reset_engine()
-        drop_database(handle)
+        drop_database(args.database_server, db_name)
         clear_broker(args.broker)
 
 

@@ -79,7 +79,8 @@ def worker(ctx: click.Context) -> None:
 
     logs.setup()
     app = configure()
-    argv = ["worker", *ctx.args]
+    # No banner on stdout and INFO task events: every line the worker writes is a JSON event.
+    argv = ["--quiet", "worker", "--loglevel", "INFO", *ctx.args]
     if not any(a == "-Q" or a.startswith("--queues") for a in ctx.args):
         argv += ["-Q", ",".join(QUEUES)]
     app.worker_main(argv)
@@ -228,16 +229,17 @@ def send(update_id: int) -> None:
 
     from mailing import sending
     from mailing.db import session_scope
+    from mailing.models import Update
     from workers.celery_app import configure
     from workers.enqueue import enqueue_update_send
 
+    with session_scope() as session:
+        if not 0 < update_id < 2**31 or session.get(Update, update_id) is None:
+            click.echo(f"mailing: there is no update {update_id}", err=True)
+            sys.exit(1)
     configure()  # fails early, clearly, when no broker is configured
-    try:
-        with session_scope() as session:
-            started = sending.start_send(session, update_id, None)
-    except sending.UpdateNotFound:
-        click.echo(f"mailing: there is no update {update_id}", err=True)
-        sys.exit(1)
+    with session_scope() as session:
+        started = sending.start_send(session, update_id, None)
     if started.started:
         enqueue_update_send(update_id)
         click.echo(f"sending update {update_id} to {started.recipients} recipients")

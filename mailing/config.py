@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     send_batch_size: int = 500
     send_commit_chunk: int = 50
     claim_timeout_seconds: int = 600
+    reconcile_interval_seconds: float = 60.0  # how often beat re-drives lost or stalled sends
     send_retry_backoff: float = 5.0  # seconds before the first retry after a 4xx; doubles, jittered
     send_retry_backoff_max: float = 300.0
     send_max_retries: int = 20  # then reconcile picks the deliveries up again

@@ -36,7 +36,7 @@ def management_urls(subscriber: Subscriber) -> dict[str, str]:
 
 
 def subscriber_for(session: Session, purpose: Purpose, token: str) -> Subscriber:
-    """The subscriber a link names; InvalidToken if it is forged, expired, revoked or misdirected."""
+    """The subscriber a link names; InvalidToken if forged, expired, revoked or misdirected."""
     payload = verify(purpose, token)
     subscriber = session.get(Subscriber, payload["s"])
     if subscriber is None or not subscribers.matches_link_check(subscriber, payload.get("h")):

@@ -18,9 +18,19 @@ ADDRESS = re.compile(
 TOKEN_PATH = re.compile(r"/(confirm|unsubscribe|preferences|my-data|erase)/[A-Za-z0-9._-]+")
 
 
+# Signed link tokens (itsdangerous: base64 JSON `eyJ…`, or `.`-prefixed when compressed),
+# bearer tokens, and secrets passed as query or form fields.
+SIGNED_TOKEN = re.compile(r"(?<![A-Za-z0-9_-])\.?eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]+)+")
+BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
+SECRET_FIELD = re.compile(r"(?i)\b((?:csrf_)?token|password|session|secret[a-z_]*)=([^\s&;\"',]+)")
+
+
 def redact(text: str) -> str:
     text = ADDRESS.sub("<address>", text)
-    return TOKEN_PATH.sub(r"/\1/<token>", text)
+    text = TOKEN_PATH.sub(r"/\1/<token>", text)
+    text = SIGNED_TOKEN.sub("<token>", text)
+    text = BEARER.sub(r"\1<token>", text)
+    return SECRET_FIELD.sub(r"\1=<redacted>", text)
 
 
 class RedactingFilter(logging.Filter):
@@ -65,6 +75,7 @@ def setup(level: int = logging.INFO, *, json_lines: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)  # Python warnings become JSON events too
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery"):
         lg = logging.getLogger(name)
         lg.handlers[:] = []

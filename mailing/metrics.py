@@ -4,6 +4,7 @@ they are right however many API and worker processes run."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -27,7 +28,36 @@ REQUEST_LATENCY = Histogram(
     "mailing_request_seconds", "Request latency", ["route"], registry=REGISTRY
 )
 
+TASK_LATENCY = Histogram(
+    "mailing_task_seconds",
+    "Run time of Celery tasks in this process, by task name",
+    ["task"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+
 RATE_WINDOW = timedelta(minutes=1)
+_task_started: dict[str, float] = {}
+
+
+def _task_prerun(task_id: str | None = None, **_: object) -> None:
+    if task_id:
+        _task_started[task_id] = time.perf_counter()
+
+
+def _task_postrun(task_id: str | None = None, task: object = None, **_: object) -> None:
+    started = _task_started.pop(task_id or "", None)
+    if started is not None:
+        name = str(getattr(task, "name", "unknown"))
+        TASK_LATENCY.labels(name).observe(time.perf_counter() - started)
+
+
+def observe_tasks() -> None:
+    """Time every Celery task run in this process (workers call this once at start)."""
+    from celery.signals import task_postrun, task_prerun
+
+    task_prerun.connect(_task_prerun, weak=False, dispatch_uid="mailing-task-latency-pre")
+    task_postrun.connect(_task_postrun, weak=False, dispatch_uid="mailing-task-latency-post")
 
 
 class DatabaseFigures(Collector):

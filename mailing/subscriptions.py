@@ -11,15 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlalchemy import insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, col, select
 
 from mailing import consent, links, subscribers
 from mailing.addresses import Address
 from mailing.config import get_settings
 from mailing.emails import TO, Prepared, prepare
 from mailing.mailer import Mailer
-from mailing.models import Subscriber, utcnow
+from mailing.models import Subscriber, SubscriberTheme, utcnow
 from mailing.ratelimit import get_limiter
 from mailing.states import ConsentEventKind, SubscriberStatus, check_subscriber
 from mailing.themes import ALL_THEMES, normalise_themes, theme_titles
@@ -47,15 +49,10 @@ def request_subscription(
 
     The caller commits and then enqueues the email, so the worker always finds the row.
     """
-    subscriber = subscribers.by_key(session, address.key)
-    if subscriber is None:
-        subscriber = _create_pending(session, address, themes)
-    elif subscriber.status == SubscriberStatus.PENDING:
-        subscribers.set_themes(session, subscriber, themes)
-    assert subscriber.id is not None
+    subscriber_id, status = _pending_or_existing(session, address, themes)
     consent.record(
         session,
-        subscriber.id,
+        subscriber_id,
         ConsentEventKind.REQUESTED,
         channel=channel,
         themes=themes,
@@ -69,28 +66,52 @@ def request_subscription(
     )
     if not verdict.allowed:
         return None
-    notice = (
-        Notice.ALREADY_SUBSCRIBED
-        if subscriber.status == SubscriberStatus.ACTIVE
-        else Notice.CONFIRM
-    )
-    return EmailToSend(notice, subscriber.id, themes)
+    notice = Notice.ALREADY_SUBSCRIBED if status == SubscriberStatus.ACTIVE else Notice.CONFIRM
+    return EmailToSend(notice, subscriber_id, themes)
 
 
-def _create_pending(session: Session, address: Address, themes: list[str]) -> Subscriber:
-    # Two requests for a new address can race; the unique key decides, and the loser reuses it.
-    try:
-        with session.begin_nested():
-            subscriber = Subscriber(email=address.email, email_key=address.key)
-            session.add(subscriber)
-            session.flush()
-            subscribers.set_themes(session, subscriber, themes)
-            return subscriber
-    except IntegrityError:
-        existing = subscribers.by_key(session, address.key)
-        if existing is None:
-            raise
-        return existing
+def _pending_or_existing(
+    session: Session, address: Address, themes: list[str]
+) -> tuple[int, SubscriberStatus]:
+    """The subscriber for this address, created pending if new: one statement in the usual case.
+
+    `INSERT ... ON CONFLICT DO NOTHING` lets the unique key decide a race between two requests
+    for a new address (the loser waits for the winner's commit, then reads its row), with no
+    look-up before it and no savepoint. A pending subscriber's themes follow the latest request;
+    an active or unsubscribed one's change only through a signed link.
+    """
+    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    for _ in range(2):  # a second go only if the row was erased between the two statements
+        now = utcnow()
+        created = session.execute(
+            dialect_insert(Subscriber)
+            .values(
+                email=address.email,
+                email_key=address.key,
+                status=SubscriberStatus.PENDING,
+                token_version=1,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["email_key"])
+            .returning(col(Subscriber.id))
+        ).scalar_one_or_none()
+        if created is not None:
+            if themes:
+                session.execute(
+                    insert(SubscriberTheme),
+                    [{"subscriber_id": created, "theme": t} for t in themes],
+                )
+            return created, SubscriberStatus.PENDING
+        # Locked, so simultaneous requests for one pending address replace its themes in turn.
+        subscriber = session.exec(
+            select(Subscriber).where(Subscriber.email_key == address.key).with_for_update()
+        ).first()
+        if subscriber is not None and subscriber.id is not None:
+            if subscriber.status == SubscriberStatus.PENDING:
+                subscribers.set_themes(session, subscriber, themes)
+            return subscriber.id, subscriber.status
+    raise RuntimeError("the address's subscriber row vanished twice during one sign-up")
 
 
 def confirmation_token(subscriber: Subscriber, themes: list[str]) -> str:

@@ -9,9 +9,11 @@ revokes them all.
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from itsdangerous import BadData, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_decode, base64_encode
 
 from mailing.config import Settings, get_settings
 
@@ -38,12 +40,19 @@ class InvalidToken(ValueError):
 
 
 def _serializer(purpose: Purpose, settings: Settings) -> URLSafeSerializer | URLSafeTimedSerializer:
+    return _serializer_for(purpose, tuple(settings.secret_key_list))
+
+
+@lru_cache(maxsize=64)
+def _serializer_for(
+    purpose: Purpose, keys: tuple[str, ...]
+) -> URLSafeSerializer | URLSafeTimedSerializer:
+    # Built once per purpose and key list: an update send signs two links for every recipient.
     # itsdangerous signs with the *last* key of the list; our setting lists the signing key first.
-    keys = list(reversed(settings.secret_key_list))
     salt = f"mailing.{purpose.value}"
     if purpose in TIMED:
-        return URLSafeTimedSerializer(keys, salt=salt)
-    return URLSafeSerializer(keys, salt=salt)
+        return URLSafeTimedSerializer(list(reversed(keys)), salt=salt)
+    return URLSafeSerializer(list(reversed(keys)), salt=salt)
 
 
 def sign(purpose: Purpose, payload: dict[str, Any], settings: Settings | None = None) -> str:
@@ -54,6 +63,7 @@ def verify(purpose: Purpose, token: str, settings: Settings | None = None) -> di
     settings = settings or get_settings()
     serializer = _serializer(purpose, settings)
     try:
+        _require_canonical_signature(token)
         if isinstance(serializer, URLSafeTimedSerializer):
             max_age = getattr(settings, TIMED[purpose]) * 86400
             payload = serializer.loads(token, max_age=max_age)
@@ -66,3 +76,14 @@ def verify(purpose: Purpose, token: str, settings: Settings | None = None) -> di
     if not isinstance(payload, dict) or not isinstance(payload.get("s"), int):
         raise InvalidToken("invalid")
     return payload
+
+
+def _require_canonical_signature(token: str) -> None:
+    """Refuse a signature whose last base64 character differs only in its unused bits.
+
+    The decoder ignores those bits, so without this check a few altered tokens would still
+    verify: any change to a token's characters must be rejected.
+    """
+    signature = token.rsplit(".", 1)[-1].encode()
+    if base64_encode(base64_decode(signature)) != signature:
+        raise InvalidToken("invalid")

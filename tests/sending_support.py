@@ -121,6 +121,7 @@ class Sink:
     """An SMTP handler that keeps every message (raw) and answers 550 for chosen recipients."""
 
     refuse: set[str] = field(default_factory=set)
+    defer: dict[str, int] = field(default_factory=dict)  # answer 450 this many times first
     received: list[tuple[str, bytes]] = field(default_factory=list)
     lock: threading.Condition = field(default_factory=threading.Condition)
 
@@ -129,6 +130,9 @@ class Sink:
     ) -> str:
         if address in self.refuse:
             return "550 5.1.1 No such mailbox here"
+        if self.defer.get(address, 0) > 0:
+            self.defer[address] -= 1
+            return "450 4.2.1 Mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

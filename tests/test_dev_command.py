@@ -26,7 +26,11 @@ def dev_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILING_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mailing.cli", "dev", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -38,7 +42,9 @@ def dev_server(tmp_path):
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.fail("mailing dev did not come up:\n" + (proc.stdout.read() if proc.stdout else ""))
+            pytest.fail(
+                "mailing dev did not come up:\n" + (proc.stdout.read() if proc.stdout else "")
+            )
         time.sleep(0.1)  # polling for readiness, not waiting for an outcome
     yield base, tmp_path
     proc.terminate()
@@ -56,7 +62,9 @@ def _outbox_links(base: str, kind: str, wait: float = 20) -> list[str]:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         page = httpx.get(f"{base}/dev/outbox").text
-        found = [unescape(u) for u in re.findall(r'href="(http://[^"]+/' + kind + r'/[^"]+)"', page)]
+        found = [
+            unescape(u) for u in re.findall(r'href="(http://[^"]+/' + kind + r'/[^"]+)"', page)
+        ]
         if found:
             return found
         time.sleep(0.1)  # the worker sends in the background; poll the page a person would reload

@@ -1,4 +1,4 @@
-"""Personal data never appears in logs: not from our code, and the redacting filter catches slips."""
+"""Personal data never appears in logs: not from our code; the redacting filter catches slips."""
 
 from __future__ import annotations
 

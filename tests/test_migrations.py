@@ -25,11 +25,15 @@ def test_consent_ledger_is_append_only(session):
     sub = Subscriber(email="ledger@example.org", email_key="ledger@example.org")
     session.add(sub)
     session.flush()
-    event = record(session, sub.id, ConsentEventKind.REQUESTED, channel="api", themes=["healthy-minds"])
+    event = record(
+        session, sub.id, ConsentEventKind.REQUESTED, channel="api", themes=["healthy-minds"]
+    )
     session.commit()
     with pytest.raises(sa.exc.DatabaseError):
         session.execute(
-            sa.update(ConsentEvent).where(ConsentEvent.id == event.id).values(themes="healthy-places")
+            sa.update(ConsentEvent)
+            .where(ConsentEvent.id == event.id)
+            .values(themes="healthy-places")
         )
         session.commit()
     session.rollback()

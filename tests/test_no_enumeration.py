@@ -20,7 +20,11 @@ def _activate(client, smtp, email):
 
 def _answer(client, email):
     r = client.post("/subscriptions", json={"email": email, "consent": True})
-    return r.status_code, r.json(), sorted(k for k in r.headers if k not in ("x-request-id", "date"))
+    return (
+        r.status_code,
+        r.json(),
+        sorted(k for k in r.headers if k not in ("x-request-id", "date")),
+    )
 
 
 def test_same_answer_for_new_pending_active_and_unsubscribed(client, smtp, session):
@@ -33,14 +37,25 @@ def test_same_answer_for_new_pending_active_and_unsubscribed(client, smtp, sessi
     session.add(gone)
     session.commit()
 
-    answers = {e: _answer(client, e) for e in
-               ("new@example.org", "pending@example.org", "active@example.org", "gone@example.org")}
+    answers = {
+        e: _answer(client, e)
+        for e in (
+            "new@example.org",
+            "pending@example.org",
+            "active@example.org",
+            "gone@example.org",
+        )
+    }
     assert len(set(map(repr, answers.values()))) == 1, answers
     assert answers["new@example.org"][:2] == (202, {"status": "pending"})
 
-    form = [client.post("/subscriptions", data={"email": e, "consent": "yes"}, follow_redirects=False)
-            for e in ("new2@example.org", "active@example.org")]
-    assert [(f.status_code, f.headers["location"]) for f in form] == [(303, "/check-your-email")] * 2
+    form = [
+        client.post("/subscriptions", data={"email": e, "consent": "yes"}, follow_redirects=False)
+        for e in ("new2@example.org", "active@example.org")
+    ]
+    assert [(f.status_code, f.headers["location"]) for f in form] == [
+        (303, "/check-your-email")
+    ] * 2
 
 
 def test_active_address_gets_a_manage_email_of_the_same_shape(client, smtp, session):

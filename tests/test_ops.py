@@ -50,6 +50,35 @@ def test_metrics_count_events_and_read_figures_from_the_database(client, smtp):
     assert ("mailing_send_rate", ()) in after
 
 
+def test_metrics_time_the_tasks_workers_run(client, smtp):
+    from tests.conftest import drain_worker
+
+    key = ("mailing_task_seconds_count", (("task", "workers.tasks.send_notice_email"),))
+    before = _samples(client.get("/metrics").text).get(key, 0)
+    subscribe(client, "timed@example.org")
+    smtp.outbox.wait_for(1)
+    drain_worker()
+    after = _samples(client.get("/metrics").text)
+    assert after.get(key, 0) - before == 1
+
+
+def test_metrics_name_every_figure_operators_watch(client):
+    names = {f.name for f in text_string_to_metric_families(client.get("/metrics").text)}
+    assert {
+        "mailing_signups",
+        "mailing_confirmations",
+        "mailing_unsubscribes",
+        "mailing_erasures",
+        "mailing_rate_limited",
+        "mailing_subscribers",
+        "mailing_deliveries",
+        "mailing_updates",
+        "mailing_send_rate",
+        "mailing_task_seconds",
+        "mailing_delivery_latency_seconds",
+    } <= names
+
+
 def test_metrics_hold_no_personal_data(client, smtp):
     subscribe(client, "hidden.person@example.org")
     smtp.outbox.wait_for(1)
@@ -73,3 +102,17 @@ def test_each_request_logs_one_json_event_with_route_template_and_request_id(cli
     event = json.loads(JsonFormatter().format(record))
     assert event["status"] == 400 and event["method"] == "GET"
     assert answer.headers["x-request-id"]
+
+
+def test_the_log_filter_redacts_addresses_and_every_kind_of_token():
+    from mailing.logs import redact
+    from mailing.tokens import Purpose, sign
+
+    token = sign(Purpose.UNSUBSCRIBE, {"s": 1, "v": 0})
+    line = redact(
+        f"to Some.One+x@Example.org and some%40example.org; GET /erase/{token}; bare {token}; "
+        "Authorization: Bearer s3cr3t-API_token; /admin/login?csrf_token=abc&password=hunter2"
+    )
+    for secret in ("Some.One", "some%40", token, "s3cr3t", "abc&", "hunter2"):
+        assert secret not in line, line
+    assert "<address>" in line and "/erase/<token>" in line and "Bearer <token>" in line

@@ -23,9 +23,10 @@ def test_ip_limit_answers_429_with_retry_after(client, settings_env, smtp):
 def test_ip_limit_is_per_client(database, smtp, worker, settings_env):
     settings_env(rate_limit_per_ip=2)
     app = create_app()
-    with TestClient(app, client=("198.51.100.1", 5000)) as a, TestClient(
-        app, client=("198.51.100.2", 5000)
-    ) as b:
+    with (
+        TestClient(app, client=("198.51.100.1", 5000)) as a,
+        TestClient(app, client=("198.51.100.2", 5000)) as b,
+    ):
         assert [subscribe(a, f"a{i}@example.org").status_code for i in range(3)] == [202, 202, 429]
         assert subscribe(b, "b0@example.org").status_code == 202
 

@@ -80,6 +80,38 @@ def test_550_for_some_recipients_fails_those_and_delivers_the_rest(
     assert all("550" in e and a == 1 for e, a in errors)  # permanent: tried once, never retried
 
 
+def test_a_450_for_some_recipients_retries_only_those_until_they_are_taken(
+    settings_env: Callable[..., None], worker: Any
+) -> None:
+    emails = add_subscribers(120, ["healthy-minds"])
+    busy = {e: 2 for e in emails[::10]}  # each refused twice with 450, then taken
+    with SinkServer(Sink(defer=dict(busy))) as server:
+        settings_env(
+            smtp_host="127.0.0.1",
+            smtp_port=server.port,
+            send_retry_backoff=0.2,
+            send_retry_backoff_max=1,
+        )
+        update_id = draft(themes=["healthy-minds"])
+        start(update_id)
+        update = wait_sent(update_id, timeout=60)
+        got = server.sink.recipients()
+    assert set(got) == set(emails)
+    assert max(got.values()) == 1
+    assert (update.sent, update.failed) == (120, 0)
+    with get_engine().connect() as conn:
+        attempts = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT s.email, d.attempts FROM delivery d "
+                    "JOIN subscriber s ON s.id = d.subscriber_id"
+                )
+            ).all()
+        )
+    assert all(attempts[e] == 3 for e in busy)
+    assert all(attempts[e] == 1 for e in emails if e not in busy)
+
+
 @pytest.fixture
 def kill_broker() -> Iterator[str]:
     """A broker only the subprocess workers listen to (the run's Redis db for shared state)."""
@@ -188,6 +220,7 @@ def test_a_worker_killed_mid_send_loses_nothing_and_repeats_at_most_one_chunk(
 
     assert set(got) == set(emails)  # nothing lost
     duplicates = sum(n - 1 for n in got.values())
+    print(f"killed after {arrived_before_restart} mails; duplicates afterwards: {duplicates}")
     assert duplicates <= get_settings().send_commit_chunk
     assert (update.sent, update.failed) == (KILL_N, 0)
     assert count("delivery", "WHERE status = 'sent'") == KILL_N

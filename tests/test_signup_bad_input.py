@@ -88,7 +88,9 @@ def test_unsupported_content_type_is_415(client):
 def test_body_over_64_kib_is_413(client):
     before = table_snapshot()
     big = json.dumps(_with(source="x" * (65 * 1024))).encode()
-    answer = client.post("/subscriptions", content=big, headers={"content-type": "application/json"})
+    answer = client.post(
+        "/subscriptions", content=big, headers={"content-type": "application/json"}
+    )
     assert answer.status_code == 413
     assert table_snapshot() == before
 
@@ -98,7 +100,9 @@ def test_body_over_64_kib_without_content_length_is_413(client):
         for _ in range(70):
             yield b"x" * 1024
 
-    answer = client.post("/subscriptions", content=chunks(), headers={"content-type": "application/json"})
+    answer = client.post(
+        "/subscriptions", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert answer.status_code == 413
 
 
@@ -121,7 +125,9 @@ def test_form_errors_rerender_the_page_with_a_linked_summary(client, smtp):
 
 def test_form_escapes_what_was_typed(client):
     answer = client.post(
-        "/subscriptions", data={"email": '"><script>alert(1)</script>'}, headers={"accept": "text/html"}
+        "/subscriptions",
+        data={"email": '"><script>alert(1)</script>'},
+        headers={"accept": "text/html"},
     )
     assert answer.status_code == 422
     assert "<script>alert(1)</script>" not in answer.text

@@ -119,3 +119,40 @@ def test_every_email_is_multipart_alternative_with_standard_headers(client, smtp
     for header in ("From", "To", "Date", "Message-ID", "Subject"):
         assert msg[header], header
     assert msg["From"].addresses[0].addr_spec == "updates@example.org"
+
+
+def test_simultaneous_signups_for_one_new_address_make_one_subscriber(database):
+    """The unique key decides the race: every request is recorded, against a single row."""
+    import threading
+
+    from mailing.addresses import normalise
+    from mailing.db import session_scope
+    from mailing.subscriptions import request_subscription
+
+    address = normalise("Racing.Person@Example.NET")
+    start = threading.Barrier(6)
+    answers: list[object] = []
+    failures: list[BaseException] = []
+
+    def sign_up(themes: list[str]) -> None:
+        try:
+            start.wait(timeout=10)
+            with session_scope() as s:
+                answers.append(request_subscription(s, address, themes, channel="api", source=None))
+        except BaseException as exc:  # reported below, so a failing thread fails the test
+            failures.append(exc)
+
+    threads = [
+        threading.Thread(target=sign_up, args=([theme],))
+        for theme in ["healthy-minds", "healthy-places"] * 3
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert failures == []
+    assert count("subscriber") == 1
+    assert count("consent_event", "WHERE kind = 'requested'") == 6
+    # A pending subscriber's themes follow one of the requests, never a mixture of none.
+    assert count("subscriber_theme") == 1
+    assert len({a.subscriber_id for a in answers if a is not None}) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 from mailing.config import ConfigError, Settings, get_settings
 
@@ -23,6 +24,9 @@ def broker_url(settings: Settings, *, embedded: bool = False) -> str:
 
 def configure(settings: Settings | None = None, *, embedded: bool = False) -> Celery:
     settings = settings or get_settings()
+    from mailing.metrics import observe_tasks
+
+    observe_tasks()  # the task-latency histogram, in whichever process runs tasks
     app.conf.update(
         broker_url=broker_url(settings, embedded=embedded),
         result_backend=None,
@@ -49,12 +53,26 @@ def configure(settings: Settings | None = None, *, embedded: bool = False) -> Ce
         worker_send_task_events=False,
         timezone="UTC",
         beat_schedule={
-            "reconcile-sends": {"task": "workers.tasks.reconcile", "schedule": 60.0},
+            "reconcile-sends": {
+                "task": "workers.tasks.reconcile",
+                "schedule": settings.reconcile_interval_seconds,
+            },
             "purge-expired-data": {"task": "workers.tasks.purge", "schedule": 3600.0},
             "snapshot-figures": {"task": "workers.tasks.snapshot_figures", "schedule": 3600.0},
         },
     )
     return app
+
+
+@worker_process_init.connect(weak=False)
+def _own_database_connections(**_: object) -> None:
+    """A prefork child must not use the connections it inherited from the worker's parent (which
+    opens one when mailing.metrics registers its collector): two processes on one socket corrupt
+    each other's transactions. Drop them unclosed (closing would end the parent's session too)."""
+    from mailing.db import get_engine
+
+    if get_engine.cache_info().currsize:
+        get_engine().dispose(close=False)
 
 
 def try_configure() -> None:

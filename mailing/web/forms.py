@@ -69,7 +69,9 @@ async def read_body(request: Request) -> Body:
         return Body(False, data)
     if ctype == "" and not await request.body():
         return Body(False, {})
-    raise HTTPException(415, "Send JSON (application/json) or a form (application/x-www-form-urlencoded).")
+    raise HTTPException(
+        415, "Send JSON (application/json) or a form (application/x-www-form-urlencoded)."
+    )
 
 
 def text_field(

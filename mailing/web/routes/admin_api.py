@@ -81,7 +81,8 @@ def _invalid(exc: updates.InvalidUpdate) -> HTTPException:
 
 
 def _get(session: Session, update_id: int) -> Update:
-    update = session.get(Update, update_id)
+    # An id outside the column's range is simply unknown (the database would raise, not miss).
+    update = session.get(Update, update_id) if 0 < update_id < 2**31 else None
     if update is None:
         raise HTTPException(404, "No update with this id.")
     return update

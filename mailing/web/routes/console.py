@@ -6,6 +6,7 @@ the session's CSRF token; roles are checked exactly as the API checks them.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -51,6 +52,7 @@ class ConsoleRoute(APIRoute):
         return guarded
 
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin", route_class=ConsoleRoute, include_in_schema=False)
 
 
@@ -236,14 +238,14 @@ def logout(request: Request, who: Who, form: Form, session: SessionDep) -> Respo
 @router.get("")
 def dashboard(who: Who, session: SessionDep) -> Response:
     figures.record_snapshot(session)
-    updates = console.recent_updates(session)
+    recent = console.recent_updates(session)
     return console_page(
         "dashboard",
         who,
-        updates=updates,
+        updates=recent,
         active_total=figures.active_total(session),
-        drafts=sum(1 for u in updates if u.status == UpdateStatus.DRAFT),
-        sent_count=sum(1 for u in updates if u.status != UpdateStatus.DRAFT),
+        drafts=sum(1 for u in recent if u.status == UpdateStatus.DRAFT),
+        sent_count=sum(1 for u in recent if u.status != UpdateStatus.DRAFT),
         nav="updates",
     )
 
@@ -426,7 +428,13 @@ def send(update_id: RowId, who: Who, form: Form, session: SessionDep) -> Respons
         started = sending.start_send(session, update_id, who.staff.id)
         session.commit()
         if started.started:
-            enqueue_update_send(update_id)
+            try:
+                enqueue_update_send(update_id)
+            except Exception:
+                # The send is committed; the beat's reconcile task re-drives it within a minute.
+                log.warning(
+                    "update %s: could not reach the broker; reconcile will start it", update_id
+                )
     # Sending twice sends nothing more: a second press just shows the progress.
     return RedirectResponse(f"/admin/drafts/{update_id}/progress", status_code=303)
 
