@@ -63,6 +63,11 @@ def observe_tasks() -> None:
 class DatabaseFigures(Collector):
     """Counts by status straight from the database, the source of truth."""
 
+    def describe(self) -> Iterator[Metric]:
+        # Registering must not query the database: a worker's parent would otherwise open a
+        # connection that its forked children inherit.
+        return iter(())
+
     def collect(self) -> Iterator[Metric]:
         from sqlmodel import col, select
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
+import anyio
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from mailing import consent, subscribers, subscriptions
@@ -23,6 +24,7 @@ router = APIRouter(tags=["residents"])
 log = logging.getLogger(__name__)
 
 ACCEPTED = {"status": "pending"}
+SIGNUP_THREADS = 4
 
 
 def signup_page(
@@ -70,12 +72,22 @@ async def subscribe(request: Request) -> Response:
             return exc.json()
         return signup_page(422, exc.errors, exc.values)
     if not signup.honeypot:
-        await run_in_threadpool(_accept, signup, "api" if body.is_json else "form")
+        await anyio.to_thread.run_sync(
+            _accept, signup, "api" if body.is_json else "form", limiter=_signup_limiter()
+        )
     else:
         SIGNUPS.labels("honeypot").inc()
     if body.is_json:
         return JSONResponse(ACCEPTED, status_code=202)
     return RedirectResponse("/check-your-email", status_code=303)
+
+
+@lru_cache(maxsize=1)
+def _signup_limiter() -> anyio.CapacityLimiter:
+    # A few threads per process do the database and broker work of sign-ups; the rest wait on
+    # the event loop. More threads only fight over the GIL: under load, throughput falls and
+    # the slowest answers get slower.
+    return anyio.CapacityLimiter(SIGNUP_THREADS)
 
 
 def _accept(signup: Signup, channel: str) -> None:
