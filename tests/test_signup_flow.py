@@ -156,3 +156,32 @@ def test_simultaneous_signups_for_one_new_address_make_one_subscriber(database):
     # A pending subscriber's themes follow one of the requests, never a mixture of none.
     assert count("subscriber_theme") == 1
     assert len({a.subscriber_id for a in answers if a is not None}) == 1
+
+
+def test_more_simultaneous_signups_than_threads_all_land(client, smtp):
+    """Requests beyond the sign-up threads wait their turn on the event loop; none is lost."""
+    import asyncio
+
+    import httpx
+
+    from mailing.web.routes.subscriptions import SIGNUP_THREADS
+
+    n = SIGNUP_THREADS * 3
+
+    async def sign_up_all() -> list[int]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            answers = await asyncio.gather(
+                *(
+                    http.post(
+                        "/subscriptions",
+                        json={"email": f"crowd{i}@example.org", "themes": [], "consent": True},
+                    )
+                    for i in range(n)
+                )
+            )
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(sign_up_all()) == [202] * n
+    assert count("subscriber", "WHERE status = 'pending'") == n
+    assert len(smtp.outbox.wait_for(n)) == n

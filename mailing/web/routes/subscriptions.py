@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from functools import lru_cache
+from weakref import WeakKeyDictionary
 
 import anyio
 from fastapi import APIRouter, Request
@@ -82,12 +83,18 @@ async def subscribe(request: Request) -> Response:
     return RedirectResponse("/check-your-email", status_code=303)
 
 
-@lru_cache(maxsize=1)
+_limiters: WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = WeakKeyDictionary()
+
+
 def _signup_limiter() -> anyio.CapacityLimiter:
-    # A few threads per process do the database and broker work of sign-ups; the rest wait on
-    # the event loop. More threads only fight over the GIL: under load, throughput falls and
-    # the slowest answers get slower.
-    return anyio.CapacityLimiter(SIGNUP_THREADS)
+    """A few threads per process do the database and broker work of sign-ups; the rest wait on
+    the event loop. More threads only fight over the GIL: under load, throughput falls and the
+    slowest answers get slower. One limiter per event loop, as its waiters belong to a loop."""
+    loop = asyncio.get_running_loop()
+    limiter = _limiters.get(loop)
+    if limiter is None:
+        limiter = _limiters[loop] = anyio.CapacityLimiter(SIGNUP_THREADS)
+    return limiter
 
 
 def _accept(signup: Signup, channel: str) -> None:
