@@ -227,14 +227,13 @@ def send(update_id: int) -> None:
     """Send a drafted update and show progress until it is done."""
     import time
 
-    from mailing import sending
+    from mailing import sending, updates
     from mailing.db import session_scope
-    from mailing.models import Update
     from workers.celery_app import configure
     from workers.enqueue import enqueue_update_send
 
     with session_scope() as session:
-        if not 0 < update_id < 2**31 or session.get(Update, update_id) is None:
+        if updates.find(session, update_id) is None:
             click.echo(f"mailing: there is no update {update_id}", err=True)
             sys.exit(1)
     configure()  # fails early, clearly, when no broker is configured

@@ -14,7 +14,7 @@ from mailing.models import Subscriber
 from mailing.tokens import InvalidToken, Purpose, sign, verify
 
 
-def token_for(purpose: Purpose, subscriber: Subscriber) -> str:
+def token_for(purpose: Purpose, subscriber: subscribers.LinkSubject) -> str:
     payload = {
         "s": subscriber.id,
         "v": subscriber.token_version,

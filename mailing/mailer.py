@@ -18,6 +18,10 @@ class TransientFailure(Exception):
     """Try again later: the relay is unreachable or answered 4xx."""
 
 
+class Deferred(TransientFailure):
+    """The relay answered 4xx for this message: it is reachable, try the message again later."""
+
+
 class PermanentFailure(Exception):
     """Do not try again: the relay answered 5xx for this recipient."""
 
@@ -85,7 +89,7 @@ class Mailer:
     def _raise_for(self, code: int) -> None:
         if 500 <= code < 600:
             raise PermanentFailure(f"refused: {code}")
-        raise TransientFailure(f"deferred: {code}")
+        raise Deferred(f"deferred: {code}")
 
     def _reset(self) -> None:
         try:

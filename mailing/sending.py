@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -31,8 +31,8 @@ from mailing import links, updates
 from mailing import staff as staff_audit
 from mailing.config import get_settings
 from mailing.db import get_engine
-from mailing.mailer import Mailer, PermanentFailure, TransientFailure
-from mailing.models import Subscriber, Update, utcnow
+from mailing.mailer import Deferred, Mailer, PermanentFailure, TransientFailure
+from mailing.models import Update, utcnow
 from mailing.states import (
     DeliveryStatus,
     SubscriberStatus,
@@ -126,7 +126,7 @@ def start_send(session: Session, update_id: int, staff_id: int | None) -> Starte
     send does nothing. After committing, the caller enqueues `start_update_send` (see
     workers/enqueue.py), which runs `dispatch`. Raises UpdateNotFound.
     """
-    update = session.get(Update, update_id)
+    update = updates.find(session, update_id)
     if update is None:
         raise UpdateNotFound(update_id)
     check_update(UpdateStatus.DRAFT, UpdateStatus.SENDING)
@@ -249,8 +249,8 @@ def _claim(conn: Connection, update_id: int, first: int, last: int, limit: int) 
 
 @dataclass(frozen=True)
 class _LinkSubject:
-    """What links.token_for reads of a subscriber (id, token_version, email_key), without the
-    cost of building an ORM object for every recipient."""
+    """A subscribers.LinkSubject from a claimed row, without building an ORM object for every
+    recipient."""
 
     id: int
     token_version: int
@@ -258,7 +258,7 @@ class _LinkSubject:
 
 
 def _tokens(row: _Row) -> tuple[str, str]:
-    who = cast(Subscriber, _LinkSubject(row.subscriber_id, row.token_version, row.email_key))
+    who = _LinkSubject(row.subscriber_id, row.token_version, row.email_key)
     return links.token_for(Purpose.UNSUBSCRIBE, who), links.token_for(Purpose.MANAGE, who)
 
 
@@ -307,18 +307,16 @@ def deliver_batch(update_id: int, first_id: int, last_id: int) -> BatchOutcome:
                 except PermanentFailure as exc:
                     result.failed.append({"id": row.delivery_id, "e": str(exc)[:200]})
                     continue
-                except TransientFailure as exc:
-                    # Mailer says "deferred: 4xx" when the relay answered for this message; any
-                    # other transient failure means the relay is unreachable: stop the batch.
-                    if str(exc).startswith("deferred"):
-                        result.deferred.append(row.delivery_id)
-                    else:
-                        result.unreachable.append(row.delivery_id)
-                        mailer.close()
-                        relay_down = True
-                        log.warning("update %s: relay unreachable (%s); will retry", update_id, exc)
-                        break
+                except Deferred:
+                    result.deferred.append(row.delivery_id)
                     continue
+                except TransientFailure as exc:
+                    # Any other transient failure means the relay is unreachable: stop the batch.
+                    result.unreachable.append(row.delivery_id)
+                    mailer.close()
+                    relay_down = True
+                    log.warning("update %s: relay unreachable (%s); will retry", update_id, exc)
+                    break
                 result.sent.append(row.delivery_id)
             _settle(conn, update_id, result, settings.send_max_retries)
         outcome.sent += len(result.sent)
@@ -363,19 +361,17 @@ def _settle(conn: Connection, update_id: int, result: _Chunk, max_attempts: int)
             ),
             result.failed,
         )
-    if result.unreachable:
-        # Not the message's fault: counted, never given up on.
+    retried = result.deferred + result.unreachable
+    if retried:
+        # Both stay pending for the retry, the attempt counted.
         conn.execute(
             _sql("UPDATE delivery SET attempts = attempts + 1 WHERE id IN :ids", lists=("ids",)),
-            {"ids": result.unreachable},
+            {"ids": retried},
         )
     gave_up = 0
     if result.deferred:
-        # Deferred ones stay pending for the retry; one the relay keeps deferring is given up.
-        conn.execute(
-            _sql("UPDATE delivery SET attempts = attempts + 1 WHERE id IN :ids", lists=("ids",)),
-            {"ids": result.deferred},
-        )
+        # One the relay keeps deferring is given up; an unreachable relay is not the message's
+        # fault, so those are never given up on.
         gave_up = _rowcount(
             conn.execute(
                 _sql(
@@ -440,7 +436,7 @@ class Progress:
 
 def progress(session: Session, update_id: int) -> Progress:
     """Live counts from the delivery rows (raises UpdateNotFound)."""
-    update = session.get(Update, update_id, populate_existing=True)
+    update = updates.find(session, update_id, refresh=True)
     if update is None:
         raise UpdateNotFound(update_id)
     counts = dict(

@@ -27,12 +27,21 @@ from mailing.rendering import render
 from mailing.states import UpdateStatus
 from mailing.themes import THEMES, UnknownTheme, normalise_themes, theme_titles
 
+MAX_ROW_ID = 2**31 - 1  # ids are 32-bit integer columns
 MAX_SUBJECT = 200
 MAX_BODY_BYTES = 100 * 1024
 UNSUBSCRIBE = "UNSUBSCRIBE"
 MANAGE = "MANAGE"
 TEST_MARK = "[TEST] "
 SAFE_SCHEMES = ("http:", "https:", "mailto:")
+
+
+def find(session: Session, update_id: int, *, refresh: bool = False) -> Update | None:
+    """The update with this id, or None. An id outside the column's range is simply unknown
+    (given to the database, it would raise instead of missing)."""
+    if not 0 < update_id <= MAX_ROW_ID:
+        return None
+    return session.get(Update, update_id, populate_existing=refresh)
 
 
 class InvalidUpdate(ValueError):

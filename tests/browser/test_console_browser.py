@@ -58,6 +58,15 @@ def sign_in(p, email: str, password: str = PASSWORD) -> None:
     p.get_by_role("button", name="Sign in").click()
 
 
+def save_draft(p, subject: str, theme: str, message: str) -> None:
+    """Compose a draft on one theme and press Save draft."""
+    p.goto("/admin/compose")
+    p.get_by_label("Subject").fill(subject)
+    p.get_by_role("checkbox", name=re.compile(f"^{theme}")).check()
+    p.get_by_label("Message").fill(message)
+    p.get_by_role("button", name="Save draft").click()
+
+
 def test_sign_in_page_and_its_errors(desk, page, session):
     make_staff(session, "editor@gla.example", "editor")
     desk.goto("/admin")
@@ -237,11 +246,7 @@ def test_progress_page_works_without_javascript(browser, live_server, session):
     p = context.new_page()
     try:
         sign_in(p, "editor@gla.example")
-        p.goto("/admin/compose")
-        p.get_by_label("Subject").fill("No script needed")
-        p.get_by_role("checkbox", name=re.compile("^Healthy Living")).check()
-        p.get_by_label("Message").fill("Plain words.")
-        p.get_by_role("button", name="Save draft").click()
+        save_draft(p, "No script needed", "Healthy Living", "Plain words.")
         expect(p.get_by_role("heading", level=1)).to_have_text("Edit draft")
         p.goto(p.url.split("?")[0] + "/progress")
         expect(p.locator("#progress-percent")).to_have_text("0")
@@ -256,11 +261,7 @@ def test_progress_page_works_without_javascript(browser, live_server, session):
 def test_editor_is_refused_the_send_page(desk, session):
     make_staff(session, "editor@gla.example", "editor")
     sign_in(desk, "editor@gla.example")
-    desk.goto("/admin/compose")
-    desk.get_by_label("Subject").fill("Editors draft")
-    desk.get_by_role("checkbox", name=re.compile("^Healthy Children")).check()
-    desk.get_by_label("Message").fill("Words.")
-    desk.get_by_role("button", name="Save draft").click()
+    save_draft(desk, "Editors draft", "Healthy Children", "Words.")
     expect(desk.get_by_role("link", name="Send to subscribers")).to_have_count(0)
     desk.goto(desk.url.split("?")[0] + "/send")
     expect(desk.get_by_role("heading", level=1)).to_have_text("You cannot do this")

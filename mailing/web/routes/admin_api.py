@@ -81,8 +81,7 @@ def _invalid(exc: updates.InvalidUpdate) -> HTTPException:
 
 
 def _get(session: Session, update_id: int) -> Update:
-    # An id outside the column's range is simply unknown (the database would raise, not miss).
-    update = session.get(Update, update_id) if 0 < update_id < 2**31 else None
+    update = updates.find(session, update_id)
     if update is None:
         raise HTTPException(404, "No update with this id.")
     return update

@@ -110,7 +110,7 @@ def current_staff(request: Request, session: SessionDep) -> console.SignedIn:
 
 Who = Annotated[console.SignedIn, Depends(current_staff)]
 # Ids in paths fit the database's integer column: anything else is a 422, not a database error.
-RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+RowId = Annotated[int, Path(ge=1, le=updates.MAX_ROW_ID)]
 
 
 async def checked_form(request: Request, who: Who) -> dict[str, Any]:
