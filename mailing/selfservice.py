@@ -26,7 +26,13 @@ from mailing.mailer import Mailer
 from mailing.metrics import ERASURES, UNSUBSCRIBES
 from mailing.models import ConsentEvent, Delivery, ErasureLog, Subscriber, Update, utcnow
 from mailing.ratelimit import get_limiter
-from mailing.states import ConsentEventKind, DeliveryStatus, SubscriberStatus, check_subscriber
+from mailing.states import (
+    ConsentEventKind,
+    DeliveryStatus,
+    SubscriberStatus,
+    SubscriberTransitions,
+    check,
+)
 from mailing.tokens import Purpose
 
 log = logging.getLogger(__name__)
@@ -68,8 +74,7 @@ def unsubscribe(session: Session, subscriber: Subscriber, *, channel: str) -> bo
     if subscriber.status != SubscriberStatus.ACTIVE:
         # Already unsubscribed (nothing to do), or pending (never confirmed, so never mailed).
         return False
-    check_subscriber(subscriber.status, SubscriberStatus.UNSUBSCRIBED)
-    subscriber.status = SubscriberStatus.UNSUBSCRIBED
+    subscriber.status = check("subscriber", SubscriberTransitions.UNSUBSCRIBE, subscriber.status)
     subscriber.unsubscribed_at = subscriber.updated_at = utcnow()
     session.add(subscriber)
     consent.record(

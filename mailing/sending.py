@@ -37,7 +37,8 @@ from mailing.states import (
     DeliveryStatus,
     SubscriberStatus,
     UpdateStatus,
-    check_update,
+    UpdateTransitions,
+    transition,
 )
 from mailing.tokens import Purpose
 
@@ -129,16 +130,13 @@ def start_send(session: Session, update_id: int, staff_id: int | None) -> Starte
     update = updates.find(session, update_id)
     if update is None:
         raise UpdateNotFound(update_id)
-    check_update(UpdateStatus.DRAFT, UpdateStatus.SENDING)
-    now = utcnow()
-    won = _rowcount(
-        session.execute(
-            _sql(
-                "UPDATE theme_update SET status = 'sending', send_started_at = :now "
-                "WHERE id = :u AND status = 'draft'"
-            ),
-            {"now": now, "u": update_id},
-        )
+    table = Update.__table__  # type: ignore[attr-defined]
+    won = transition(
+        session,
+        table,
+        UpdateTransitions.START,
+        table.c.id == update_id,
+        {"send_started_at": utcnow()},
     )
     if not won:
         session.refresh(update)

@@ -1,28 +1,61 @@
-"""The state machines: each status enum with its allowed transitions, in one place."""
+"""The state machines: every status, and every change of status as a named transition.
+
+This is the only module that spells a status. A transition names the statuses it may start from
+and the one it leads to; `transition(...)` turns it into one conditional UPDATE, so a change that
+is not declared here cannot happen, and two racing callers cannot both win (the loser's UPDATE
+matches no row). The database refuses any status not listed here (CHECK constraints, migration
+0002), and tests/test_states.py fails if a status literal appears anywhere else in the code.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import ColumnElement
+from sqlmodel import Session
 
 
 class SubscriberStatus(StrEnum):
     PENDING = "pending"
     ACTIVE = "active"
     UNSUBSCRIBED = "unsubscribed"
+    # A hard bounce (or repeated soft bounces): suppressed like an unsubscribe.
+    BOUNCED = "bounced"
 
 
 class UpdateStatus(StrEnum):
     DRAFT = "draft"
+    SCHEDULED = "scheduled"
     SENDING = "sending"
+    PAUSED = "paused"
     SENT = "sent"
+    CANCELLED = "cancelled"
 
 
 class DeliveryStatus(StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
-    # The subscriber unsubscribed (or was erased) after the send began: nothing goes out.
+    # The subscriber left (or the send was cancelled) before it went: nothing went out.
     CANCELLED = "cancelled"
+    # After the relay took it: the recipient's server refused it, or they reported it as spam.
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class NoticeKind(StrEnum):
+    """One-off emails to one subscriber (the notice outbox)."""
+
+    CONFIRM = "confirm"
+    ALREADY_SUBSCRIBED = "already_subscribed"
+    ERASE_LINK = "erase_link"
+    EXPORT_LINK = "export_link"
+    WELCOME = "welcome"
 
 
 class ConsentEventKind(StrEnum):
@@ -38,48 +71,120 @@ class StaffRole(StrEnum):
     ADMIN = "admin"
 
 
+S = TypeVar("S", bound=StrEnum)
+
+
+@dataclass(frozen=True)
+class Transition(Generic[S]):
+    """A named change of status: from any of `source` to `target`."""
+
+    name: str
+    source: frozenset[S]
+    target: S
+
+    def allows(self, current: S) -> bool:
+        return current in self.source
+
+
+def _t(name: str, source: Iterable[S], target: S) -> Transition[S]:
+    return Transition(name, frozenset(source), target)
+
+
+Sub = SubscriberStatus
+Upd = UpdateStatus
+Dlv = DeliveryStatus
+
+
+class SubscriberTransitions:
+    # Confirming is the only way in, and the only way back after leaving or bouncing.
+    CONFIRM = _t("confirm", {Sub.PENDING, Sub.UNSUBSCRIBED, Sub.BOUNCED}, Sub.ACTIVE)
+    UNSUBSCRIBE = _t("unsubscribe", {Sub.ACTIVE}, Sub.UNSUBSCRIBED)
+    BOUNCE = _t("bounce", {Sub.ACTIVE}, Sub.BOUNCED)
+
+
+class UpdateTransitions:
+    SCHEDULE = _t("schedule", {Upd.DRAFT}, Upd.SCHEDULED)
+    UNSCHEDULE = _t("unschedule", {Upd.SCHEDULED}, Upd.DRAFT)
+    START = _t("start", {Upd.DRAFT, Upd.SCHEDULED}, Upd.SENDING)
+    PAUSE = _t("pause", {Upd.SENDING}, Upd.PAUSED)
+    RESUME = _t("resume", {Upd.PAUSED}, Upd.SENDING)
+    CANCEL = _t("cancel", {Upd.SCHEDULED, Upd.SENDING, Upd.PAUSED}, Upd.CANCELLED)
+    FINISH = _t("finish", {Upd.SENDING}, Upd.SENT)
+    # The email could not be built (it passed validation once, the builder refused it later):
+    # the send is stopped with a message rather than retried for ever.
+    ABANDON = _t("abandon", {Upd.SENDING, Upd.PAUSED}, Upd.CANCELLED)
+
+
+class DeliveryTransitions:
+    SEND = _t("send", {Dlv.PENDING}, Dlv.SENT)
+    FAIL = _t("fail", {Dlv.PENDING}, Dlv.FAILED)
+    CANCEL = _t("cancel", {Dlv.PENDING}, Dlv.CANCELLED)
+    # A bounce can come back after the relay took the message, or while it was still queued.
+    BOUNCE = _t("bounce", {Dlv.PENDING, Dlv.SENT}, Dlv.BOUNCED)
+    COMPLAIN = _t("complain", {Dlv.SENT, Dlv.BOUNCED}, Dlv.COMPLAINED)
+
+
+# The statuses in which an update may still be edited, and those that count as "in flight".
+EDITABLE_UPDATE = frozenset({Upd.DRAFT})
+IN_FLIGHT_UPDATE = frozenset({Upd.SENDING, Upd.PAUSED})
+# Subscribers we must never mail (beyond a confirmation request of a fresh sign-up).
+SUPPRESSED_SUBSCRIBER = frozenset({Sub.UNSUBSCRIBED, Sub.BOUNCED})
+# Deliveries that went out (the relay took them).
+DELIVERED = frozenset({Dlv.SENT, Dlv.BOUNCED, Dlv.COMPLAINED})
+
+
 class InvalidTransition(RuntimeError):
-    pass
+    """A status change that the state machine does not allow."""
+
+    def __init__(self, what: str, transition: Transition[Any], current: object) -> None:
+        super().__init__(f"{what} cannot {transition.name} from {current}")
+        self.transition = transition
+        self.current = current
 
 
-SUBSCRIBER_TRANSITIONS: dict[SubscriberStatus, set[SubscriberStatus]] = {
-    SubscriberStatus.PENDING: {SubscriberStatus.ACTIVE},
-    SubscriberStatus.ACTIVE: {SubscriberStatus.UNSUBSCRIBED},
-    # Re-subscribing always goes through a fresh confirmation.
-    SubscriberStatus.UNSUBSCRIBED: {SubscriberStatus.ACTIVE},
-}
+def check(what: str, transition: Transition[S], current: S) -> S:
+    """For ORM code: raise InvalidTransition unless `transition` may start from `current`;
+    returns the new status."""
+    if not transition.allows(current):
+        raise InvalidTransition(what, transition, current)
+    return transition.target
 
-UPDATE_TRANSITIONS: dict[UpdateStatus, set[UpdateStatus]] = {
-    UpdateStatus.DRAFT: {UpdateStatus.SENDING},
-    UpdateStatus.SENDING: {UpdateStatus.SENT},
-    UpdateStatus.SENT: set(),
-}
 
-DELIVERY_TRANSITIONS: dict[DeliveryStatus, set[DeliveryStatus]] = {
-    DeliveryStatus.PENDING: {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.CANCELLED},
-    DeliveryStatus.SENT: set(),
-    DeliveryStatus.FAILED: set(),
-    DeliveryStatus.CANCELLED: set(),
-}
+def transition(
+    conn: Session | Connection,
+    table: sa.Table,
+    t: Transition[Any],
+    where: ColumnElement[bool],
+    values: Mapping[str, Any] | None = None,
+) -> int:
+    """Apply `t` to the rows of `table` that match `where` and are in one of its source statuses;
+    returns how many rows changed. `values` may set other columns in the same statement."""
+    statement = (
+        sa.update(table)
+        .where(where, table.c.status.in_([s.value for s in t.source]))
+        .values(status=t.target.value, **(values or {}))
+    )
+    result = conn.execute(statement)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def values_of(enum: type[StrEnum]) -> list[str]:
+    return [member.value for member in enum]
+
 
 # Roles are ordered: each may do everything the ones before it may.
 ROLE_RANK: dict[StaffRole, int] = {StaffRole.EDITOR: 1, StaffRole.SENDER: 2, StaffRole.ADMIN: 3}
 
 
-def check_subscriber(old: SubscriberStatus, new: SubscriberStatus) -> None:
-    if new != old and new not in SUBSCRIBER_TRANSITIONS[old]:
-        raise InvalidTransition(f"subscriber cannot go from {old} to {new}")
-
-
-def check_update(old: UpdateStatus, new: UpdateStatus) -> None:
-    if new != old and new not in UPDATE_TRANSITIONS[old]:
-        raise InvalidTransition(f"update cannot go from {old} to {new}")
-
-
-def check_delivery(old: DeliveryStatus, new: DeliveryStatus) -> None:
-    if new != old and new not in DELIVERY_TRANSITIONS[old]:
-        raise InvalidTransition(f"delivery cannot go from {old} to {new}")
-
-
 def role_allows(role: StaffRole, needed: StaffRole) -> bool:
     return ROLE_RANK[role] >= ROLE_RANK[needed]
+
+
+# Which column of which table holds which status (the CHECK constraints and the literal test).
+STATUS_COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
+    ("subscriber", "status"): SubscriberStatus,
+    ("theme_update", "status"): UpdateStatus,
+    ("delivery", "status"): DeliveryStatus,
+    ("consent_event", "kind"): ConsentEventKind,
+    ("staff", "role"): StaffRole,
+}

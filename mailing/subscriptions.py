@@ -23,7 +23,7 @@ from mailing.emails import TO, Prepared, prepare
 from mailing.mailer import Mailer
 from mailing.models import Subscriber, SubscriberTheme, utcnow
 from mailing.ratelimit import get_limiter
-from mailing.states import ConsentEventKind, SubscriberStatus, check_subscriber
+from mailing.states import ConsentEventKind, SubscriberStatus, SubscriberTransitions, check
 from mailing.themes import ALL_THEMES, normalise_themes, theme_titles
 from mailing.tokens import InvalidToken, Purpose, sign
 
@@ -135,8 +135,7 @@ def confirm(session: Session, payload: dict[str, object]) -> tuple[Subscriber, b
     if subscriber.status == SubscriberStatus.ACTIVE:
         return subscriber, False
     themes = normalise_themes(raw_themes)
-    check_subscriber(subscriber.status, SubscriberStatus.ACTIVE)
-    subscriber.status = SubscriberStatus.ACTIVE
+    subscriber.status = check("subscriber", SubscriberTransitions.CONFIRM, subscriber.status)
     subscriber.confirmed_at = subscriber.updated_at = utcnow()
     subscriber.unsubscribed_at = None
     subscribers.set_themes(session, subscriber, themes)
