@@ -222,43 +222,70 @@ def staff_password(email: str) -> None:
 
 @main.command()
 @click.argument("update_id", type=int)
+@click.option(
+    "--at",
+    "when",
+    default=None,
+    help="schedule instead: a date and time (ISO 8601; without an offset, Europe/London)",
+)
 @_guarded
-def send(update_id: int) -> None:
-    """Send a drafted update and show progress until it is done."""
-    import time
-
-    from mailing import sending, updates
+def send(update_id: int, when: str | None) -> None:
+    """Send a drafted update and show progress until it is done (or schedule it with --at)."""
+    from mailing import london, sending, updates
     from mailing.db import session_scope
+    from mailing.errors import MailingError
+    from mailing.models import utcnow
     from workers.celery_app import configure
-    from workers.enqueue import enqueue_update_send
+    from workers.enqueue import publish_update_batches
 
     with session_scope() as session:
         if updates.find(session, update_id) is None:
             click.echo(f"mailing: there is no update {update_id}", err=True)
             sys.exit(1)
-    configure()  # fails early, clearly, when no broker is configured
-    with session_scope() as session:
-        started = sending.start_send(session, update_id, None)
-    if started.started:
-        enqueue_update_send(update_id)
-        click.echo(f"sending update {update_id} to {started.recipients} recipients")
-    else:
+    try:
+        if when is not None:
+            send_at = london.parse_local(when)
+            with session_scope() as session:
+                sending.schedule(session, update_id, None, send_at, utcnow())
+            click.echo(f"update {update_id} is scheduled for {london.describe(send_at)}")
+            return
+        configure()  # fails early, clearly, when no broker is configured
+        with session_scope() as session:
+            request = sending.request_send(session, update_id, None, publish_update_batches)
+    except (MailingError, ValueError) as exc:
+        click.echo(f"mailing: {getattr(exc, 'message', exc)}", err=True)
+        sys.exit(1)
+    if not request.started:
         click.echo(f"update {update_id} was already sent or sending; showing its progress")
+    elif request.published:
+        click.echo(f"sending update {update_id} to {request.recipients} recipients")
+    else:
+        click.echo(
+            f"update {update_id} is accepted for {request.recipients} recipients; the broker did "
+            "not answer, so the workers will start it within a minute"
+        )
+    _show_progress(update_id)
+
+
+def _show_progress(update_id: int) -> None:
+    import time
+
+    from mailing import sending
+    from mailing.db import session_scope
+
     with session_scope() as session:
         live = sending.progress(session, update_id)
     with click.progressbar(length=max(1, live.recipients), label="sent") as bar:
         shown = 0
-        while True:
+        while not live.finished:
+            time.sleep(0.5)
             with session_scope() as session:
                 live = sending.progress(session, update_id)
-            done = live.sent + live.failed + live.cancelled
+            done = live.done
             bar.update(max(0, done - shown))
             shown = max(shown, done)
-            if live.status == "sent":
-                break
-            time.sleep(0.5)
     click.echo(
-        f"update {update_id} sent: {live.sent} delivered, {live.failed} failed, "
+        f"update {update_id} {live.status.value}: {live.sent} delivered, {live.failed} failed, "
         f"{live.cancelled} cancelled (unsubscribed meanwhile)"
     )
 

@@ -45,15 +45,19 @@ class Settings(BaseSettings):
     trust_forwarded_for: bool = False
 
     send_rate: float = 0.0  # messages a second across all workers; 0 means unlimited
-    send_batch_size: int = 500
+    send_batch_size: int = 500  # recipients per batch task when a send starts
+    send_parallelism: int = 16  # batch tasks in flight for one send at most
+    send_task_seconds: float = 2.0  # a batch task hands the rest on to a fresh task after this
     send_commit_chunk: int = 50
-    claim_timeout_seconds: int = 600
-    reconcile_interval_seconds: float = 60.0  # how often beat re-drives lost or stalled sends
+    send_stall_seconds: float = 20.0  # no chunk settled anywhere for this long: re-drive sends
+    notice_redrive_seconds: float = 60.0  # a notice still unsent after this is queued again
+    reconcile_interval_seconds: float = 30.0  # how often beat runs the reconciler
     send_retry_backoff: float = 5.0  # seconds before the first retry after a 4xx; doubles, jittered
     send_retry_backoff_max: float = 300.0
     send_max_retries: int = 20  # then reconcile picks the deliveries up again
 
     allowed_origins: str = ""
+    test_sends_per_hour: int = 20  # test copies one staff member may send in an hour
 
     @field_validator("base_url")
     @classmethod

@@ -4,11 +4,16 @@ Python's email package builds only a few hundred two-part messages a second, so 
 built and serialised once, with placeholders where the recipient's address, links and
 Message-ID go, and each copy is made by joining byte segments. A one-off email (a confirmation)
 is simply a Prepared message personalised once.
+
+A placeholder carries a random marker chosen when the process starts, so text written by staff
+(a subject, a body) can never produce one: a per-recipient value goes only where a template
+puts it.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,11 +26,12 @@ from typing import Any
 from mailing.config import Settings, get_settings
 from mailing.rendering import render
 
-PLACEHOLDER = re.compile(rb"@@([A-Z_]+)@@")
+_MARKER = secrets.token_hex(4)
+PLACEHOLDER = re.compile(rb"@@" + _MARKER.encode() + rb"([A-Z_]+)@@")
 
 
 def placeholder(name: str) -> str:
-    return f"@@{name}@@"
+    return f"@@{_MARKER}{name}@@"
 
 
 TO = "TO"
@@ -113,7 +119,9 @@ def prepare(
 
 
 def _placeholders_in(text: str, html: str, headers: Mapping[str, str] | None) -> set[str]:
-    blob = (text + html + "".join((headers or {}).values()) + "@@TO@@@@MESSAGE_ID@@").encode()
+    blob = (
+        text + html + "".join((headers or {}).values()) + placeholder(TO) + placeholder(MESSAGE_ID)
+    ).encode()
     return {m.decode() for m in PLACEHOLDER.findall(blob)}
 
 

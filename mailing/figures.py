@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, delete, select
 
 from mailing.models import Subscriber, SubscriberCountSnapshot, SubscriberTheme, utcnow
-from mailing.states import SubscriberStatus
+from mailing.states import SubscriberStatus, UpdateStatus
 from mailing.themes import ALL_THEMES, THEMES
 
 
@@ -164,3 +164,23 @@ def active_total(session: Session) -> int:
         .where(col(Subscriber.status) == SubscriberStatus.ACTIVE)
     ).one()
     return int(n or 0)
+
+
+def _by_status(session: Session, status: sa.ColumnElement[str]) -> dict[str, int]:
+    return {
+        str(s): int(n)
+        for s, n in session.execute(sa.select(status, sa.func.count()).group_by(status)).all()
+    }
+
+
+def stats(session: Session) -> dict[str, dict[str, int]]:
+    """Counts only: subscribers by status, active subscribers by theme, updates by status."""
+    from mailing.models import Update, table_of
+
+    subscribers = _by_status(session, table_of(Subscriber).c.status)
+    update_counts = _by_status(session, table_of(Update).c.status)
+    return {
+        "subscribers": {s.value: subscribers.get(s.value, 0) for s in SubscriberStatus},
+        "active_by_theme": active_by_theme(session),
+        "updates": {s.value: update_counts.get(s.value, 0) for s in UpdateStatus},
+    }

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+import threading
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from mailing.config import Settings, get_settings
 
@@ -113,3 +115,20 @@ class Mailer:
                 pass
             finally:
                 self._smtp = None
+
+
+_local = threading.local()
+
+
+def thread_mailer() -> Mailer:
+    """A persistent connection for this worker thread, kept open across chunks and tasks (and
+    replaced when the relay settings change)."""
+    settings = get_settings()
+    key = (settings.smtp_host, settings.smtp_port, settings.smtp_username)
+    current: tuple[tuple[Any, ...], Mailer] | None = getattr(_local, "mailer", None)
+    if current is None or current[0] != key:
+        if current is not None:
+            current[1].close()
+        current = (key, Mailer(settings))
+        _local.mailer = current
+    return current[1]

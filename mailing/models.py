@@ -14,6 +14,7 @@ from sqlmodel import Field, SQLModel
 from mailing.states import (
     ConsentEventKind,
     DeliveryStatus,
+    NoticeKind,
     StaffRole,
     SubscriberStatus,
     UpdateStatus,
@@ -24,13 +25,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _enum(cls: type[StrEnum]) -> sa.Enum:
+def _enum(cls: type[StrEnum], length: int = 16) -> sa.Enum:
     # Stored as plain VARCHAR: no database enum types to migrate.
     return sa.Enum(
         cls,
         native_enum=False,
         create_constraint=False,
-        length=16,
+        length=length,
         values_callable=lambda e: [m.value for m in e],
     )
 
@@ -154,6 +155,17 @@ class Update(SQLModel, table=True):
     recipients: int = 0
     sent: int = 0
     failed: int = 0
+    # When a scheduled update is due (UTC); None unless scheduled.
+    send_at: datetime | None = None
+    # Last time a worker settled a chunk of this send; the reconciler re-drives a send whose
+    # workers all went quiet (see mailing/sending/reconcile.py).
+    heartbeat_at: datetime | None = None
+    redriven_at: datetime | None = None
+    # Why a send was stopped by the service itself (an email it could not build).
+    error: str | None = Field(default=None, max_length=300)
+
+
+_PENDING = f"status = '{DeliveryStatus.PENDING.value}'"
 
 
 class Delivery(SQLModel, table=True):
@@ -163,6 +175,15 @@ class Delivery(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("update_id", "subscriber_id", name="uq_delivery_update_subscriber"),
         sa.Index("ix_delivery_update_status", "update_id", "status"),
+        # What the send claims from: an update's pending rows in id order. A partial index keeps
+        # each claim a short ordered scan however many rows are settled or locked.
+        sa.Index(
+            "ix_delivery_pending",
+            "update_id",
+            "id",
+            postgresql_where=sa.text(_PENDING),
+            sqlite_where=sa.text(_PENDING),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -170,10 +191,28 @@ class Delivery(SQLModel, table=True):
     subscriber_id: int = Field(foreign_key="subscriber.id", index=True, ondelete="CASCADE")
     status: DeliveryStatus = Field(default=DeliveryStatus.PENDING, sa_type=_enum(DeliveryStatus))
     attempts: int = 0
-    claimed_at: datetime | None = None
+    claimed_at: datetime | None = None  # unused since leases became row locks; kept for old rows
     enqueued_at: datetime | None = None
+    # After a 4xx or an unreachable relay: not to be tried again before this.
+    retry_at: datetime | None = None
     sent_at: datetime | None = None
     error: str | None = Field(default=None, max_length=200)  # an SMTP code and class, no address
+
+
+class Notice(SQLModel, table=True):
+    """The notice outbox: a one-off email owed to one subscriber (a confirmation link, an erase
+    link...), written in the same transaction as the request that causes it and deleted once
+    the relay took it. It names the subscriber by id, never by address."""
+
+    __tablename__ = "notice"
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True, ondelete="CASCADE")
+    kind: NoticeKind = Field(sa_type=_enum(NoticeKind, 20))
+    themes: str = Field(default="", max_length=200)  # comma-separated slugs, for a confirmation
+    created_at: datetime = Field(default_factory=utcnow)
+    enqueued_at: datetime = Field(default_factory=utcnow)
+    attempts: int = 0
 
 
 class AuditLog(SQLModel, table=True):
@@ -205,4 +244,12 @@ PERSONAL_DATA_TABLES: tuple[str, ...] = (
     "subscriber_theme",
     "consent_event",
     "delivery",
+    "notice",
 )
+
+
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """The Core table behind a model, for set-based statements (states.transition)."""
+    found = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(found, sa.Table)
+    return found

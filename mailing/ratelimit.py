@@ -1,4 +1,5 @@
-"""Fixed-window rate limits, shared through Redis when MAILING_REDIS_URL is set, else in-process.
+"""Rate limits, shared through Redis when MAILING_REDIS_URL is set, else in-process: fixed
+windows for requests and emails per address, and the global send rate of update emails.
 
 Keys never hold a raw address: callers pass a keyed hash.
 """
@@ -10,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from mailing.config import get_settings
 
@@ -73,3 +74,55 @@ class RedisLimiter:
 def get_limiter() -> Limiter:
     url = get_settings().redis_url
     return RedisLimiter(url) if url else MemoryLimiter()
+
+
+class SendRate:
+    """MAILING_SEND_RATE messages a second across every worker: a per-second counter in Redis
+    (in-process without Redis). A batch takes a commit chunk's worth at a time."""
+
+    def __init__(self, rate: float, redis_url: str | None) -> None:
+        self.rate = int(rate)
+        self._lock = threading.Lock()
+        self._counts: dict[int, int] = {}
+        self._redis: Any = None
+        if self.rate > 0 and redis_url:
+            import redis
+
+            self._redis = redis.Redis.from_url(redis_url, socket_timeout=2)
+
+    def acquire(self, n: int) -> None:
+        """Block until `n` messages may go (at once, when unlimited)."""
+        if self.rate <= 0:
+            return
+        needed = n
+        while needed > 0:
+            now = time.time()
+            second = int(now)
+            needed -= self._take(second, min(needed, self.rate))
+            if needed > 0:
+                time.sleep(max(0.001, second + 1 - now))
+
+    def _take(self, second: int, want: int) -> int:
+        if self._redis is not None:
+            key = f"mailing:send-rate:{second}"
+            pipe = self._redis.pipeline()
+            pipe.incrby(key, want)
+            pipe.expire(key, 5)
+            used = int(pipe.execute()[0])
+        else:
+            with self._lock:
+                used = self._counts.get(second, 0) + want
+                self._counts = {second: used}
+        before = used - want
+        return max(0, min(want, self.rate - before))
+
+
+_rates: dict[tuple[float, str | None], SendRate] = {}
+
+
+def send_rate() -> SendRate:
+    settings = get_settings()
+    key = (settings.send_rate, settings.redis_url)
+    if key not in _rates:
+        _rates[key] = SendRate(settings.send_rate, settings.redis_url)
+    return _rates[key]

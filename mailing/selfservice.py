@@ -18,22 +18,28 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
-from mailing import consent, links, subscribers
+from mailing import consent, outbox, subscribers
 from mailing.addresses import Address
 from mailing.config import get_settings
-from mailing.emails import TO, Prepared, prepare
-from mailing.mailer import Mailer
 from mailing.metrics import ERASURES, UNSUBSCRIBES
-from mailing.models import ConsentEvent, Delivery, ErasureLog, Subscriber, Update, utcnow
+from mailing.models import (
+    ConsentEvent,
+    Delivery,
+    ErasureLog,
+    Notice,
+    Subscriber,
+    Update,
+    utcnow,
+)
 from mailing.ratelimit import get_limiter
 from mailing.states import (
     ConsentEventKind,
     DeliveryStatus,
+    NoticeKind,
     SubscriberStatus,
     SubscriberTransitions,
     check,
 )
-from mailing.tokens import Purpose
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +130,7 @@ EXPORT_SECTIONS: dict[str, str] = {
     "subscriber_theme": "themes",
     "consent_event": "consent_ledger",
     "delivery": "deliveries",
+    "notice": "emails_waiting",
 }
 
 
@@ -159,6 +166,12 @@ def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
         },
         "themes": subscribers.themes_of(session, subscriber.id),
         "consent_ledger": consent.ledger(session, subscriber.id),
+        "emails_waiting": [
+            {"kind": n.kind.value, "queued_at": _iso(n.created_at)}
+            for n in session.exec(
+                select(Notice).where(Notice.subscriber_id == subscriber.id).order_by(col(Notice.id))
+            ).all()
+        ],
         "deliveries": [
             {
                 "update_id": d.update_id,
@@ -175,7 +188,8 @@ def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
 
 
 def request_erasure(session: Session, address: Address) -> int | None:
-    """The subscriber to send an erase link to, or None (unknown address, or too many asks).
+    """Queue an erase-link email for this address in the outbox; returns the notice id, or None
+    (unknown address, or too many asks). The caller commits, then publishes the notice.
 
     The caller answers the same whatever this returns, so the answer reveals nothing.
     """
@@ -192,33 +206,8 @@ def request_erasure(session: Session, address: Address) -> int | None:
         # Erased before and signed up again, not yet confirmed: until they confirm, nothing but
         # the confirmation email goes to this address. Unconfirmed, the purge deletes it anyway.
         return None
-    return subscriber.id
-
-
-def build_erase_link(session: Session, subscriber_id: int) -> tuple[Prepared, str] | None:
-    """The erase-link email and its recipient, or None if the subscriber is already gone."""
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None:
-        return None
-    prepared = prepare(
-        "erase_link",
-        subject="Your link to erase your Health Inequalities Strategy updates data",
-        context={
-            "erase_url": links.url_for(Purpose.ERASE, subscriber),
-            "days": get_settings().erase_max_age_days,
-        },
-    )
-    return prepared, subscriber.email
-
-
-def send_erase_link(session: Session, subscriber_id: int) -> bool:
-    built = build_erase_link(session, subscriber_id)
-    if built is None:
-        return False
-    prepared, to = built
-    with Mailer() as mailer:
-        mailer.send(prepared.envelope_from, to, prepared.personalise({TO: to}))
-    return True
+    assert subscriber.id is not None
+    return outbox.queue(session, subscriber.id, NoticeKind.ERASE_LINK)
 
 
 def _subscriber_tables() -> list[sa.Table]:

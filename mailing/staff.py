@@ -12,7 +12,8 @@ import secrets
 
 from sqlmodel import Session, col, select
 
-from mailing.models import AuditLog, Staff
+from mailing.audit import AuditAction, audit
+from mailing.models import Staff
 from mailing.states import StaffRole, role_allows
 
 TOKEN_BYTES = 32
@@ -44,7 +45,7 @@ def create_staff(
         staff.password_hash = hash_password(password)
     session.add(staff)
     session.flush()
-    audit(session, None, "staff-created", None, f"staff {staff.id} as {role.value}")
+    audit(session, None, AuditAction.STAFF_CREATED, None, f"staff {staff.id} as {role.value}")
     return staff, token
 
 
@@ -65,21 +66,3 @@ def staff_for_token(session: Session, token: str) -> Staff | None:
 def may(staff: Staff, needed: StaffRole) -> bool:
     """Whether this staff member's role allows what needs `needed` (roles are ordered)."""
     return role_allows(staff.role, needed)
-
-
-def audit(
-    session: Session,
-    staff_id: int | None,
-    action: str,
-    update_id: int | None = None,
-    detail: str | None = None,
-) -> None:
-    """Append one audit row (who did what to which update). Never put a subscriber address here."""
-    session.add(
-        AuditLog(
-            staff_id=staff_id,
-            action=action,
-            update_id=update_id,
-            detail=detail[:500] if detail else None,
-        )
-    )

@@ -8,46 +8,36 @@ stranger's request can never change an active subscriber's choices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
-
 from sqlalchemy import insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
-from mailing import consent, links, subscribers
+from mailing import consent, outbox, subscribers
 from mailing.addresses import Address
 from mailing.config import get_settings
-from mailing.emails import TO, Prepared, prepare
-from mailing.mailer import Mailer
 from mailing.models import Subscriber, SubscriberTheme, utcnow
 from mailing.ratelimit import get_limiter
-from mailing.states import ConsentEventKind, SubscriberStatus, SubscriberTransitions, check
-from mailing.themes import ALL_THEMES, normalise_themes, theme_titles
+from mailing.states import (
+    ConsentEventKind,
+    NoticeKind,
+    SubscriberStatus,
+    SubscriberTransitions,
+    check,
+)
+from mailing.themes import normalise_themes
 from mailing.tokens import InvalidToken, Purpose, sign
 
 CONFIRM_EMAIL_WINDOW = 3600
 
 
-class Notice(StrEnum):
-    CONFIRM = "confirm"
-    ALREADY_SUBSCRIBED = "already_subscribed"
-
-
-@dataclass(frozen=True)
-class EmailToSend:
-    notice: Notice
-    subscriber_id: int
-    themes: list[str]
-
-
 def request_subscription(
     session: Session, address: Address, themes: list[str], *, channel: str, source: str | None
-) -> EmailToSend | None:
-    """Record a sign-up request; return the email to send, or None when the address's cap is hit.
+) -> int | None:
+    """Record a sign-up request and queue its email in the outbox, in the caller's transaction;
+    returns the notice id (None when the address's hourly cap is hit: no email).
 
-    The caller commits and then enqueues the email, so the worker always finds the row.
+    The caller commits, then publishes the notice; if that is lost, the reconciler re-drives it.
     """
     subscriber_id, status = _pending_or_existing(session, address, themes)
     consent.record(
@@ -66,8 +56,10 @@ def request_subscription(
     )
     if not verdict.allowed:
         return None
-    notice = Notice.ALREADY_SUBSCRIBED if status == SubscriberStatus.ACTIVE else Notice.CONFIRM
-    return EmailToSend(notice, subscriber_id, themes)
+    kind = (
+        NoticeKind.ALREADY_SUBSCRIBED if status == SubscriberStatus.ACTIVE else NoticeKind.CONFIRM
+    )
+    return outbox.queue(session, subscriber_id, kind, themes)
 
 
 def _pending_or_existing(
@@ -147,44 +139,3 @@ def confirm(session: Session, payload: dict[str, object]) -> tuple[Subscriber, b
     )
     session.add(subscriber)
     return subscriber, True
-
-
-def build_notice(
-    session: Session, email: EmailToSend
-) -> tuple[Subscriber, Prepared, dict[str, str]] | None:
-    """The confirmation or already-subscribed email for a subscriber, or None if they are gone."""
-    subscriber = session.get(Subscriber, email.subscriber_id)
-    if subscriber is None:
-        return None
-    settings = get_settings()
-    if email.notice == Notice.CONFIRM:
-        if subscriber.status == SubscriberStatus.ACTIVE:
-            return None
-        token = confirmation_token(subscriber, email.themes)
-        prepared = prepare(
-            "confirm",
-            subject="Confirm your subscription to Health Inequalities Strategy updates",
-            context={
-                "confirm_url": f"{settings.base_url}/confirm/{token}",
-                "themes": theme_titles(email.themes or list(ALL_THEMES)),
-                "days": settings.confirm_max_age_days,
-            },
-        )
-    else:
-        prepared = prepare(
-            "already_subscribed",
-            subject="You are already subscribed to Health Inequalities Strategy updates",
-            context=links.management_urls(subscriber),
-        )
-    return subscriber, prepared, {TO: subscriber.email}
-
-
-def send_notice(session: Session, email: EmailToSend) -> bool:
-    """Build and hand over one notice; False if there was nothing to send."""
-    built = build_notice(session, email)
-    if built is None:
-        return False
-    _, prepared, values = built
-    with Mailer() as mailer:
-        mailer.send(prepared.envelope_from, values[TO], prepared.personalise(values))
-    return True

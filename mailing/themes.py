@@ -34,3 +34,8 @@ def normalise_themes(slugs: Iterable[str] | None, *, empty_means_all: bool = Tru
 
 def theme_titles(slugs: Iterable[str]) -> list[str]:
     return [THEMES[s] for s in slugs]
+
+
+def stored_themes(column: str) -> list[str]:
+    """The known themes in a comma-separated column (as updates store them)."""
+    return [t for t in column.split(",") if t in THEMES]

@@ -79,17 +79,20 @@ def draft(subject: str = "News", body: str = "Hello **all**.", themes: Iterable[
 
 
 def start(update_id: int, *, enqueue: bool = True) -> int:
-    """Start sending as the API does; returns the number of recipients."""
+    """Start sending through the one send path; returns the number of recipients. Without
+    `enqueue` the broker never hears of it (as if it lost the message)."""
     from mailing import sending
     from mailing.db import session_scope
+    from workers.enqueue import publish_update_batches
+
+    def nowhere(update_id: int, tasks: int, countdown: float) -> None:
+        pass
 
     with session_scope() as session:
-        started = sending.start_send(session, update_id, None)
-    if enqueue and started.started:
-        from workers.enqueue import enqueue_update_send
-
-        enqueue_update_send(update_id)
-    return started.recipients
+        request = sending.request_send(
+            session, update_id, None, publish_update_batches if enqueue else nowhere
+        )
+    return request.recipients
 
 
 def update_row(update_id: int) -> Update:

@@ -20,7 +20,7 @@ from mailing.models import (
     utcnow,
 )
 from mailing.staff import create_staff, hash_token
-from mailing.states import DeliveryStatus, StaffRole, UpdateStatus
+from mailing.states import DeliveryStatus, StaffRole, SubscriberStatus, UpdateStatus
 from tests.conftest import drain_worker
 from tests.helpers import count, table_snapshot
 
@@ -37,6 +37,12 @@ def make_staff(session, email: str, role: str = "editor", password: str = PASSWO
 def csrf_of(html: str) -> str:
     found = CSRF.search(html)
     assert found, "no CSRF field on the page"
+    return found.group(1)
+
+
+def fingerprint_of(html: str) -> str:
+    found = re.search(r'name="fingerprint" value="([^"]+)"', html)
+    assert found, "no fingerprint of the reviewed version on the page"
     return found.group(1)
 
 
@@ -263,7 +269,7 @@ def test_figures_page_records_todays_snapshot_once(client, session):
     assert first.status_code == 200
     assert '<title id="svg-title">' in first.text
     rows = count("subscriber_count_snapshot")
-    assert rows == 15  # five themes by three statuses
+    assert rows == 5 * len(SubscriberStatus)  # five themes by every status
     client.get("/admin/figures")
     assert count("subscriber_count_snapshot") == rows
 
@@ -283,7 +289,7 @@ def test_the_beat_task_records_the_snapshot_on_the_worker(client):
 
     snapshot_figures.apply_async()
     drain_worker()
-    assert count("subscriber_count_snapshot") == 15
+    assert count("subscriber_count_snapshot") == 5 * len(SubscriberStatus)
 
 
 def test_snapshot_counts_each_theme_and_status(session):
@@ -315,6 +321,7 @@ def test_snapshot_counts_each_theme_and_status(session):
         "pending": 1,
         "active": 2,
         "unsubscribed": 0,
+        "bounced": 0,
     }
     assert figures.active_total(session) == 2
 
@@ -466,7 +473,7 @@ def test_sender_sends_after_confirming_the_number_of_recipients(client, session,
 
     answer = client.post(
         f"/admin/drafts/{update.id}/send",
-        data={"csrf_token": csrf_of(confirm.text)},
+        data={"csrf_token": csrf_of(confirm.text), "fingerprint": fingerprint_of(confirm.text)},
         follow_redirects=False,
     )
     assert answer.status_code == 303

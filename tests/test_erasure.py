@@ -21,9 +21,9 @@ from mailing.logs import RedactingFilter
 from mailing.metrics import ERASURES
 from mailing.models import ErasureLog, Subscriber, Suppression, utcnow
 from mailing.ratelimit import get_limiter
-from mailing.states import DeliveryStatus, SubscriberStatus
+from mailing.states import DeliveryStatus, NoticeKind, SubscriberStatus
 from mailing.subscribers import address_hash, is_suppressed
-from mailing.subscriptions import EmailToSend, Notice, confirmation_token
+from mailing.subscriptions import confirmation_token
 from mailing.tokens import Purpose
 from tests.conftest import REDIS, drain_worker
 from tests.helpers import count, only_link, subscribe
@@ -235,20 +235,26 @@ def test_erasure_requests_are_capped_per_address_and_checked(client, smtp, sessi
 
 
 def test_tasks_queued_before_an_erasure_find_nothing_and_send_nothing(client, smtp, session):
-    from workers.enqueue import enqueue_erase_link, enqueue_notice
-    from workers.tasks import send_erase_link_email, send_notice_email
+    from mailing import outbox
+    from workers.enqueue import publish_notice
+    from workers.tasks import send_notice
 
     sub = active_subscriber(client, smtp, session, "queued@example.org")
+    queued = [
+        outbox.queue(session, sub.id, NoticeKind.ERASE_LINK),
+        outbox.queue(session, sub.id, NoticeKind.CONFIRM, ["healthy-minds"]),
+        outbox.queue(session, sub.id, NoticeKind.ALREADY_SUBSCRIBED),
+    ]
+    session.commit()
     assert client.post(_path(links.url_for(Purpose.ERASE, sub))).status_code == 200
     drain_worker()
+    assert count("notice") == 0  # erased with the subscriber
     sent_before = len(smtp.outbox.messages())
-    enqueue_erase_link(sub.id)
-    enqueue_notice(EmailToSend(Notice.CONFIRM, sub.id, ["healthy-minds"]))
-    enqueue_notice(EmailToSend(Notice.ALREADY_SUBSCRIBED, sub.id, []))
+    for notice_id in queued:
+        publish_notice(notice_id)
     drain_worker()
     assert len(smtp.outbox.messages()) == sent_before
-    assert send_erase_link_email.run(sub.id) is False
-    assert send_notice_email.run("confirm", sub.id, []) is False
+    assert all(send_notice.run(notice_id) is False for notice_id in queued)
 
 
 def test_signing_up_again_after_erasure_needs_a_fresh_confirmation(

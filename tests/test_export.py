@@ -51,6 +51,11 @@ def test_every_table_that_holds_a_subscribers_data_is_in_the_export(client, smtp
     client.post(_path(links.url_for(Purpose.MANAGE, sub)), json={"themes": ["healthy-places"]})
     add_delivery(session, sub.id, subject="One", status=DeliveryStatus.SENT, sent_at=utcnow())
     add_delivery(session, sub.id, subject="Two")
+    from mailing import outbox
+    from mailing.states import NoticeKind
+
+    outbox.queue(session, sub.id, NoticeKind.ERASE_LINK)  # an email owed, not yet sent
+    session.commit()
     exported = client.get(f"/my-data/{links.token_for(Purpose.MANAGE, sub)}").json()
 
     tables = _tables_about_subscribers()

@@ -114,23 +114,36 @@ def test_who_unsubscribes_mid_send_gets_nothing_after(
 
 def test_reconcile_resends_what_a_lost_task_left_pending(relay: Sink) -> None:
     from mailing import sending
+    from mailing.config import get_settings
     from mailing.db import session_scope
     from mailing.models import utcnow
-    from workers.enqueue import enqueue_update_batch
+    from workers.enqueue import publish_notice, publish_update_batches
 
     add_subscribers(120, ["healthy-living"])
     update_id = draft(themes=["healthy-living"])
     start(update_id, enqueue=False)  # as if the broker lost the message
     assert update_row(update_id).status.value == "sending"
 
+    # Within the stall period the send is presumed queued: nothing is published twice.
     with session_scope() as session:
-        assert sending.reconcile(session, utcnow(), enqueue_update_batch) >= 1
+        assert (
+            sending.reconcile(session, utcnow(), publish_update_batches, publish_notice).redriven
+            == 0
+        )
+    quiet = utcnow() + timedelta(seconds=get_settings().send_stall_seconds + 1)
+    with session_scope() as session:
+        assert (
+            sending.reconcile(session, quiet, publish_update_batches, publish_notice).redriven >= 1
+        )
     wait_sent(update_id, timeout=60)
     assert sum(relay.recipients().values()) == 120
 
     # Running it again, even "much later", changes nothing.
+    later = utcnow() + timedelta(hours=2)
     with session_scope() as session:
-        assert sending.reconcile(session, utcnow() + timedelta(hours=2), enqueue_update_batch) == 0
+        assert (
+            sending.reconcile(session, later, publish_update_batches, publish_notice).redriven == 0
+        )
     assert relay.count() == 120
 
 

@@ -186,16 +186,16 @@ def test_a_worker_killed_mid_send_loses_nothing_and_repeats_at_most_one_chunk(
 
     publisher = Celery("kill-test", broker=kill_broker)
 
-    def publish(update_id: int, first: int, last: int) -> None:
-        publisher.send_task(
-            "workers.tasks.send_update_batch", args=(update_id, first, last), queue="updates"
-        )
+    def publish(update_id: int, tasks: int, countdown: float = 0) -> None:
+        for _ in range(tasks):
+            publisher.send_task(
+                "workers.tasks.send_update_batch", args=(update_id,), queue="updates"
+            )
 
     emails = add_subscribers(KILL_N, ["healthy-living"])
     update_id = draft(themes=["healthy-living"])
     start(update_id, enqueue=False)
-    with session_scope() as session:
-        sending.dispatch(session, update_id, publish)
+    publish(update_id, sending.batch_tasks(KILL_N))
 
     with SinkServer() as server:
         first = _spawn_worker(kill_broker, server.port)
@@ -208,11 +208,11 @@ def test_a_worker_killed_mid_send_loses_nothing_and_repeats_at_most_one_chunk(
 
         second = _spawn_worker(kill_broker, server.port)
         try:
-            # The killed worker's task sits unacknowledged in the broker: reconcile (beat's
-            # job every minute) re-drives it once its claim is older than the timeout.
-            later = utcnow() + timedelta(seconds=get_settings().claim_timeout_seconds + 60)
+            # The killed worker's tasks sit unacknowledged in the broker: reconcile (beat's
+            # job) re-drives the send once no chunk has been settled for the stall period.
+            later = utcnow() + timedelta(seconds=get_settings().send_stall_seconds + 1)
             with session_scope() as session:
-                sending.reconcile(session, later, publish)
+                sending.reconcile(session, later, publish, lambda notice_id: None)
             update = wait_sent(update_id, timeout=180)
         finally:
             _kill(second)

@@ -103,7 +103,7 @@ def test_an_editor_drafts_and_test_sends_but_may_not_send(client: Any, smtp: Any
     update_id = created.json()["id"]
     test = client.post(
         f"/admin/updates/{update_id}/test",
-        json={"to": "me@staff.example.org"},
+        json={"to": "editor@staff.example.org"},
         headers=bearer(token),
     )
     assert test.status_code == 202
@@ -133,7 +133,7 @@ def test_the_audit_log_records_who_drafted_edited_tested_and_sent(client: Any) -
     client.patch(f"/admin/updates/{update_id}", json={"subject": "Parks"}, headers=bearer(token))
     client.post(
         f"/admin/updates/{update_id}/test",
-        json={"to": "me@staff.example.org"},
+        json={"to": "sender@staff.example.org"},
         headers=bearer(token),
     )
     client.post(f"/admin/updates/{update_id}/send", headers=bearer(token))
@@ -162,7 +162,7 @@ def test_stats_count_subscribers_by_status_and_theme_without_personal_data(clien
     answer = client.get("/admin/stats", headers=bearer(token))
     assert answer.status_code == 200
     body = answer.json()
-    assert body["subscribers"] == {"pending": 2, "active": 4, "unsubscribed": 1}
+    assert body["subscribers"] == {"pending": 2, "active": 4, "unsubscribed": 1, "bounced": 0}
     assert body["active_by_theme"]["healthy-minds"] == 4
     assert body["active_by_theme"]["healthy-children"] == 0
     assert "@" not in answer.text

@@ -156,11 +156,11 @@ def test_a_test_copy_is_marked_and_is_not_a_delivery(
     add_subscribers(3, ["healthy-places"])
     update_id = client.post("/admin/updates", json=GOOD, headers=auth).json()["id"]
     answer = client.post(
-        f"/admin/updates/{update_id}/test", json={"to": "me@staff.example.org"}, headers=auth
+        f"/admin/updates/{update_id}/test", json={"to": "sender@staff.example.org"}, headers=auth
     )
     assert answer.status_code == 202
     (mail,) = smtp.outbox.wait_for(1, timeout=10)
-    assert mail.to == ["me@staff.example.org"]
+    assert mail.to == ["sender@staff.example.org"]
     assert "TEST" in mail.subject
     assert "TEST" in mail.part("plain") and "TEST" in mail.part("html")
     assert count("delivery") == 0

@@ -39,8 +39,8 @@ def configure(settings: Settings | None = None, *, embedded: bool = False) -> Ce
         worker_prefetch_multiplier=1,
         task_default_queue="transactional",
         task_routes={
+            "workers.tasks.send_notice": {"queue": "transactional"},
             "workers.tasks.send_update_batch": {"queue": "updates"},
-            "workers.tasks.start_update_send": {"queue": "updates"},
             "workers.tasks.reconcile": {"queue": "housekeeping"},
             "workers.tasks.purge": {"queue": "housekeeping"},
             "workers.tasks.snapshot_figures": {"queue": "housekeeping"},

@@ -1,41 +1,29 @@
-"""Handing work to the broker: what the web layer and CLI call, so they never import task bodies."""
+"""Handing work to the broker, by task name: the web layer, the CLI and the tasks publish through
+here, and this module imports no task (so nothing imports back)."""
 
 from __future__ import annotations
 
-from mailing.subscriptions import EmailToSend
+from workers.celery_app import app
 
 # Fail fast when the broker is down rather than hold a request for minutes.
 PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
-
-def enqueue_notice(email: EmailToSend) -> None:
-    from workers.tasks import send_notice_email
-
-    send_notice_email.apply_async(
-        args=(email.notice.value, email.subscriber_id, email.themes),
-        queue="transactional",
-        retry_policy=PUBLISH_RETRY,
-    )
+SEND_NOTICE = "workers.tasks.send_notice"
+SEND_UPDATE_BATCH = "workers.tasks.send_update_batch"
 
 
-def enqueue_erase_link(subscriber_id: int) -> None:
-    from workers.tasks import send_erase_link_email
-
-    send_erase_link_email.apply_async(
-        args=(subscriber_id,), queue="transactional", retry_policy=PUBLISH_RETRY
-    )
+def publish_notice(notice_id: int) -> None:
+    """A notice row was committed: a worker sends it."""
+    app.send_task(SEND_NOTICE, args=(notice_id,), queue="transactional", retry_policy=PUBLISH_RETRY)
 
 
-def enqueue_update_send(update_id: int) -> None:
-    """After start_send committed: a worker enqueues the update's batches."""
-    from workers.tasks import start_update_send
-
-    start_update_send.apply_async(args=(update_id,), queue="updates", retry_policy=PUBLISH_RETRY)
-
-
-def enqueue_update_batch(update_id: int, first_id: int, last_id: int) -> None:
-    from workers.tasks import send_update_batch
-
-    send_update_batch.apply_async(
-        args=(update_id, first_id, last_id), queue="updates", retry_policy=PUBLISH_RETRY
-    )
+def publish_update_batches(update_id: int, tasks: int, countdown: float = 0) -> None:
+    """`tasks` batch tasks for an update (each pulls chunks until the work runs out)."""
+    for _ in range(tasks):
+        app.send_task(
+            SEND_UPDATE_BATCH,
+            args=(update_id,),
+            queue="updates",
+            countdown=countdown or None,
+            retry_policy=PUBLISH_RETRY,
+        )

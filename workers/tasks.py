@@ -1,4 +1,4 @@
-"""Celery tasks: each one unit of work, arguments are ids and slugs, the rules live in mailing/."""
+"""Celery tasks: each one unit of work, arguments are ids, the rules live in mailing/."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import logging
 
 from celery import Task
 
-from mailing.db import session_scope
 from mailing.mailer import TransientFailure
-from mailing.subscriptions import EmailToSend, Notice, send_notice
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -22,36 +20,18 @@ log = logging.getLogger(__name__)
     retry_jitter=True,
     max_retries=12,
 )
-def send_notice_email(self: Task, notice: str, subscriber_id: int, themes: list[str]) -> bool:
-    with session_scope() as session:
-        sent = send_notice(session, EmailToSend(Notice(notice), subscriber_id, themes))
-    log.info(
-        "notice %s for subscriber %s: %s", notice, subscriber_id, "sent" if sent else "skipped"
-    )
-    return sent
+def send_notice(self: Task, notice_id: int) -> bool:
+    """One email from the notice outbox (a confirmation, an erase link...); if this task is
+    lost, the reconciler publishes it again."""
+    from mailing import notices
 
-
-@app.task(
-    bind=True,
-    autoretry_for=(TransientFailure,),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=12,
-)
-def send_erase_link_email(self: Task, subscriber_id: int) -> bool:
-    from mailing.selfservice import send_erase_link
-
-    # An erasure or purge may have run since this was queued: then there is no one to mail.
-    with session_scope() as session:
-        sent = send_erase_link(session, subscriber_id)
-    log.info("erase link for subscriber %s: %s", subscriber_id, "sent" if sent else "skipped")
-    return sent
+    return notices.send(notice_id)
 
 
 @app.task
 def purge() -> None:
     """Storage limitation, hourly from beat: expired sign-ups and lapsed unsubscribes go."""
+    from mailing.db import session_scope
     from mailing.models import utcnow
     from mailing.selfservice import purge as purge_expired
 
@@ -62,65 +42,45 @@ def purge() -> None:
 @app.task
 def snapshot_figures() -> None:
     """Today's subscriber counts per theme for the staff chart; hourly, idempotent per day."""
+    from mailing.db import session_scope
     from mailing.figures import record_snapshot
 
     with session_scope() as session:
         record_snapshot(session)
 
 
-@app.task(bind=True, max_retries=None)
-def start_update_send(self: Task, update_id: int) -> int:
-    """Enqueue the batches of an update that start_send turned to `sending`."""
-    from mailing.sending import dispatch
-    from workers.enqueue import enqueue_update_batch
-
-    with session_scope() as session:
-        return dispatch(session, update_id, enqueue_update_batch)
-
-
 @app.task
-def send_update_batch(update_id: int, first_id: int, last_id: int, retries: int = 0) -> None:
-    """Send one range of an update's deliveries; a 4xx or lost relay retries with backoff.
+def send_update_batch(update_id: int) -> None:
+    """Send an update's pending deliveries for up to MAILING_SEND_TASK_SECONDS, then hand the
+    rest to a fresh task (so no task holds a worker for long); deferred mail is picked up again
+    when it is due. A lost task is re-driven by the reconciler."""
+    from mailing.sending import deliver_batch
+    from workers.enqueue import publish_update_batches
 
-    The retry is a fresh message with a countdown (Celery's own retry does not survive the
-    in-process broker of `mailing dev`); if even that is lost, reconcile re-drives the range.
-    """
-    from mailing.config import get_settings
-    from mailing.sending import backoff_seconds, deliver_batch
-
-    outcome = deliver_batch(update_id, first_id, last_id)
+    outcome = deliver_batch(update_id)
     log.info(
-        "update %s batch %s-%s: %s sent, %s failed, %s cancelled%s",
+        "update %s batch: %s sent, %s failed, %s cancelled%s%s",
         update_id,
-        first_id,
-        last_id,
         outcome.sent,
         outcome.failed,
         outcome.cancelled,
-        " (deferred)" if outcome.deferred else "",
+        " (relay unreachable)" if outcome.deferred else "",
+        " (stopped)" if outcome.stopped else "",
     )
-    if outcome.deferred:
-        if retries >= get_settings().send_max_retries:
-            log.warning(
-                "update %s batch %s-%s: retries used up; reconcile will resume it",
-                update_id,
-                first_id,
-                last_id,
-            )
-            return
-        send_update_batch.apply_async(
-            args=(update_id, first_id, last_id, retries + 1),
-            queue="updates",
-            countdown=backoff_seconds(retries),
-        )
+    if outcome.more:
+        publish_update_batches(update_id, 1)
+    elif outcome.retry_in is not None:
+        publish_update_batches(update_id, 1, countdown=outcome.retry_in)
 
 
 @app.task
-def reconcile() -> int:
-    """Every minute from beat: re-drive update sends whose tasks were lost; finish done ones."""
+def reconcile() -> None:
+    """Every MAILING_RECONCILE_INTERVAL_SECONDS from beat: start due scheduled sends, finish
+    done ones, re-drive sends and notices whose tasks were lost."""
+    from mailing.db import session_scope
     from mailing.models import utcnow
-    from mailing.sending import reconcile as reconcile_sends
-    from workers.enqueue import enqueue_update_batch
+    from mailing.sending import reconcile as reconcile_all
+    from workers.enqueue import publish_notice, publish_update_batches
 
     with session_scope() as session:
-        return reconcile_sends(session, utcnow(), enqueue_update_batch)
+        reconcile_all(session, utcnow(), publish_update_batches, publish_notice)

@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from mailing.config import get_settings, templates_dir
 from mailing.web.cors import SignupCORS
+from mailing.web.errors import register_errors
 from mailing.web.middleware import BodyLimit, SecurityHeaders
 from mailing.web.pages import page
 from mailing.web.routes import admin_api, console, dev, embed, ops, selfservice, subscriptions
@@ -49,6 +50,8 @@ def create_app() -> FastAPI:
     if not settings.is_production:
         app.include_router(dev.router)
     app.mount("/static", StaticFiles(directory=templates_dir() / "static"), name="static")
+
+    register_errors(app)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

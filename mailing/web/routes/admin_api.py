@@ -1,30 +1,31 @@
-"""The staff JSON API: draft, preview, test-send and send updates; subscriber figures.
+"""The staff JSON API: draft, preview, test-send, send, schedule, pause, resume and cancel
+updates; subscriber figures.
 
 Every route needs `Authorization: Bearer {token}` (from `mailing staff create`); a missing or
-wrong token gets 401, a role that may not do it 403. The rules live in mailing/updates.py and
-mailing/sending.py; these are thin shells.
+wrong token gets 401, a role that may not do it 403. The rules live in mailing/updates/ and
+mailing/sending/; these are thin shells, and mailing/web/errors.py turns their errors into
+answers.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
-import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session
 
-from mailing import sending, updates
-from mailing.addresses import InvalidAddress, normalise
-from mailing.mailer import PermanentFailure, TransientFailure
-from mailing.models import Staff, Update
+from mailing import figures, sending, test_sends, updates
+from mailing.errors import Invalid
+from mailing.models import Staff, utcnow
 from mailing.staff import may, staff_for_token
 from mailing.states import StaffRole
-from mailing.themes import ALL_THEMES
 from mailing.web.deps import SessionDep
+from workers.enqueue import publish_update_batches
 
 log = logging.getLogger(__name__)
 
@@ -72,126 +73,134 @@ class TestIn(BaseModel):
     to: str
 
 
-def _invalid(exc: updates.InvalidUpdate) -> HTTPException:
-    detail = [
-        {"loc": ["body", field], "msg": msg, "type": "value_error"}
-        for field, msg in exc.errors.items()
-    ]
-    return HTTPException(422, detail)
+class SendIn(BaseModel):
+    """Optional: the `fingerprint` of the version the sender reviewed (from GET); if the update
+    changed since, the send is refused with 409."""
+
+    model_config = ConfigDict(extra="forbid")
+    fingerprint: str | None = None
 
 
-def _get(session: Session, update_id: int) -> Update:
-    update = updates.find(session, update_id)
-    if update is None:
-        raise HTTPException(404, "No update with this id.")
-    return update
+class ScheduleIn(SendIn):
+    send_at: str
 
 
-def _view(session: Session, update: Update) -> dict[str, Any]:
-    assert update.id is not None
+def _view(session: Session, update_id: int) -> dict[str, Any]:
+    update = updates.get(session, update_id)
+    live = sending.progress(session, update_id)
     body = updates.as_json(update)
-    live = sending.progress(session, update.id)
-    body.update(
-        status=live.status,
-        recipients=live.recipients,
-        sent=live.sent,
-        failed=live.failed,
-        cancelled=live.cancelled,
-        pending=live.pending,
-    )
+    body.update(live.as_json())
+    for derived in ("done", "percent", "summary"):
+        body.pop(derived)
     return body
 
 
 @router.post("/updates", status_code=201)
 def create_update(data: UpdateIn, who: Editor, session: SessionDep) -> dict[str, Any]:
-    try:
-        update = updates.create_draft(session, who.id, data.subject, data.body, data.themes)
-    except updates.InvalidUpdate as exc:
-        raise _invalid(exc) from exc
+    update = updates.create_draft(session, who.id, data.subject, data.body, data.themes)
     session.commit()
-    return _view(session, update)
+    assert update.id is not None
+    return _view(session, update.id)
 
 
 @router.get("/updates/{update_id}")
 def get_update(update_id: int, who: Editor, session: SessionDep) -> dict[str, Any]:
-    return _view(session, _get(session, update_id))
+    return _view(session, update_id)
 
 
 @router.patch("/updates/{update_id}")
 @router.put("/updates/{update_id}", include_in_schema=False)
 def edit_update(update_id: int, data: UpdateIn, who: Editor, session: SessionDep) -> dict[str, Any]:
-    update = _get(session, update_id)
-    try:
-        updates.edit_draft(
-            session, who.id, update, subject=data.subject, body=data.body, themes=data.themes
-        )
-    except updates.NotADraft as exc:
-        raise HTTPException(409, "Only a draft can be changed; this one is being sent.") from exc
-    except updates.InvalidUpdate as exc:
-        raise _invalid(exc) from exc
+    update = updates.get(session, update_id)
+    updates.edit_draft(
+        session, who.id, update, subject=data.subject, body=data.body, themes=data.themes
+    )
     session.commit()
-    return _view(session, update)
+    return _view(session, update_id)
 
 
 @router.get("/updates/{update_id}/preview")
 def preview_update(update_id: int, who: Editor, session: SessionDep) -> dict[str, Any]:
-    shown = updates.preview(_get(session, update_id))
+    shown = updates.preview(updates.get(session, update_id))
     return {"subject": shown.subject, "html": shown.html, "text": shown.text}
 
 
 @router.post("/updates/{update_id}/test", status_code=202)
 def test_update(update_id: int, data: TestIn, who: Editor, session: SessionDep) -> dict[str, Any]:
-    update = _get(session, update_id)
-    try:
-        to = normalise(data.to).email
-    except InvalidAddress as exc:
-        raise HTTPException(
-            422,
-            [{"loc": ["body", "to"], "msg": "Enter a valid email address.", "type": "value_error"}],
-        ) from exc
-    try:
-        updates.send_test(session, who.id, update, to)
-    except (TransientFailure, PermanentFailure) as exc:
-        log.warning("test send of update %s failed: %s", update_id, exc)
-        raise HTTPException(503, "The mail relay did not take the test copy; try again.") from exc
+    """One copy marked as a test, to the caller or another staff member only."""
+    test_sends.send(session, who, updates.get(session, update_id), data.to)
     session.commit()
     return {"status": "sent", "test": True}
 
 
 @router.post("/updates/{update_id}/send", status_code=202)
-def send_update(update_id: int, who: Sender, session: SessionDep) -> JSONResponse:
-    _get(session, update_id)
-    started = sending.start_send(session, update_id, who.id)
-    session.commit()
-    if started.started:
-        from workers.enqueue import enqueue_update_send
-
-        enqueue_update_send(update_id)
-    body = _view(session, _get(session, update_id))
-    body["started"] = started.started
+def send_update(
+    update_id: int,
+    who: Sender,
+    session: SessionDep,
+    data: Annotated[SendIn | None, Body()] = None,
+) -> JSONResponse:
+    request = sending.request_send(
+        session,
+        update_id,
+        who.id,
+        publish_update_batches,
+        fingerprint=data.fingerprint if data else None,
+    )
+    body = _view(session, update_id)
+    body["started"] = request.started
     return JSONResponse(body, status_code=202)
+
+
+def _send_at(value: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise Invalid({"send_at": "Give an ISO 8601 time with its offset."}) from exc
+    if when.tzinfo is None:
+        raise Invalid({"send_at": "Give the time with its offset, e.g. 2026-12-01T09:00+00:00."})
+    return when
+
+
+@router.post("/updates/{update_id}/schedule")
+def schedule_update(
+    update_id: int, data: ScheduleIn, who: Sender, session: SessionDep
+) -> dict[str, Any]:
+    sending.schedule(
+        session, update_id, who.id, _send_at(data.send_at), utcnow(), fingerprint=data.fingerprint
+    )
+    session.commit()
+    return _view(session, update_id)
+
+
+@router.delete("/updates/{update_id}/schedule")
+def unschedule_update(update_id: int, who: Sender, session: SessionDep) -> dict[str, Any]:
+    sending.unschedule(session, update_id, who.id)
+    session.commit()
+    return _view(session, update_id)
+
+
+@router.post("/updates/{update_id}/pause")
+def pause_update(update_id: int, who: Sender, session: SessionDep) -> dict[str, Any]:
+    sending.pause(session, update_id, who.id)
+    session.commit()
+    return _view(session, update_id)
+
+
+@router.post("/updates/{update_id}/resume")
+def resume_update(update_id: int, who: Sender, session: SessionDep) -> dict[str, Any]:
+    sending.resume(session, update_id, who.id, publish_update_batches)
+    return _view(session, update_id)
+
+
+@router.post("/updates/{update_id}/cancel")
+def cancel_update(update_id: int, who: Sender, session: SessionDep) -> dict[str, Any]:
+    sending.cancel(session, update_id, who.id)
+    session.commit()
+    return _view(session, update_id)
 
 
 @router.get("/stats")
 def stats(who: Editor, session: SessionDep) -> dict[str, Any]:
     """Counts only: subscribers by status, active subscribers by theme, updates by status."""
-    by_status = dict(
-        session.execute(sa.text("SELECT status, COUNT(*) FROM subscriber GROUP BY status")).all()
-    )
-    by_theme = dict(
-        session.execute(
-            sa.text(
-                "SELECT t.theme, COUNT(*) FROM subscriber_theme t "
-                "JOIN subscriber s ON s.id = t.subscriber_id WHERE s.status = 'active' "
-                "GROUP BY t.theme"
-            )
-        ).all()
-    )
-    update_status = dict(
-        session.execute(sa.text("SELECT status, COUNT(*) FROM theme_update GROUP BY status")).all()
-    )
-    return {
-        "subscribers": {s: int(by_status.get(s, 0)) for s in ("pending", "active", "unsubscribed")},
-        "active_by_theme": {t: int(by_theme.get(t, 0)) for t in ALL_THEMES},
-        "updates": {s: int(update_status.get(s, 0)) for s in ("draft", "sending", "sent")},
-    }
+    return figures.stats(session)

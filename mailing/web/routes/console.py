@@ -17,14 +17,14 @@ from fastapi.routing import APIRoute
 from sqlmodel import Session
 
 from mailing import console, figures, sending, updates
+from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
 from mailing.mailer import PermanentFailure, TransientFailure
 from mailing.models import Update, utcnow
-from mailing.staff import audit
 from mailing.states import StaffRole, UpdateStatus, role_allows
 from mailing.web.deps import PublicPostLimit, SessionDep
 from mailing.web.pages import page
-from workers.enqueue import enqueue_update_send
+from workers.enqueue import publish_update_batches
 
 SESSION_COOKIE = "admin_session"
 LOGIN_CSRF_COOKIE = "admin_login_csrf"
@@ -213,7 +213,7 @@ async def login(request: Request, session: SessionDep) -> Response:
     except console.SignInFailed as failed:
         status = 429 if str(failed) == console.LOCKED else 401
         return _login_page(status, {"email": str(failed)}, email, next_path)
-    _audit(session, member.id, "console-sign-in")
+    _audit(session, member.id, AuditAction.CONSOLE_SIGN_IN)
     response = RedirectResponse(next_path, status_code=303)
     _set_cookie(
         response, SESSION_COOKIE, token, max_age=int(console.SESSION_LIFETIME.total_seconds())
@@ -225,7 +225,7 @@ async def login(request: Request, session: SessionDep) -> Response:
 @router.post("/logout")
 def logout(request: Request, who: Who, form: Form, session: SessionDep) -> Response:
     console.sign_out(session, request.cookies.get(SESSION_COOKIE))
-    _audit(session, who.staff.id, "console-sign-out")
+    _audit(session, who.staff.id, AuditAction.CONSOLE_SIGN_OUT)
     response = RedirectResponse("/admin/login?signed-out=1", status_code=303)
     _forget_cookie(response, SESSION_COOKIE)
     return response
@@ -416,6 +416,7 @@ def confirm_send(update_id: RowId, who: Who, session: SessionDep) -> Response:
         update=update,
         themes=updates.themes_of(update),
         recipients=sending.count_recipients(session, updates.themes_of(update)),
+        fingerprint=updates.fingerprint(update),
         nav="updates",
     )
 
@@ -425,16 +426,17 @@ def send(update_id: RowId, who: Who, form: Form, session: SessionDep) -> Respons
     need(who, StaffRole.SENDER)
     update = _update_or_404(session, who, update_id)
     if update.status == UpdateStatus.DRAFT:
-        started = sending.start_send(session, update_id, who.staff.id)
-        session.commit()
-        if started.started:
-            try:
-                enqueue_update_send(update_id)
-            except Exception:
-                # The send is committed; the beat's reconcile task re-drives it within a minute.
-                log.warning(
-                    "update %s: could not reach the broker; reconcile will start it", update_id
-                )
+        try:
+            sending.request_send(
+                session,
+                update_id,
+                who.staff.id,
+                publish_update_batches,
+                fingerprint=str(form.get("fingerprint", "")),
+            )
+        except sending.ContentChanged:
+            session.rollback()
+            return console_page("changed", who, status_code=409, update=update, nav="updates")
     # Sending twice sends nothing more: a second press just shows the progress.
     return RedirectResponse(f"/admin/drafts/{update_id}/progress", status_code=303)
 
@@ -547,11 +549,11 @@ def disable_staff(staff_id: RowId, who: Who, form: Form, session: SessionDep) ->
         )
     if member.disabled_at is None:
         console.disable(session, member)
-        audit(session, who.staff.id, "staff-disabled", detail=f"staff {member.id}")
+        audit(session, who.staff.id, AuditAction.STAFF_DISABLED, detail=f"staff {member.id}")
         session.commit()
     return RedirectResponse("/admin/staff", status_code=303)
 
 
-def _audit(session: Session, staff_id: int | None, action: str) -> None:
+def _audit(session: Session, staff_id: int | None, action: AuditAction) -> None:
     audit(session, staff_id, action)
     session.commit()

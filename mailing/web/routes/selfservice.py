@@ -24,7 +24,7 @@ from mailing.tokens import InvalidToken, Purpose
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
 from mailing.web.forms import FormErrors, read_body, text_field, theme_list
 from mailing.web.pages import invalid_link, page
-from workers.enqueue import enqueue_erase_link
+from workers.enqueue import publish_notice
 
 router = APIRouter(tags=["subscribers"])
 log = logging.getLogger(__name__)
@@ -274,8 +274,8 @@ async def request_erasure(request: Request, background: BackgroundTasks) -> Resp
 def _send_erase_link(address: Address) -> None:
     try:
         with session_scope() as session:
-            subscriber_id = selfservice.request_erasure(session, address)
-        if subscriber_id is not None:
-            enqueue_erase_link(subscriber_id)
+            notice_id = selfservice.request_erasure(session, address)
+        if notice_id is not None:
+            publish_notice(notice_id)
     except Exception:  # the answer is already sent; the person can ask again
         log.exception("could not queue an erase link")

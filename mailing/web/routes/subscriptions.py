@@ -19,7 +19,7 @@ from mailing.tokens import InvalidToken, Purpose, verify
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
 from mailing.web.forms import FormErrors, Signup, SubscriptionIn, parse_signup, read_body
 from mailing.web.pages import invalid_link, page
-from workers.enqueue import enqueue_notice
+from workers.enqueue import publish_notice
 
 router = APIRouter(tags=["residents"])
 log = logging.getLogger(__name__)
@@ -99,12 +99,13 @@ def _signup_limiter() -> anyio.CapacityLimiter:
 
 def _accept(signup: Signup, channel: str) -> None:
     with session_scope() as session:
-        email = subscriptions.request_subscription(
+        notice_id = subscriptions.request_subscription(
             session, signup.address, signup.themes, channel=channel, source=signup.source
         )
-    SIGNUPS.labels("accepted" if email else "capped").inc()
-    if email is not None:
-        enqueue_notice(email)
+    SIGNUPS.labels("capped" if notice_id is None else "accepted").inc()
+    if notice_id is not None:
+        # Committed with the request: if the broker loses this, the reconciler sends it.
+        publish_notice(notice_id)
 
 
 @router.get("/check-your-email", include_in_schema=False)

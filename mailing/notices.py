@@ -1,0 +1,104 @@
+"""Building and sending the one-off emails of the notice outbox, one builder per kind.
+
+A notice is sent by whichever task claims it first, and deleted in the same transaction once the
+relay took it: a duplicate task finds it gone (or locked) and does nothing. If the subscriber is
+gone or no longer needs it (a confirmation for someone already active), it is dropped unsent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlmodel import Session
+
+from mailing import links, outbox
+from mailing.config import get_settings
+from mailing.db import session_scope
+from mailing.emails import TO, Prepared, prepare
+from mailing.mailer import Mailer
+from mailing.models import Notice, Subscriber
+from mailing.states import NoticeKind, SubscriberStatus
+from mailing.subscriptions import confirmation_token
+from mailing.themes import ALL_THEMES, theme_titles
+from mailing.tokens import Purpose
+
+log = logging.getLogger(__name__)
+
+Builder = Callable[[Subscriber, list[str]], Prepared | None]
+
+
+def _confirm(subscriber: Subscriber, themes: list[str]) -> Prepared | None:
+    if subscriber.status == SubscriberStatus.ACTIVE:
+        return None  # confirmed meanwhile: nothing to ask
+    settings = get_settings()
+    token = confirmation_token(subscriber, themes)
+    return prepare(
+        "confirm",
+        subject="Confirm your subscription to Health Inequalities Strategy updates",
+        context={
+            "confirm_url": f"{settings.base_url}/confirm/{token}",
+            "themes": theme_titles(themes or list(ALL_THEMES)),
+            "days": settings.confirm_max_age_days,
+        },
+    )
+
+
+def _already_subscribed(subscriber: Subscriber, themes: list[str]) -> Prepared | None:
+    return prepare(
+        "already_subscribed",
+        subject="You are already subscribed to Health Inequalities Strategy updates",
+        context=links.management_urls(subscriber),
+    )
+
+
+def _erase_link(subscriber: Subscriber, themes: list[str]) -> Prepared | None:
+    return prepare(
+        "erase_link",
+        subject="Your link to erase your Health Inequalities Strategy updates data",
+        context={
+            "erase_url": links.url_for(Purpose.ERASE, subscriber),
+            "days": get_settings().erase_max_age_days,
+        },
+    )
+
+
+BUILDERS: dict[NoticeKind, Builder] = {
+    NoticeKind.CONFIRM: _confirm,
+    NoticeKind.ALREADY_SUBSCRIBED: _already_subscribed,
+    NoticeKind.ERASE_LINK: _erase_link,
+}
+
+
+def build(session: Session, notice: Notice) -> tuple[Prepared, str] | None:
+    """The email a notice stands for and its recipient, or None if there is nothing to send."""
+    subscriber = session.get(Subscriber, notice.subscriber_id)
+    builder = BUILDERS.get(notice.kind)
+    if subscriber is None or builder is None:
+        return None
+    themes = [t for t in notice.themes.split(",") if t]
+    prepared = builder(subscriber, themes)
+    return None if prepared is None else (prepared, subscriber.email)
+
+
+def send(notice_id: int) -> bool:
+    """Send one notice if it is still owed; True if an email went. Raises mailer failures (the
+    task retries; the row stays until it is sent)."""
+    with session_scope() as session:
+        notice = outbox.claim(session, notice_id)
+        if notice is None:
+            return False
+        built = build(session, notice)
+        if built is not None:
+            prepared, to = built
+            with Mailer() as mailer:
+                mailer.send(prepared.envelope_from, to, prepared.personalise({TO: to}))
+        outbox.done(session, notice)
+        log.info(
+            "notice %s (%s) for subscriber %s: %s",
+            notice_id,
+            notice.kind.value,
+            notice.subscriber_id,
+            "sent" if built else "dropped",
+        )
+        return built is not None

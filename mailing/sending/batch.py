@@ -1,0 +1,361 @@
+"""Sending an update's deliveries: claim a chunk under row locks, send it, mark what went.
+
+The database is the source of truth and the broker only a notification. A batch task claims an
+update's pending deliveries a commit chunk at a time (PostgreSQL `FOR UPDATE SKIP LOCKED`; on
+SQLite the one write lock), sends them over one persistent SMTP connection and marks them in the
+same transaction. Because the locks are held while a chunk is sent, an unsubscribe (which cancels
+pending deliveries in its own transaction) either waits for the chunk or cancels it: a mail is
+never sent after it. A worker killed mid-chunk loses its transaction and its locks with its
+connection, so those rows are pending again at once: at most one chunk per killed process is
+sent twice, and nothing is lost. The update's status is read before every chunk, so a pause or a
+cancel lets each worker finish at most the chunk it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+from mailing import links
+from mailing.config import get_settings
+from mailing.db import get_engine
+from mailing.mailer import Deferred, PermanentFailure, TransientFailure, thread_mailer
+from mailing.models import Update, table_of, utcnow
+from mailing.ratelimit import send_rate
+from mailing.sending.recipients import DELIVERY, SUBSCRIBER
+from mailing.states import (
+    DELIVERED,
+    DeliveryStatus,
+    DeliveryTransitions,
+    SubscriberStatus,
+    UpdateStatus,
+    UpdateTransitions,
+    transition,
+)
+from mailing.tokens import Purpose
+from mailing.updates import email as update_email
+
+log = logging.getLogger(__name__)
+
+UPDATE = table_of(Update)
+
+
+@dataclass
+class BatchOutcome:
+    sent: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    deferred: bool = False  # the relay was unreachable: try again after a backoff
+    more: bool = False  # the time budget ran out with work left: continue in a new task
+    stopped: bool = False  # the update is no longer sending (paused, cancelled, abandoned)
+    retry_in: float | None = None  # deferred deliveries are due again in this many seconds
+
+
+@dataclass(frozen=True)
+class _Row:
+    delivery_id: int
+    subscriber_id: int
+    status: str
+    email: str
+    email_key: str
+    token_version: int
+    attempts: int
+
+
+_CLAIM_COLUMNS = sa.select(
+    DELIVERY.c.id,
+    DELIVERY.c.subscriber_id,
+    SUBSCRIBER.c.status,
+    SUBSCRIBER.c.email,
+    SUBSCRIBER.c.email_key,
+    SUBSCRIBER.c.token_version,
+    DELIVERY.c.attempts,
+).join_from(DELIVERY, SUBSCRIBER, SUBSCRIBER.c.id == DELIVERY.c.subscriber_id)
+
+
+def _claimable(update_id: int, now: Any) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        DELIVERY.c.update_id == update_id,
+        DELIVERY.c.status == DeliveryStatus.PENDING.value,
+        sa.or_(DELIVERY.c.retry_at.is_(None), DELIVERY.c.retry_at <= now),
+    )
+
+
+def _still_sending(conn: Connection, update_id: int) -> bool:
+    status = conn.execute(sa.select(UPDATE.c.status).where(UPDATE.c.id == update_id)).scalar()
+    return status == UpdateStatus.SENDING.value
+
+
+def _claim(conn: Connection, update_id: int, limit: int) -> list[_Row]:
+    """Lock up to `limit` ready pending deliveries of the update for this transaction."""
+    now = utcnow()
+    where = _claimable(update_id, now)
+    ordered = _CLAIM_COLUMNS.where(where).order_by(DELIVERY.c.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        # The chunk's "sent" marks need not wait for a disk flush (4 ms a commit here): a worker
+        # crash still loses the whole transaction, and a database crash can lose only the last
+        # fraction of a second of marks, which means sending those again, never losing them.
+        conn.execute(sa.text("SET LOCAL synchronous_commit = off"))
+        query = ordered.with_for_update(of=DELIVERY, skip_locked=True)
+    else:
+        # SQLite has one writer: writing first takes the database's write lock, held until commit,
+        # so no unsubscribe can commit while this chunk is being sent.
+        ids = sa.select(DELIVERY.c.id).where(where).order_by(DELIVERY.c.id).limit(limit)
+        conn.execute(
+            sa.update(DELIVERY)
+            .where(DELIVERY.c.id.in_(ids.scalar_subquery()))
+            .values(attempts=DELIVERY.c.attempts)
+        )
+        query = ordered
+    return [_Row(*r) for r in conn.execute(query).all()]
+
+
+@dataclass(frozen=True)
+class _LinkSubject:
+    """A subscribers.LinkSubject from a claimed row, without building an ORM object for every
+    recipient."""
+
+    id: int
+    token_version: int
+    email_key: str
+
+
+def _tokens(row: _Row) -> tuple[str, str]:
+    who = _LinkSubject(row.subscriber_id, row.token_version, row.email_key)
+    return links.token_for(Purpose.UNSUBSCRIBE, who), links.token_for(Purpose.MANAGE, who)
+
+
+def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> BatchOutcome:
+    """Send the update's ready pending deliveries, a commit chunk at a time, for up to
+    `budget_seconds` (then `more` is set and the caller continues in a fresh task).
+
+    Deliveries whose subscriber is no longer active are cancelled; a 5xx marks one failed; a
+    4xx leaves it pending until its retry time; a lost relay stops the batch with `deferred` set.
+    Any number of batches may run at once on the same update.
+    """
+    settings = get_settings()
+    budget = settings.send_task_seconds if budget_seconds is None else budget_seconds
+    deadline = time.monotonic() + budget
+    outcome = BatchOutcome()
+    with Session(get_engine(), expire_on_commit=False) as session:
+        update = session.get(Update, update_id)
+        if update is None or update.status != UpdateStatus.SENDING:
+            outcome.stopped = True
+            return outcome
+        try:
+            prepared = update_email.prepared_for(update)
+        except update_email.CannotBuild as exc:
+            abandon(session, update_id, str(exc))
+            session.commit()
+            outcome.stopped = True
+            return outcome
+    mailer = thread_mailer()
+    rate = send_rate()
+    chunk = max(1, settings.send_commit_chunk)
+    while True:
+        if time.monotonic() >= deadline:
+            outcome.more = True
+            break
+        # Wait for the send rate before taking locks, so waiting never blocks an unsubscribe.
+        rate.acquire(chunk)
+        # A plain connection, not an ORM session: this loop runs once per 50 emails.
+        with get_engine().begin() as conn:
+            if not _still_sending(conn, update_id):
+                outcome.stopped = True
+                break
+            rows = _claim(conn, update_id, chunk)
+            if not rows:
+                break
+            result = _Chunk()
+            # Build the chunk's copies first, then send them: the two tight loops run about
+            # twice as fast as interleaving signing with SMTP round trips (CPU caches stay warm).
+            copies: list[tuple[_Row, bytes]] = []
+            for row in rows:
+                if row.status != SubscriberStatus.ACTIVE:
+                    result.cancelled.append(row.delivery_id)
+                    continue
+                unsubscribe_token, manage_token = _tokens(row)
+                values = update_email.recipient_values(row.email, unsubscribe_token, manage_token)
+                copies.append((row, prepared.personalise(values)))
+            for row, raw in copies:
+                try:
+                    mailer.send(prepared.envelope_from, row.email, raw)
+                except PermanentFailure as exc:
+                    result.failed.append((row.delivery_id, str(exc)[:200]))
+                    continue
+                except Deferred:
+                    result.deferred.append(row)
+                    continue
+                except TransientFailure as exc:
+                    # Any other transient failure means the relay is unreachable: stop the batch.
+                    result.unreachable.append(row)
+                    mailer.close()
+                    outcome.deferred = True
+                    log.warning("update %s: relay unreachable (%s); will retry", update_id, exc)
+                    break
+                result.sent.append(row.delivery_id)
+            _settle(conn, update_id, result, settings.send_max_retries)
+        outcome.sent += len(result.sent)
+        outcome.failed += len(result.failed)
+        outcome.cancelled += len(result.cancelled)
+        if outcome.deferred:
+            break
+    if outcome.more or outcome.stopped:
+        return outcome
+    with Session(get_engine(), expire_on_commit=False) as session, session.begin():
+        if not finish_if_done(session, update_id):
+            outcome.retry_in = _next_retry_in(session, update_id)
+    return outcome
+
+
+def _next_retry_in(session: Session, update_id: int) -> float | None:
+    """Seconds until the earliest deferred delivery is due again (None: nothing is waiting;
+    whatever is still pending is being sent by another batch)."""
+    now = utcnow()
+    due = session.execute(
+        sa.select(sa.func.min(DELIVERY.c.retry_at)).where(
+            DELIVERY.c.update_id == update_id,
+            DELIVERY.c.status == DeliveryStatus.PENDING.value,
+            DELIVERY.c.retry_at > now,
+        )
+    ).scalar()
+    if due is None:
+        return None
+    if due.tzinfo is None:
+        due = due.replace(tzinfo=now.tzinfo)
+    return max(0.0, float((due - now).total_seconds()))
+
+
+@dataclass
+class _Chunk:
+    sent: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
+    deferred: list[_Row] = field(default_factory=list)  # the relay answered 4xx for these
+    unreachable: list[_Row] = field(default_factory=list)  # the relay could not be reached
+
+
+def _ids(where: list[int]) -> sa.ColumnElement[bool]:
+    return DELIVERY.c.id.in_(where)
+
+
+def _settle(conn: Connection, update_id: int, result: _Chunk, max_attempts: int) -> None:
+    now = utcnow()
+    attempt = DELIVERY.c.attempts + 1
+    if result.sent:
+        transition(
+            conn,
+            DELIVERY,
+            DeliveryTransitions.SEND,
+            _ids(result.sent),
+            {"sent_at": now, "attempts": attempt},
+        )
+    if result.cancelled:
+        transition(conn, DELIVERY, DeliveryTransitions.CANCEL, _ids(result.cancelled))
+    for delivery_id, error in result.failed:
+        transition(
+            conn,
+            DELIVERY,
+            DeliveryTransitions.FAIL,
+            DELIVERY.c.id == delivery_id,
+            {"error": error, "attempts": attempt},
+        )
+    retried = result.deferred + result.unreachable
+    if retried:
+        # Both stay pending until their retry time, the attempt counted.
+        wait = backoff_seconds(max(r.attempts for r in retried))
+        conn.execute(
+            sa.update(DELIVERY)
+            .where(_ids([r.delivery_id for r in retried]))
+            .values(attempts=attempt, retry_at=now + timedelta(seconds=wait))
+        )
+    gave_up = 0
+    if result.deferred:
+        # One the relay keeps deferring is given up; an unreachable relay is not the message's
+        # fault, so those are never given up on.
+        gave_up = transition(
+            conn,
+            DELIVERY,
+            DeliveryTransitions.FAIL,
+            sa.and_(
+                _ids([r.delivery_id for r in result.deferred]),
+                DELIVERY.c.attempts >= max_attempts,
+            ),
+            {"error": f"deferred {max_attempts} times"},
+        )
+    # One statement: the counts and the heartbeat that tells the reconciler this send is alive.
+    conn.execute(
+        sa.update(UPDATE)
+        .where(UPDATE.c.id == update_id)
+        .values(
+            sent=UPDATE.c.sent + len(result.sent),
+            failed=UPDATE.c.failed + len(result.failed) + gave_up,
+            heartbeat_at=now,
+        )
+    )
+
+
+def _count(update_id: int, statuses: frozenset[DeliveryStatus]) -> Any:
+    return (
+        sa.select(sa.func.count())
+        .select_from(DELIVERY)
+        .where(DELIVERY.c.update_id == update_id, DELIVERY.c.status.in_(statuses))
+        .scalar_subquery()
+    )
+
+
+def finish_if_done(session: Session | Connection, update_id: int) -> bool:
+    """Mark a sending update `sent`, with exact counts, once no delivery is pending."""
+    pending = (
+        sa.select(sa.literal(1))
+        .where(
+            DELIVERY.c.update_id == update_id,
+            DELIVERY.c.status == DeliveryStatus.PENDING.value,
+        )
+        .exists()
+    )
+    done = transition(
+        session,
+        UPDATE,
+        UpdateTransitions.FINISH,
+        sa.and_(UPDATE.c.id == update_id, ~pending),
+        {
+            "sent_at": utcnow(),
+            "sent": _count(update_id, DELIVERED),
+            "failed": _count(update_id, frozenset({DeliveryStatus.FAILED})),
+        },
+    )
+    if done:
+        log.info("update %s: sent", update_id)
+    return bool(done)
+
+
+def abandon(session: Session | Connection, update_id: int, reason: str) -> bool:
+    """Stop a send the service cannot carry out (its email cannot be built): the update is
+    cancelled with the reason, its pending deliveries cancelled; nothing is retried for ever."""
+    stopped = transition(
+        session,
+        UPDATE,
+        UpdateTransitions.ABANDON,
+        UPDATE.c.id == update_id,
+        {"error": reason[:300]},
+    )
+    if stopped:
+        transition(session, DELIVERY, DeliveryTransitions.CANCEL, DELIVERY.c.update_id == update_id)
+        log.warning("update %s: abandoned: %s", update_id, reason)
+    return bool(stopped)
+
+
+def backoff_seconds(retries: int) -> float:
+    """Exponential backoff with full jitter, capped."""
+    settings = get_settings()
+    ceiling = min(settings.send_retry_backoff_max, settings.send_retry_backoff * (2**retries))
+    return random.uniform(ceiling / 2, ceiling)

@@ -1,0 +1,91 @@
+"""One read model of a send's progress, for the API, the console and `mailing send`: live counts
+from the delivery rows, never from a cache."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from mailing.sending.recipients import DELIVERY, count_recipients
+from mailing.states import DELIVERED, DeliveryStatus, UpdateStatus
+from mailing.updates import drafts
+
+# Statuses after which nothing more will be sent.
+FINAL = frozenset({UpdateStatus.SENT, UpdateStatus.CANCELLED})
+
+
+@dataclass(frozen=True)
+class Progress:
+    status: UpdateStatus
+    recipients: int
+    sent: int
+    failed: int
+    cancelled: int  # the subscriber left, or the send was cancelled, before it went
+    pending: int
+    bounced: int = 0
+    complained: int = 0
+
+    @property
+    def done(self) -> int:
+        return max(0, self.recipients - self.pending)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL
+
+    @property
+    def percent(self) -> int:
+        if self.status == UpdateStatus.SENT and self.pending == 0:
+            return 100
+        if not self.recipients:
+            return 0
+        # Floor, so 100 % is only shown when every delivery is settled.
+        return min(100, self.done * 100 // self.recipients)
+
+    @property
+    def summary(self) -> str:
+        if self.status in (UpdateStatus.DRAFT, UpdateStatus.SCHEDULED):
+            return "Not sent yet."
+        if self.status == UpdateStatus.SENT and self.pending == 0:
+            left = f", {self.cancelled} not sent (they left first)" if self.cancelled else ""
+            return f"Finished: {self.sent} sent, {self.failed} failed{left}."
+        if self.status == UpdateStatus.CANCELLED:
+            return f"Cancelled: {self.sent} sent before, {self.cancelled} not sent."
+        paused = " Paused." if self.status == UpdateStatus.PAUSED else ""
+        return f"{self.done} of {self.recipients} done.{paused}"
+
+    def as_json(self) -> dict[str, object]:
+        counts = asdict(self)
+        counts["status"] = self.status.value
+        return {**counts, "done": self.done, "percent": self.percent, "summary": self.summary}
+
+
+def progress(session: Session, update_id: int) -> Progress:
+    """Live counts (raises UpdateNotFound); a draft or scheduled update shows who it would go
+    to now, all waiting."""
+    update = drafts.get(session, update_id)
+    session.refresh(update)
+    if update.status in (UpdateStatus.DRAFT, UpdateStatus.SCHEDULED):
+        waiting = count_recipients(session, drafts.themes_of(update))
+        return Progress(update.status, waiting, 0, 0, 0, waiting)
+    counts = {
+        DeliveryStatus(status): int(n)
+        for status, n in session.execute(
+            sa.select(DELIVERY.c.status, sa.func.count())
+            .where(DELIVERY.c.update_id == update_id)
+            .group_by(DELIVERY.c.status)
+        ).all()
+    }
+    return Progress(
+        status=update.status,
+        recipients=update.recipients,
+        # Bounced and complained-about mail was sent too: the relay took it.
+        sent=sum(counts.get(s, 0) for s in DELIVERED),
+        failed=counts.get(DeliveryStatus.FAILED, 0),
+        cancelled=counts.get(DeliveryStatus.CANCELLED, 0),
+        pending=counts.get(DeliveryStatus.PENDING, 0),
+        bounced=counts.get(DeliveryStatus.BOUNCED, 0),
+        complained=counts.get(DeliveryStatus.COMPLAINED, 0),
+    )
