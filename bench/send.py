@@ -34,8 +34,10 @@ from throwaway import drop_database, free_port, make_database  # noqa: E402
 
 
 class SinkProtocol(asyncio.Protocol):
-    def __init__(self, count: Any, last: Any) -> None:
+    def __init__(self, count: Any, last: Any, arrivals: Any = None) -> None:
         self.count, self.last = count, last
+        self.arrivals = arrivals  # a queue for (recipient, time) of "probe" recipients
+        self.rcpt = b""
         self.buffer = bytearray()
         self.scan = 0  # where to resume looking for the end of a message
         self.in_data = False
@@ -58,12 +60,16 @@ class SinkProtocol(asyncio.Protocol):
                 with self.count.get_lock():
                     self.count.value += 1
                 self.last.value = time.time()
+                if self.arrivals is not None and self.rcpt.startswith(b"<probe"):
+                    self.arrivals.put((self.rcpt.decode(), time.time()))
                 self.transport.write(b"250 OK queued\r\n")
                 continue
             end = self.buffer.find(b"\r\n")
             if end < 0:
                 return
             verb = bytes(self.buffer[:4]).upper()
+            if verb == b"RCPT":
+                self.rcpt = bytes(self.buffer[:end]).partition(b":")[2].strip().lower()
             del self.buffer[: end + 2]
             if verb == b"EHLO":
                 self.transport.write(b"250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
@@ -80,11 +86,11 @@ class SinkProtocol(asyncio.Protocol):
                 self.transport.write(b"250 OK\r\n")
 
 
-def run_sink(port: int, count: Any, last: Any, ready: Any) -> None:
+def run_sink(port: int, count: Any, last: Any, ready: Any, arrivals: Any = None) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: SinkProtocol(count, last), "127.0.0.1", port, backlog=512
+            lambda: SinkProtocol(count, last, arrivals), "127.0.0.1", port, backlog=512
         )
         ready.set()
         async with server:
@@ -234,7 +240,7 @@ def main() -> None:
         from mailing import sending, updates
         from mailing.db import session_scope
         from workers.celery_app import configure
-        from workers.enqueue import enqueue_update_send
+        from workers.enqueue import publish_update_batches
 
         configure()
         with session_scope() as session:
@@ -252,8 +258,7 @@ def main() -> None:
         cpu_before = [cpu_seconds(p.pid) for p in workers] + [cpu_seconds(sink.pid or 0)]
         t0 = time.time()
         with session_scope() as session:
-            started = sending.start_send(session, update_id, None)
-        enqueue_update_send(update_id)
+            started = sending.request_send(session, update_id, None, publish_update_batches)
         t_started = time.time()
         while count.value < started.recipients:
             time.sleep(0.05)
@@ -263,7 +268,7 @@ def main() -> None:
         while True:
             with session_scope() as session:
                 live = sending.progress(session, update_id)
-            if live.status == "sent":
+            if live.finished:
                 break
             time.sleep(0.1)
         rss = [peak_rss_kib(p.pid) for p in workers]

@@ -264,6 +264,7 @@ def send(update_id: int, when: str | None) -> None:
             f"update {update_id} is accepted for {request.recipients} recipients; the broker did "
             "not answer, so the workers will start it within a minute"
         )
+        return
     _show_progress(update_id)
 
 

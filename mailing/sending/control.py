@@ -200,15 +200,29 @@ def resume(session: Session, update_id: int, staff_id: int | None, publish: Publ
 
 
 def cancel(session: Session, update_id: int, staff_id: int | None) -> Update:
-    """Cancel a scheduled, sending or paused update: every delivery not yet sent is cancelled
-    (a chunk being sent right now finishes first: its rows are locked until it is settled)."""
+    """Cancel a scheduled, sending or paused update; commits. Every delivery not yet sent is
+    cancelled.
+
+    Two transactions, in the order the workers take their locks: the status first (each worker
+    stops at its next chunk), then the pending deliveries, which waits for any chunk being sent
+    right now (its rows are locked until it is settled). Taking both in one transaction would
+    lock the update row before the deliveries, the opposite of a worker, and deadlock. If the
+    second step is lost, the reconciler's `cancel_leftovers` finishes it.
+    """
     update = drafts.get(session, update_id)
     _change(session, update, UpdateTransitions.CANCEL, "cancelled", {"send_at": None})
-    cancelled = transition(
+    audit(session, staff_id, AuditAction.CANCELLED, update_id)
+    session.commit()
+    cancel_pending(session, update_id)
+    session.commit()
+    return update
+
+
+def cancel_pending(session: Session, update_id: int) -> int:
+    """Cancel the pending deliveries of an update that is no longer sending."""
+    return transition(
         session, DELIVERY, DeliveryTransitions.CANCEL, DELIVERY.c.update_id == update_id
     )
-    audit(session, staff_id, AuditAction.CANCELLED, update_id, f"{cancelled} not sent")
-    return update
 
 
 def start_due(session: Session, now: datetime, publish: Publish) -> int:

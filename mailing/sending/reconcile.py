@@ -3,6 +3,8 @@ named checks that each find work the broker lost or never had, and re-drive it.
 
 - `start_due_sends`: scheduled updates whose time has come start (recipients decided now).
 - `finish_done_sends`: a send with nothing pending is marked sent.
+- `cancel_leftovers`: a cancelled (or abandoned) update with deliveries still pending has them
+  cancelled (the second step of a cancel, if it was lost).
 - `redrive_quiet_sends`: when no send anywhere has settled a chunk for MAILING_SEND_STALL_SECONDS,
   every send with ready pending deliveries gets fresh batch tasks (at most once per stall
   period). While any worker makes progress, queued tasks are only waiting their turn (the
@@ -24,7 +26,13 @@ from sqlmodel import Session
 from mailing import outbox
 from mailing.config import get_settings
 from mailing.sending.batch import UPDATE, finish_if_done
-from mailing.sending.control import Publish, batch_tasks, publish_safely, start_due
+from mailing.sending.control import (
+    Publish,
+    batch_tasks,
+    cancel_pending,
+    publish_safely,
+    start_due,
+)
 from mailing.sending.recipients import DELIVERY
 from mailing.states import DeliveryStatus, UpdateStatus
 
@@ -46,6 +54,7 @@ def reconcile(
     result = Reconciled()
     result.started = start_due(session, now, publish)
     result.finished = finish_done_sends(session)
+    cancel_leftovers(session)
     result.redriven = redrive_quiet_sends(session, now, publish)
     result.notices = outbox.redrive(session, now, publish_notice)
     if result.started or result.redriven or result.notices:
@@ -70,6 +79,25 @@ def finish_done_sends(session: Session) -> int:
         finished += int(finish_if_done(session, update_id))
         session.commit()
     return finished
+
+
+def cancel_leftovers(session: Session) -> int:
+    pending = (
+        sa.select(sa.literal(1))
+        .where(
+            DELIVERY.c.update_id == UPDATE.c.id,
+            DELIVERY.c.status == DeliveryStatus.PENDING.value,
+        )
+        .exists()
+    )
+    stopped = session.execute(
+        sa.select(UPDATE.c.id).where(UPDATE.c.status == UpdateStatus.CANCELLED.value, pending)
+    ).scalars()
+    cancelled = 0
+    for update_id in list(stopped):
+        cancelled += cancel_pending(session, int(update_id))
+        session.commit()
+    return cancelled
 
 
 def redrive_quiet_sends(session: Session, now: datetime, publish: Publish) -> int:

@@ -8,6 +8,8 @@ staff can produce one. Test copies go only to staff addresses and are audited wi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP
 from typing import Any
 
 from sqlmodel import Session
@@ -76,6 +78,7 @@ def prepare_update_email(update: Update, *, test: bool = False) -> Prepared:
     Each copy is then `prepared.personalise(recipient_values(...))`: a join of byte strings.
     Raises CannotBuild if the builder refuses the text.
     """
+    _check_subject(subject_of(update, test=test))
     base = get_settings().base_url
     unsubscribe_url = f"{base}/unsubscribe/{placeholder(UNSUBSCRIBE)}"
     preferences_url = f"{base}/preferences/{placeholder(MANAGE)}"
@@ -94,6 +97,16 @@ def prepare_update_email(update: Update, *, test: bool = False) -> Prepared:
         raise CannotBuild("subject", "A subject must be one line of text.") from exc
     except (ValueError, TypeError, UnicodeError) as exc:
         raise CannotBuild("body", f"This cannot be sent by email ({type(exc).__name__}).") from exc
+
+
+def _check_subject(subject: str) -> None:
+    """The subject alone through the header machinery, so a refusal names the right field."""
+    message = EmailMessage(policy=SMTP)
+    try:
+        message["Subject"] = subject
+        message.as_bytes()
+    except (ValueError, TypeError, UnicodeError) as exc:
+        raise CannotBuild("subject", "A subject must be one line of plain text.") from exc
 
 
 def recipient_values(email: str, unsubscribe_token: str, manage_token: str) -> dict[str, str]:

@@ -1,0 +1,78 @@
+"""One way to start a send, and the same answer from every entry point when the broker is down:
+the database is the truth, so a committed send is accepted and will start (the reconciler
+re-drives it); nothing says "nothing was saved" after saving. Each entry point runs in its own
+process against a broker address where nothing listens, on the suite's database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+from mailing.db import get_engine
+from tests.helpers import count
+from tests.sending_support import add_subscribers, draft, make_staff, update_row
+from tests.test_db_faults import _free_port, _serve
+
+
+def _dead_broker() -> str:
+    return f"redis://127.0.0.1:{_free_port()}/0"
+
+
+def _env() -> dict[str, str]:
+    return {
+        "MAILING_DATABASE_URL": os.environ["MAILING_DATABASE_URL"],
+        "MAILING_BROKER_URL": _dead_broker(),
+    }
+
+
+def test_the_api_accepts_a_send_while_the_broker_is_down(database: str, tmp_path: Path) -> None:
+    add_subscribers(4, ["healthy-minds"], prefix="apidown")
+    update_id = draft(themes=["healthy-minds"])
+    token = make_staff("sender", "down@staff.example.org")
+    proc, base = _serve(_env(), str(tmp_path))
+    try:
+        answer = httpx.post(
+            f"{base}/admin/updates/{update_id}/send",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert answer.status_code == 202
+    body = answer.json()
+    assert (body["status"], body["started"], body["recipients"]) == ("sending", True, 4)
+    assert "Nothing was saved" not in answer.text
+    assert update_row(update_id).status.value == "sending"
+    assert count("delivery", f"WHERE update_id = {update_id}") == 4
+    # The reconciler finds it (its heartbeat ages like any quiet send) and starts it.
+    with get_engine().connect() as conn:
+        started = conn.execute(
+            sa.text("SELECT heartbeat_at FROM theme_update WHERE id = :u"), {"u": update_id}
+        ).scalar()
+    assert started is not None
+
+
+def test_the_cli_accepts_a_send_while_the_broker_is_down(database: str, tmp_path: Path) -> None:
+    add_subscribers(3, ["healthy-places"], prefix="clidown")
+    update_id = draft(themes=["healthy-places"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILING_")}
+    env.update(_env(), MAILING_SECRET_KEYS=os.environ["MAILING_SECRET_KEYS"])
+    result = subprocess.run(
+        [sys.executable, "-m", "mailing.cli", "send", str(update_id)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "accepted for 3 recipients" in result.stdout
+    assert "within a minute" in result.stdout
+    assert update_row(update_id).status.value == "sending"
