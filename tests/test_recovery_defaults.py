@@ -95,14 +95,14 @@ def test_a_killed_worker_is_replaced_and_the_send_finishes_within_90_seconds_on_
     with SinkServer(sink) as server:
         env = _defaults_env(private_redis, server.port)
         services.beat(env)
-        first = services.worker(env, concurrency=1)
+        first = services.worker(env, concurrency=1, queues=None)
         published = batch_tasks(start(update_id, enqueue=False))
         _publish_batches(private_redis, update_id, published)
         wait_until(sink.holding.is_set, 60, "the relay to hold a message mid-chunk")
         _kill(first)  # the whole process group: parent and pool children
         killed_at = time.monotonic()
         sink.released.set()
-        services.worker(env, concurrency=1)
+        services.worker(env, concurrency=1, queues=None)
         wait_until(
             lambda: update_row(update_id).status.value == "sent",
             RECOVERY_LIMIT + 30,
@@ -149,7 +149,7 @@ def test_a_confirmation_whose_task_was_flushed_from_the_broker_still_arrives(
         publisher.close()
         redis.Redis.from_url(private_redis.url(0)).flushall()  # before any worker took it
         flushed_at = time.monotonic()
-        services.worker(env, concurrency=1)
+        services.worker(env, concurrency=1, queues=None)
         services.beat(env)
         server.sink.wait_for(1, timeout=120)
         arrived_in = time.monotonic() - flushed_at

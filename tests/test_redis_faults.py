@@ -171,9 +171,12 @@ class Services:
         self.running.append((name, proc))
         return proc
 
-    def worker(self, env: dict[str, str], concurrency: int) -> subprocess.Popen[bytes]:
-        # The queues the send batches and the reconcile task are routed to (task_routes).
-        args = ["worker", "-Q", "updates,housekeeping", "--concurrency", str(concurrency)]
+    def worker(
+        self, env: dict[str, str], concurrency: int, queues: str | None = "updates,housekeeping"
+    ) -> subprocess.Popen[bytes]:
+        # By default the queues the send batches and the reconcile task are routed to
+        # (task_routes); None: every queue, as the default `mailing worker` command.
+        args = ["worker", *(["-Q", queues] if queues else []), "--concurrency", str(concurrency)]
         args += ["--pool", "prefork", "--without-gossip", "--without-mingle"]
         return self.spawn("worker", [*args, "--without-heartbeat"], env)
 
