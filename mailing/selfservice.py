@@ -1,6 +1,9 @@
 """A subscriber's rights, exercised from links in their emails: unsubscribe, change themes,
 download their data, erase it; and the storage-limitation purge that erases what we no longer need.
 
+Downloading and erasing need a short-lived link emailed to the subscriber's own address (asked
+for from the preferences page or the erasure-request form): a forwarded update gives neither.
+
 Erasure keeps exactly two things: a keyed hash of the address in `suppression` (so we never mail
 it again unless the person signs up afresh and confirms) and a line in `erasure_log` saying when
 and how many rows went. Neither can be turned back into the address.
@@ -9,6 +12,7 @@ and how many rows went. Neither can be turned back into the address.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -33,13 +37,13 @@ from mailing.states import (
     SubscriberTransitions,
     check,
 )
-from mailing.tokens import Purpose
+from mailing.tokens import EXPORT_MAX_AGE_SECONDS, Purpose
 
 log = logging.getLogger(__name__)
 
-ERASE_EMAIL_WINDOW = 3600
+LINK_EMAIL_WINDOW = 3600
 # Every rate-limit key that names a person by their address hash; erasure forgets them all.
-ADDRESS_LIMIT_PREFIXES = ("confirm-mail:", "erase-mail:")
+ADDRESS_LIMIT_PREFIXES = ("confirm-mail:", "erase-mail:", "export-mail:")
 # A confirmation link is minted by the worker moments after the request is recorded; wait a
 # little past its expiry before deleting the sign-up, so a link never outlives its record.
 UNCONFIRMED_GRACE = timedelta(hours=1)
@@ -181,38 +185,87 @@ def request_erasure(session: Session, address: Address) -> int | None:
     """
     subscriber = subscribers.by_key(session, address.key)
     # Count asks for unknown addresses too: the same work either way.
+    allowed = _may_email(session, address.key, LinkKind.ERASE)
+    return subscriber.id if subscriber is not None and allowed else None
+
+
+class LinkKind(StrEnum):
+    """The links emailed on request, to the subscriber's own address only."""
+
+    EXPORT = "export"
+    ERASE = "erase"
+
+
+LINK_LIMIT_PREFIXES = {LinkKind.EXPORT: "export-mail:", LinkKind.ERASE: "erase-mail:"}
+
+
+def request_link(session: Session, subscriber: Subscriber, kind: LinkKind) -> bool:
+    """Whether to email this subscriber a download or erase link they asked for on their
+    preferences page: within the address's hourly cap (shared with the erasure-request form)."""
+    return _may_email(session, subscriber.email_key, kind)
+
+
+def _may_email(session: Session, email_key: str, kind: LinkKind) -> bool:
     verdict = get_limiter().hit(
-        f"erase-mail:{subscribers.address_hash(address.key)}",
+        f"{LINK_LIMIT_PREFIXES[kind]}{subscribers.address_hash(email_key)}",
         get_settings().confirmations_per_address_per_hour,
-        ERASE_EMAIL_WINDOW,
+        LINK_EMAIL_WINDOW,
     )
-    if subscriber is None or not verdict.allowed:
-        return None
-    if subscribers.is_suppressed(session, address.key):
-        # Erased before and signed up again, not yet confirmed: until they confirm, nothing but
-        # the confirmation email goes to this address. Unconfirmed, the purge deletes it anyway.
-        return None
-    return subscriber.id
+    # Erased before and signed up again, not yet confirmed: until they confirm, nothing but
+    # the confirmation email goes to this address. Unconfirmed, the purge deletes it anyway.
+    return verdict.allowed and not subscribers.is_suppressed(session, email_key)
 
 
 def build_erase_link(session: Session, subscriber_id: int) -> tuple[Prepared, str] | None:
     """The erase-link email and its recipient, or None if the subscriber is already gone."""
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None:
-        return None
-    prepared = prepare(
+    return _build_link(
+        session,
+        subscriber_id,
         "erase_link",
-        subject="Your link to erase your Health Inequalities Strategy updates data",
-        context={
+        "Your link to erase your Health Inequalities Strategy updates data",
+        lambda subscriber: {
             "erase_url": links.url_for(Purpose.ERASE, subscriber),
             "days": get_settings().erase_max_age_days,
         },
     )
-    return prepared, subscriber.email
+
+
+def build_export_link(session: Session, subscriber_id: int) -> tuple[Prepared, str] | None:
+    """The data-download email and its recipient, or None if the subscriber is already gone."""
+    return _build_link(
+        session,
+        subscriber_id,
+        "export_link",
+        "Your link to download your Health Inequalities Strategy updates data",
+        lambda subscriber: {
+            "export_url": links.url_for(Purpose.EXPORT, subscriber),
+            "hours": EXPORT_MAX_AGE_SECONDS // 3600,
+        },
+    )
+
+
+def _build_link(
+    session: Session,
+    subscriber_id: int,
+    template: str,
+    subject: str,
+    context: Callable[[Subscriber], dict[str, Any]],
+) -> tuple[Prepared, str] | None:
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:  # erased or purged since the link was asked for
+        return None
+    return prepare(template, subject=subject, context=context(subscriber)), subscriber.email
 
 
 def send_erase_link(session: Session, subscriber_id: int) -> bool:
-    built = build_erase_link(session, subscriber_id)
+    return _send(build_erase_link(session, subscriber_id))
+
+
+def send_export_link(session: Session, subscriber_id: int) -> bool:
+    return _send(build_export_link(session, subscriber_id))
+
+
+def _send(built: tuple[Prepared, str] | None) -> bool:
     if built is None:
         return False
     prepared, to = built

@@ -26,6 +26,14 @@ def enqueue_erase_link(subscriber_id: int) -> None:
     )
 
 
+def enqueue_export_link(subscriber_id: int) -> None:
+    from workers.tasks import send_export_link_email
+
+    send_export_link_email.apply_async(
+        args=(subscriber_id,), queue="transactional", retry_policy=PUBLISH_RETRY
+    )
+
+
 def enqueue_update_send(update_id: int) -> None:
     """After start_send committed: a worker enqueues the update's batches."""
     from workers.tasks import start_update_send

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Task
 
@@ -46,6 +47,27 @@ def send_erase_link_email(self: Task, subscriber_id: int) -> bool:
     with session_scope() as session:
         sent = send_erase_link(session, subscriber_id)
     log.info("erase link for subscriber %s: %s", subscriber_id, "sent" if sent else "skipped")
+    return sent
+
+
+# A relay that defers (4xx) or is unreachable: retry with backoff, as the notices above do.
+RETRY_TRANSIENT: dict[str, Any] = {
+    "autoretry_for": (TransientFailure,),
+    "retry_backoff": 5,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "max_retries": 12,
+}
+
+
+@app.task(**RETRY_TRANSIENT)
+def send_export_link_email(subscriber_id: int) -> bool:
+    """The data-download link a subscriber asked for on their preferences page."""
+    from mailing.selfservice import send_export_link
+
+    with session_scope() as session:
+        sent = send_export_link(session, subscriber_id)
+    log.info("export link for subscriber %s: %s", subscriber_id, "sent" if sent else "skipped")
     return sent
 
 
