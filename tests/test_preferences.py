@@ -212,3 +212,16 @@ def test_wrong_purpose_tokens_get_400(client, smtp, session):
         assert client.post(f"/preferences/{token}", json={"themes": []}).status_code == 400
         assert client.get(f"/my-data/{token}").status_code == 400
     assert reload(session, "wrong-prefs@example.org").status == SubscriberStatus.ACTIVE
+
+
+def test_the_unsubscribe_pages_hold_no_data_or_erase_link(client, smtp, session):
+    sub = active_subscriber(client, smtp, session, "leaving@example.org")
+    link = links.url_for(Purpose.UNSUBSCRIBE, sub).removeprefix("http://testserver")
+    pages = [client.get(link), client.post(link, data={"via": "page"}), client.get(link)]
+    prefs = _path(links.url_for(Purpose.MANAGE, sub))
+    pages.append(client.get(prefs))  # unsubscribed now: the page still offers emailed links
+    for page in pages:
+        assert page.status_code == 200
+        assert "/my-data/" not in page.text and "/erase/" not in page.text
+    assert "your subscription page" in pages[1].text
+    assert re.search(r'name="action" value="erase"', pages[3].text)

@@ -161,10 +161,10 @@ def _change_preferences(
         kind = _link_kind(data, is_json, errors)
         if kind is not None:
             return _email_link(session, request, subscriber, kind, is_json)
+        if errors:  # a JSON "action" that is neither "export" nor "erase"
+            return FormErrors(errors).json()
         # An empty POST must not unsubscribe anyone: JSON names its themes, the form says so.
-        if errors:
-            pass  # a JSON "action" that is neither: say only that
-        elif is_json and "themes" not in data:
+        if is_json and "themes" not in data:
             errors["themes"] = "Give 'themes': a list of theme names (an empty list unsubscribes)."
         elif not is_json and data.get("action") != "save":
             errors["themes"] = "Choose your themes and press the button to save them."
