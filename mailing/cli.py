@@ -63,7 +63,9 @@ def serve(host: str, port: int, workers: int) -> None:
         host=host,
         port=port,
         workers=workers,
-        proxy_headers=True,
+        # Never let uvicorn rewrite the client from X-Forwarded-For: mailing.web.deps.client_ip
+        # alone decides, believing only MAILING_TRUSTED_PROXIES.
+        proxy_headers=False,
         log_config=None,
         access_log=False,
     )
@@ -141,7 +143,7 @@ def dev(host: str, port: int) -> None:
 
     base = get_settings().base_url
     click.echo(f"\n  Sign-up page:  {base}/\n  Outbox:        {base}/dev/outbox\n")
-    uvicorn.run(create_app(), host=host, port=port, log_config=None)
+    uvicorn.run(create_app(), host=host, port=port, log_config=None, proxy_headers=False)
     if capture is not None:
         capture.stop()
 

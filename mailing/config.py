@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
 
@@ -42,7 +44,6 @@ class Settings(BaseSettings):
     erase_max_age_days: int = 7
     unsubscribed_retention_days: int = 30
     max_body_bytes: int = 64 * 1024
-    trust_forwarded_for: bool = False
 
     send_rate: float = 0.0  # messages a second across all workers; 0 means unlimited
     send_batch_size: int = 500  # recipients per batch task when a send starts
@@ -59,6 +60,10 @@ class Settings(BaseSettings):
     allowed_origins: str = ""
     test_sends_per_hour: int = 20  # test copies one staff member may send in an hour
 
+    # Security hardening (issue 10): who the client is behind a proxy; who may read /metrics.
+    trusted_proxies: str = ""  # comma-separated CIDRs; empty: the socket's peer is the client
+    metrics_token: str | None = None  # unset: /metrics open in dev, 404 in production
+
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -67,6 +72,10 @@ class Settings(BaseSettings):
     @property
     def secret_key_list(self) -> list[str]:
         return [k.strip() for k in self.secret_keys.split(",") if k.strip()]
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        return _networks(self.trusted_proxies)
 
     @property
     def is_production(self) -> bool:
@@ -78,6 +87,18 @@ class Settings(BaseSettings):
 
     def check(self) -> None:
         """Refuse settings that would be unsafe; every command calls this before it starts."""
+        try:
+            _ = self.trusted_proxy_networks
+        except ValueError as exc:
+            raise ConfigError(
+                f"MAILING_TRUSTED_PROXIES: {exc}; give comma-separated CIDRs such as 10.0.0.0/8."
+            ) from exc
+        if os.environ.get("MAILING_TRUST_FORWARDED_FOR", "").lower() in ("1", "true", "yes", "on"):
+            # Never read: refuse rather than let an operator believe the proxy is trusted.
+            raise ConfigError(
+                "MAILING_TRUST_FORWARDED_FOR is no longer read: unset it, and name the proxies "
+                "whose X-Forwarded-For to believe in MAILING_TRUSTED_PROXIES (CIDRs)."
+            )
         keys = self.secret_key_list
         if not keys:
             raise ConfigError("MAILING_SECRET_KEYS is empty: set at least one secret key.")
@@ -94,6 +115,12 @@ class Settings(BaseSettings):
                     f"MAILING_SECRET_KEYS: key {short[0]} is shorter than "
                     f"{MIN_SECRET_KEY_LENGTH} characters; production needs long random keys."
                 )
+
+
+@lru_cache
+def _networks(cidrs: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    # Cached: the per-IP limit asks on every public POST.
+    return tuple(ip_network(c.strip(), strict=False) for c in cidrs.split(",") if c.strip())
 
 
 @lru_cache

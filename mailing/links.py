@@ -1,7 +1,8 @@
 """The links that act for a subscriber without a login: unsubscribe, preferences, data, erasure.
 
 Unsubscribe and preferences links never expire but carry the subscriber's token_version, which
-erasure bumps (and deletes), so they die with the data. Each purpose has its own salt.
+erasure bumps (and deletes), so they die with the data. Each purpose has its own salt. Data and
+erasure links are only ever emailed to the subscriber's own address, never shown on a page.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def token_for(purpose: Purpose, subscriber: subscribers.LinkSubject) -> str:
 
 
 def url_for(purpose: Purpose, subscriber: Subscriber) -> str:
-    path = {Purpose.MANAGE: "preferences"}.get(purpose, purpose.value)
+    path = {Purpose.MANAGE: "preferences", Purpose.EXPORT: "my-data"}.get(purpose, purpose.value)
     return f"{get_settings().base_url}/{path}/{token_for(purpose, subscriber)}"
 
 

@@ -19,20 +19,21 @@ from mailing.emails import TO, Prepared, prepare
 from mailing.mailer import Mailer
 from mailing.models import Notice, Subscriber
 from mailing.states import NoticeKind, SubscriberStatus
-from mailing.subscriptions import confirmation_token
+from mailing.subscriptions import confirmation_token, confirmations_of
 from mailing.themes import ALL_THEMES, theme_titles
-from mailing.tokens import Purpose
+from mailing.tokens import EXPORT_MAX_AGE_SECONDS, Purpose
 
 log = logging.getLogger(__name__)
 
-Builder = Callable[[Subscriber, list[str]], Prepared | None]
+Builder = Callable[[Session, Subscriber, list[str]], Prepared | None]
 
 
-def _confirm(subscriber: Subscriber, themes: list[str]) -> Prepared | None:
+def _confirm(session: Session, subscriber: Subscriber, themes: list[str]) -> Prepared | None:
     if subscriber.status == SubscriberStatus.ACTIVE:
         return None  # confirmed meanwhile: nothing to ask
     settings = get_settings()
-    token = confirmation_token(subscriber, themes)
+    assert subscriber.id is not None
+    token = confirmation_token(subscriber, themes, confirmations_of(session, subscriber.id))
     return prepare(
         "confirm",
         subject="Confirm your subscription to Health Inequalities Strategy updates",
@@ -44,7 +45,9 @@ def _confirm(subscriber: Subscriber, themes: list[str]) -> Prepared | None:
     )
 
 
-def _already_subscribed(subscriber: Subscriber, themes: list[str]) -> Prepared | None:
+def _already_subscribed(
+    session: Session, subscriber: Subscriber, themes: list[str]
+) -> Prepared | None:
     return prepare(
         "already_subscribed",
         subject="You are already subscribed to Health Inequalities Strategy updates",
@@ -52,7 +55,7 @@ def _already_subscribed(subscriber: Subscriber, themes: list[str]) -> Prepared |
     )
 
 
-def _erase_link(subscriber: Subscriber, themes: list[str]) -> Prepared | None:
+def _erase_link(session: Session, subscriber: Subscriber, themes: list[str]) -> Prepared | None:
     return prepare(
         "erase_link",
         subject="Your link to erase your Health Inequalities Strategy updates data",
@@ -63,10 +66,22 @@ def _erase_link(subscriber: Subscriber, themes: list[str]) -> Prepared | None:
     )
 
 
+def _export_link(session: Session, subscriber: Subscriber, themes: list[str]) -> Prepared | None:
+    return prepare(
+        "export_link",
+        subject="Your link to download your Health Inequalities Strategy updates data",
+        context={
+            "export_url": links.url_for(Purpose.EXPORT, subscriber),
+            "hours": EXPORT_MAX_AGE_SECONDS // 3600,
+        },
+    )
+
+
 BUILDERS: dict[NoticeKind, Builder] = {
     NoticeKind.CONFIRM: _confirm,
     NoticeKind.ALREADY_SUBSCRIBED: _already_subscribed,
     NoticeKind.ERASE_LINK: _erase_link,
+    NoticeKind.EXPORT_LINK: _export_link,
 }
 
 
@@ -77,7 +92,7 @@ def build(session: Session, notice: Notice) -> tuple[Prepared, str] | None:
     if subscriber is None or builder is None:
         return None
     themes = [t for t in notice.themes.split(",") if t]
-    prepared = builder(subscriber, themes)
+    prepared = builder(session, subscriber, themes)
     return None if prepared is None else (prepared, subscriber.email)
 
 

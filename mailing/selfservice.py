@@ -1,6 +1,9 @@
 """A subscriber's rights, exercised from links in their emails: unsubscribe, change themes,
 download their data, erase it; and the storage-limitation purge that erases what we no longer need.
 
+Downloading and erasing need a short-lived link emailed to the subscriber's own address (asked
+for from the preferences page or the erasure-request form): a forwarded update gives neither.
+
 Erasure keeps exactly two things: a keyed hash of the address in `suppression` (so we never mail
 it again unless the person signs up afresh and confirms) and a line in `erasure_log` saying when
 and how many rows went. Neither can be turned back into the address.
@@ -43,9 +46,9 @@ from mailing.states import (
 
 log = logging.getLogger(__name__)
 
-ERASE_EMAIL_WINDOW = 3600
+LINK_EMAIL_WINDOW = 3600
 # Every rate-limit key that names a person by their address hash; erasure forgets them all.
-ADDRESS_LIMIT_PREFIXES = ("confirm-mail:", "erase-mail:")
+ADDRESS_LIMIT_PREFIXES = ("confirm-mail:", "erase-mail:", "export-mail:")
 # A confirmation link is minted by the worker moments after the request is recorded; wait a
 # little past its expiry before deleting the sign-up, so a link never outlives its record.
 UNCONFIRMED_GRACE = timedelta(hours=1)
@@ -195,19 +198,33 @@ def request_erasure(session: Session, address: Address) -> int | None:
     """
     subscriber = subscribers.by_key(session, address.key)
     # Count asks for unknown addresses too: the same work either way.
-    verdict = get_limiter().hit(
-        f"erase-mail:{subscribers.address_hash(address.key)}",
-        get_settings().confirmations_per_address_per_hour,
-        ERASE_EMAIL_WINDOW,
-    )
-    if subscriber is None or not verdict.allowed:
+    allowed = _may_email(session, address.key, NoticeKind.ERASE_LINK)
+    if subscriber is None or subscriber.id is None or not allowed:
         return None
-    if subscribers.is_suppressed(session, address.key):
-        # Erased before and signed up again, not yet confirmed: until they confirm, nothing but
-        # the confirmation email goes to this address. Unconfirmed, the purge deletes it anyway.
-        return None
-    assert subscriber.id is not None
     return outbox.queue(session, subscriber.id, NoticeKind.ERASE_LINK)
+
+
+# The links emailed on request, to the subscriber's own address only, and their hourly caps.
+LINK_LIMIT_PREFIXES = {NoticeKind.EXPORT_LINK: "export-mail:", NoticeKind.ERASE_LINK: "erase-mail:"}
+
+
+def request_link(session: Session, subscriber: Subscriber, kind: NoticeKind) -> int | None:
+    """Queue the download or erase link a subscriber asked for on their preferences page, within
+    the address's hourly cap (shared with the erasure-request form); the notice id, or None."""
+    if subscriber.id is None or not _may_email(session, subscriber.email_key, kind):
+        return None
+    return outbox.queue(session, subscriber.id, kind)
+
+
+def _may_email(session: Session, email_key: str, kind: NoticeKind) -> bool:
+    verdict = get_limiter().hit(
+        f"{LINK_LIMIT_PREFIXES[kind]}{subscribers.address_hash(email_key)}",
+        get_settings().confirmations_per_address_per_hour,
+        LINK_EMAIL_WINDOW,
+    )
+    # Erased before and signed up again, not yet confirmed: until they confirm, nothing but
+    # the confirmation email goes to this address. Unconfirmed, the purge deletes it anyway.
+    return verdict.allowed and not subscribers.is_suppressed(session, email_key)
 
 
 def _subscriber_tables() -> list[sa.Table]:

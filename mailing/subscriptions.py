@@ -4,11 +4,15 @@ The answer to a sign-up never says whether an address is known: a new, pending o
 unsubscribed address is sent a confirmation link; an active one is sent a "you are already
 subscribed" email instead. Themes asked for travel inside the signed confirmation link, so a
 stranger's request can never change an active subscriber's choices.
+
+A confirmation link works once. It carries how many times its subscriber had confirmed when it
+was made (the CONFIRMED events in the append-only consent ledger), and confirming adds one; so
+after an unsubscribe, only a link from a new sign-up brings someone back.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import insert
+from sqlalchemy import func, insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -16,7 +20,7 @@ from sqlmodel import Session, col, select
 from mailing import consent, outbox, subscribers
 from mailing.addresses import Address
 from mailing.config import get_settings
-from mailing.models import Subscriber, SubscriberTheme, utcnow
+from mailing.models import ConsentEvent, Subscriber, SubscriberTheme, utcnow
 from mailing.ratelimit import get_limiter
 from mailing.states import (
     ConsentEventKind,
@@ -106,24 +110,56 @@ def _pending_or_existing(
     raise RuntimeError("the address's subscriber row vanished twice during one sign-up")
 
 
-def confirmation_token(subscriber: Subscriber, themes: list[str]) -> str:
+def confirmation_token(subscriber: Subscriber, themes: list[str], confirmed: int = 0) -> str:
+    """`confirmed`: how many times the subscriber has confirmed so far (confirmations_of)."""
     return sign(
         Purpose.CONFIRM,
-        {"s": subscriber.id, "h": subscribers.link_check(subscriber), "t": themes},
+        {"s": subscriber.id, "h": subscribers.link_check(subscriber), "t": themes, "n": confirmed},
     )
 
 
-def confirm(session: Session, payload: dict[str, object]) -> tuple[Subscriber, bool]:
-    """Activate the subscription a confirmation link names; the flag says whether it changed.
+def confirmations_of(session: Session, subscriber_id: int) -> int:
+    """How many times this subscriber has confirmed: their ledger's CONFIRMED events."""
+    return session.exec(
+        select(func.count())
+        .select_from(ConsentEvent)
+        .where(ConsentEvent.subscriber_id == subscriber_id)
+        .where(ConsentEvent.kind == ConsentEventKind.CONFIRMED)
+    ).one()
 
-    Confirming twice changes nothing.
+
+def confirmable(
+    session: Session, payload: dict[str, object], *, lock: bool = False
+) -> tuple[Subscriber, list[str]]:
+    """The subscriber and themes a confirmation link names; InvalidToken if it cannot confirm.
+
+    An active subscriber's link stays harmless to follow (it changes nothing). Otherwise the
+    link must have been made since their last confirmation: a used link is refused.
     """
-    subscriber = session.get(Subscriber, payload["s"])
+    subscriber = session.get(Subscriber, payload["s"], with_for_update=lock)
     if subscriber is None or not subscribers.matches_link_check(subscriber, payload.get("h")):
         raise InvalidToken("invalid")
     raw_themes = payload.get("t")
     if not isinstance(raw_themes, list) or not all(isinstance(t, str) for t in raw_themes):
         raise InvalidToken("invalid")
+    assert subscriber.id is not None
+    # Links made before the count was signed into them carry none: they predate any confirmation.
+    made_after = payload.get("n", 0)
+    if subscriber.status != SubscriberStatus.ACTIVE and made_after != confirmations_of(
+        session, subscriber.id
+    ):
+        raise InvalidToken("used")
+    return subscriber, raw_themes
+
+
+def confirm(session: Session, payload: dict[str, object]) -> tuple[Subscriber, bool]:
+    """Activate the subscription a confirmation link names; the flag says whether it changed.
+
+    Confirming twice changes nothing; a link already used cannot confirm again after an
+    unsubscribe (InvalidToken).
+    """
+    # Locked: two clicks on one link at once must not both confirm.
+    subscriber, raw_themes = confirmable(session, payload, lock=True)
     if subscriber.status == SubscriberStatus.ACTIVE:
         return subscriber, False
     themes = normalise_themes(raw_themes)

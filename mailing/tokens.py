@@ -1,13 +1,15 @@
 """Signed tokens for links in emails: one salt per purpose, the first secret key signs, all verify.
 
 A token made for one purpose never verifies for another, because the purpose is the salt.
-Confirmation and erasure links expire; unsubscribe and preferences links do not (a link in a
-months-old email must still work) but carry the subscriber's token_version, so bumping it
-revokes them all.
+Confirmation, data-download and erasure links expire; unsubscribe and preferences links do not
+(a link in a months-old email must still work) but carry the subscriber's token_version, so
+bumping it revokes them all. Only short-lived links, emailed on request to the subscriber's own
+address, open their data or erase it: a forwarded update never does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -21,13 +23,18 @@ from mailing.config import Settings, get_settings
 class Purpose(StrEnum):
     CONFIRM = "confirm"
     UNSUBSCRIBE = "unsubscribe"
-    MANAGE = "manage"  # preferences and data download
+    MANAGE = "manage"  # the preferences page
+    EXPORT = "export"  # the data download, emailed on request
     ERASE = "erase"
 
 
-TIMED: dict[Purpose, str] = {
-    Purpose.CONFIRM: "confirm_max_age_days",
-    Purpose.ERASE: "erase_max_age_days",
+EXPORT_MAX_AGE_SECONDS = 24 * 3600
+
+# How long each expiring purpose's links work, in seconds.
+TIMED: dict[Purpose, Callable[[Settings], int]] = {
+    Purpose.CONFIRM: lambda s: s.confirm_max_age_days * 86400,
+    Purpose.EXPORT: lambda s: EXPORT_MAX_AGE_SECONDS,
+    Purpose.ERASE: lambda s: s.erase_max_age_days * 86400,
 }
 
 
@@ -65,8 +72,7 @@ def verify(purpose: Purpose, token: str, settings: Settings | None = None) -> di
     try:
         _require_canonical_signature(token)
         if isinstance(serializer, URLSafeTimedSerializer):
-            max_age = getattr(settings, TIMED[purpose]) * 86400
-            payload = serializer.loads(token, max_age=max_age)
+            payload = serializer.loads(token, max_age=TIMED[purpose](settings))
         else:
             payload = serializer.loads(token)
     except BadData as exc:

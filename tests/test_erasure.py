@@ -92,7 +92,7 @@ def test_erasure_leaves_no_trace_in_the_database_or_the_logs(client, smtp, sessi
         client.post(_path(links.url_for(Purpose.MANAGE, sub)), json={"themes": ["healthy-places"]})
         add_delivery(session, sub.id, subject="Sent", status=DeliveryStatus.SENT, sent_at=utcnow())
         add_delivery(session, sub.id, subject="Queued")
-        client.get(f"/my-data/{links.token_for(Purpose.MANAGE, sub)}")
+        client.get(f"/my-data/{links.token_for(Purpose.EXPORT, sub)}")
         assert LOCAL_PART in _database_dump().lower()  # the dump does see the address
 
         # ...then the erasure request form, the emailed link, its page and its button.
@@ -144,7 +144,7 @@ def test_old_links_die_with_the_erasure(client, smtp, session):
     old = {
         "unsubscribe": _path(links.url_for(Purpose.UNSUBSCRIBE, sub)),
         "preferences": _path(links.url_for(Purpose.MANAGE, sub)),
-        "my-data": f"/my-data/{links.token_for(Purpose.MANAGE, sub)}",
+        "my-data": f"/my-data/{links.token_for(Purpose.EXPORT, sub)}",
         "erase": _path(links.url_for(Purpose.ERASE, sub)),
     }
     assert client.post(old["erase"]).status_code == 200
@@ -272,7 +272,7 @@ def test_signing_up_again_after_erasure_needs_a_fresh_confirmation(
     again = reload(session, "return@example.org")
     assert again.status == SubscriberStatus.PENDING
     assert is_suppressed(session, key)  # until they confirm, only the confirmation goes to them
-    export = client.get(f"/my-data/{links.token_for(Purpose.MANAGE, again)}").json()
+    export = client.get(f"/my-data/{links.token_for(Purpose.EXPORT, again)}").json()
     assert export["subscriber"]["on_suppression_list"] is True
     drain_worker()
     sent = len(smtp.outbox.messages())

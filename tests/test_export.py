@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import sqlalchemy as sa
+from itsdangerous import URLSafeTimedSerializer
 
 from mailing import links
 from mailing.db import get_engine
 from mailing.models import PERSONAL_DATA_TABLES, utcnow
 from mailing.selfservice import EXPORT_SECTIONS
 from mailing.states import DeliveryStatus
-from mailing.tokens import Purpose
+from mailing.subscribers import link_check
+from mailing.tokens import EXPORT_MAX_AGE_SECONDS, Purpose, _serializer_for
+from tests.conftest import TEST_SECRET
 from tests.selfservice_support import active_subscriber, add_delivery
 
 
@@ -56,7 +60,7 @@ def test_every_table_that_holds_a_subscribers_data_is_in_the_export(client, smtp
 
     outbox.queue(session, sub.id, NoticeKind.ERASE_LINK)  # an email owed, not yet sent
     session.commit()
-    exported = client.get(f"/my-data/{links.token_for(Purpose.MANAGE, sub)}").json()
+    exported = client.get(f"/my-data/{links.token_for(Purpose.EXPORT, sub)}").json()
 
     tables = _tables_about_subscribers()
     assert {"subscriber", "subscriber_theme", "consent_event", "delivery"} <= set(tables)
@@ -78,7 +82,7 @@ def test_export_holds_address_status_themes_ledger_and_updates_sent(client, smtp
     )
     someone = active_subscriber(client, smtp, session, "someone@example.org")
     add_delivery(session, someone.id, subject="Not yours")
-    url = f"/my-data/{links.token_for(Purpose.MANAGE, sub)}"
+    url = f"/my-data/{links.token_for(Purpose.EXPORT, sub)}"
 
     answer = client.get(url)
 
@@ -108,15 +112,35 @@ def test_export_holds_address_status_themes_ledger_and_updates_sent(client, smtp
 def test_an_unsubscribed_person_can_still_download_their_data(client, smtp, session):
     sub = active_subscriber(client, smtp, session, "left@example.org")
     client.post(_path(links.url_for(Purpose.UNSUBSCRIBE, sub)))
-    data = client.get(f"/my-data/{links.token_for(Purpose.MANAGE, sub)}").json()
+    data = client.get(f"/my-data/{links.token_for(Purpose.EXPORT, sub)}").json()
     assert data["subscriber"]["status"] == "unsubscribed"
     assert data["subscriber"]["unsubscribed_at"]
     assert data["consent_ledger"][-1]["event"] == "withdrawn"
 
 
+def test_an_expired_download_link_gets_400(client, smtp, session):
+    sub = active_subscriber(client, smtp, session, "late@example.org")
+    serializer = _serializer_for(Purpose.EXPORT, (TEST_SECRET,))
+    assert isinstance(serializer, URLSafeTimedSerializer)
+    payload = {"s": sub.id, "v": sub.token_version, "h": link_check(sub)}
+    stale = _signed_at(serializer, payload, time.time() - EXPORT_MAX_AGE_SECONDS - 60)
+    answer = client.get(f"/my-data/{stale}")
+    assert answer.status_code == 400 and "expired" in answer.text
+    fresh = _signed_at(serializer, payload, time.time() - EXPORT_MAX_AGE_SECONDS + 60)
+    assert client.get(f"/my-data/{fresh}").status_code == 200
+
+
+def _signed_at(serializer, payload, when: float) -> str:
+    """A token as if signed at `when`: itsdangerous reads the clock through get_timestamp."""
+    signer = serializer.make_signer()
+    signer.get_timestamp = lambda: int(when)
+    return signer.sign(serializer.dump_payload(payload)).decode()
+
+
 def test_bad_links_to_my_data_get_400(client, smtp, session):
     sub = active_subscriber(client, smtp, session, "nodata@example.org")
-    for token in (links.token_for(Purpose.UNSUBSCRIBE, sub), "forged.token", "x" * 500):
+    wrong = (Purpose.UNSUBSCRIBE, Purpose.MANAGE, Purpose.ERASE)
+    for token in (*(links.token_for(p, sub) for p in wrong), "forged.token", "x" * 500):
         assert client.get(f"/my-data/{token}").status_code == 400
         answer = client.get(f"/my-data/{token}", headers={"accept": "application/json"})
         assert answer.status_code == 400 and "detail" in answer.json()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from sqlmodel import select
 
 from mailing import links
@@ -12,8 +13,9 @@ from mailing.models import ConsentEvent
 from mailing.states import ConsentEventKind, SubscriberStatus
 from mailing.subscribers import themes_of
 from mailing.tokens import Purpose
-from tests.helpers import table_snapshot
-from tests.selfservice_support import active_subscriber, management_links, reload
+from tests.conftest import drain_worker
+from tests.helpers import only_link, table_snapshot
+from tests.selfservice_support import active_subscriber, management_links, next_mail, reload
 
 
 def _events(session, subscriber_id, kind):
@@ -29,7 +31,7 @@ def _path(url):
     return url.removeprefix("http://testserver")
 
 
-def test_page_from_the_email_shows_themes_and_every_link_works(client, smtp, session):
+def test_page_from_the_email_shows_themes_and_holds_no_data_or_erase_link(client, smtp, session):
     active_subscriber(client, smtp, session, "prefs@example.org", ["healthy-minds"])
     link = management_links(client, smtp, "prefs@example.org")["preferences"]
     client.cookies.clear()
@@ -37,15 +39,80 @@ def test_page_from_the_email_shows_themes_and_every_link_works(client, smtp, ses
     assert page.status_code == 200
     assert re.search(r'value="healthy-minds"\s+checked', page.text)
     assert not re.search(r'value="healthy-places"\s+checked', page.text)
-    found = dict(
-        re.findall(r'href="http://testserver/(my-data|unsubscribe|erase)/([^"]+)"', page.text)
-    )
-    assert set(found) == {"my-data", "unsubscribe", "erase"}
-    assert client.get(f"/my-data/{found['my-data']}").json()["subscriber"]["email"]
-    assert 'download="my-data.json"' in page.text
-    assert client.get(f"/unsubscribe/{found['unsubscribe']}").status_code == 200
-    assert client.get(f"/erase/{found['erase']}").status_code == 200
+    found = re.findall(r'href="http://testserver/([a-z-]+)/[^"]+"', page.text)
+    assert found == ["unsubscribe"]  # a forwarded email opens neither the data nor the erasure
+    assert "/my-data/" not in page.text and "/erase/" not in page.text
+    for action in ("export", "erase"):
+        assert re.search(rf'name="action" value="{action}"', page.text)
     assert reload(session, "prefs@example.org").status == SubscriberStatus.ACTIVE
+
+
+@pytest.mark.parametrize("action", ["export", "erase"])
+def test_the_pages_buttons_email_a_link_to_the_subscribers_own_address(
+    client, smtp, session, action
+):
+    active_subscriber(client, smtp, session, "own@example.org", ["healthy-minds"])
+    link = management_links(client, smtp, "own@example.org")["preferences"]
+    path = {"export": "my-data", "erase": "erase"}[action]
+    answer = None
+
+    def press():
+        nonlocal answer
+        answer = client.post(link, data={"action": action})
+
+    mail = next_mail(smtp, press)
+    assert answer.status_code == 202 and "Check your email" in answer.text
+    assert f"/{path}/" not in answer.text
+    assert mail.to == ["own@example.org"]
+    emailed = only_link(mail, path)
+    assert client.get(emailed).status_code == 200
+    assert reload(session, "own@example.org").status == SubscriberStatus.ACTIVE
+
+
+@pytest.mark.parametrize("action", ["export", "erase"])
+def test_json_action_answers_202_and_emails_the_link(client, smtp, session, action):
+    sub = active_subscriber(client, smtp, session, f"json-{action}@example.org")
+    link = _path(links.url_for(Purpose.MANAGE, sub))
+    answer = None
+
+    def ask():
+        nonlocal answer
+        answer = client.post(link, json={"action": action})
+
+    mail = next_mail(smtp, ask)
+    assert answer.status_code == 202 and answer.json() == {"status": "accepted"}
+    assert mail.to == [f"json-{action}@example.org"]
+    assert only_link(mail, {"export": "my-data", "erase": "erase"}[action])
+
+
+def test_emailed_links_are_capped_per_address_and_bad_actions_get_422(
+    client, smtp, session, settings_env
+):
+    sub = active_subscriber(client, smtp, session, "often@example.org")
+    link = _path(links.url_for(Purpose.MANAGE, sub))
+    settings_env(confirmations_per_address_per_hour=2)
+    drain_worker()
+    sent_before = len(smtp.outbox.messages())
+    for _ in range(4):
+        assert client.post(link, json={"action": "export"}).status_code == 202
+    drain_worker()
+    assert len(smtp.outbox.messages()) == sent_before + 2
+    before = table_snapshot()
+    for bad in ({"action": "delete"}, {"action": ["export"]}, {"action": ""}):
+        answer = client.post(link, json=bad)
+        assert answer.status_code == 422, bad
+        assert answer.json()["detail"][0]["loc"] == ["body", "action"]
+    assert client.post(link, data={"action": "nonsense"}).status_code == 422
+    drain_worker()
+    assert len(smtp.outbox.messages()) == sent_before + 2
+    assert table_snapshot() == before
+
+
+def test_a_manage_token_does_not_open_the_data(client, smtp, session):
+    sub = active_subscriber(client, smtp, session, "manage-only@example.org")
+    token = links.token_for(Purpose.MANAGE, sub)
+    assert client.get(f"/my-data/{token}").status_code == 400
+    assert client.get(f"/erase/{token}").status_code == 400
 
 
 def test_json_change_sets_themes_and_records_a_changed_event(client, smtp, session):
@@ -145,3 +212,16 @@ def test_wrong_purpose_tokens_get_400(client, smtp, session):
         assert client.post(f"/preferences/{token}", json={"themes": []}).status_code == 400
         assert client.get(f"/my-data/{token}").status_code == 400
     assert reload(session, "wrong-prefs@example.org").status == SubscriberStatus.ACTIVE
+
+
+def test_the_unsubscribe_pages_hold_no_data_or_erase_link(client, smtp, session):
+    sub = active_subscriber(client, smtp, session, "leaving@example.org")
+    link = links.url_for(Purpose.UNSUBSCRIBE, sub).removeprefix("http://testserver")
+    pages = [client.get(link), client.post(link, data={"via": "page"}), client.get(link)]
+    prefs = _path(links.url_for(Purpose.MANAGE, sub))
+    pages.append(client.get(prefs))  # unsubscribed now: the page still offers emailed links
+    for page in pages:
+        assert page.status_code == 200
+        assert "/my-data/" not in page.text and "/erase/" not in page.text
+    assert "your subscription page" in pages[1].text
+    assert re.search(r'name="action" value="erase"', pages[3].text)

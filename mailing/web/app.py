@@ -38,7 +38,9 @@ def create_app() -> FastAPI:
     app = FastAPI(
         title="Health Inequalities Strategy updates",
         version="1",
+        # In production neither the schema nor its viewer is served: both map the API for anyone.
         docs_url=None if settings.is_production else "/docs",
+        openapi_url=None if settings.is_production else "/openapi.json",
         redoc_url=None,
     )
     app.include_router(subscriptions.router)

@@ -53,7 +53,8 @@ async def read_body(request: Request) -> Body:
     if ctype == "application/json" or ctype.endswith("+json"):
         try:
             data = json.loads(await request.body() or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
+        # RecursionError: the middleware refuses deep nesting first; this keeps a 422 if not.
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise FormErrors({"body": "The request body is not valid JSON."}) from exc
         if not isinstance(data, dict):
             raise FormErrors({"body": "The request body must be a JSON object."})

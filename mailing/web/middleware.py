@@ -1,4 +1,9 @@
-"""ASGI middleware: a cap on request bodies, security headers, and a request id."""
+"""ASGI middleware: a cap on request bodies, security headers, and a request id.
+
+Every answer on a path that holds a token (a link from an email) is `Cache-Control: no-store`,
+whatever the route answered: a shared or browser cache must never keep a page reached through
+someone's personal link. This middleware is the one place that says so.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +27,49 @@ CSP = (
 )
 
 
+# No body this service takes nests deeper than 2; JSON nested beyond this is refused with 422
+# before any route parses it: Python's parser, and pydantic after it, recurse once per level.
+MAX_JSON_DEPTH = 32
+
+
+def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True if the JSON text nests arrays and objects more than `limit` deep.
+
+    Only a body with more than `limit` brackets is parsed here (a real request has a handful);
+    its depth is then measured without recursion. Invalid JSON is left for the route to refuse.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        return True
+    except ValueError:
+        return False
+    stack: list[tuple[object, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth >= limit:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            ctype: bytes = value.split(b";")[0].strip().lower()
+            return ctype == b"application/json" or ctype.endswith(b"+json")
+    return False
+
+
 class BodyLimit:
-    """Reads at most `limit` bytes of a request body; beyond that answers 413 and stops."""
+    """Reads at most `limit` bytes of a request body; beyond that answers 413 and stops.
+
+    A JSON body nested deeper than MAX_JSON_DEPTH gets 422 here, for every route at once.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -53,6 +99,9 @@ class BodyLimit:
                 await _too_large(send, self.limit)
                 return
             more = message.get("more_body", False)
+        if _is_json(scope) and json_too_deep(bytes(body)):
+            await _json(send, 422, TOO_DEEP)
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -80,6 +129,17 @@ async def _json(send: Send, status: int, payload: dict[str, object]) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+TOO_DEEP: dict[str, object] = {
+    "detail": [
+        {
+            "loc": ["body"],
+            "msg": f"The JSON is nested too deeply: at most {MAX_JSON_DEPTH} levels.",
+            "type": "value_error",
+        }
+    ]
+}
+
+
 async def _too_large(send: Send, limit: int) -> None:
     await _json(send, 413, {"detail": f"Request body too large: the limit is {limit // 1024} KiB."})
 
@@ -89,6 +149,15 @@ def _route_of(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     return str(path) if path else "unmatched"
+
+
+# The first path segment of every route whose path carries a subscriber's token.
+TOKEN_PATHS = ("/confirm/", "/unsubscribe/", "/preferences/", "/my-data/", "/erase/")
+NO_STORE = (b"cache-control", b"no-store")
+
+
+def holds_token(path: str) -> bool:
+    return path.startswith(TOKEN_PATHS)
 
 
 class SecurityHeaders:
@@ -112,6 +181,7 @@ class SecurityHeaders:
             return
         rid = uuid.uuid4().hex[:16]
         token = request_id.set(rid)
+        private = holds_token(scope.get("path", ""))
         status = 500
 
         async def send_with_headers(message: Message) -> None:
@@ -119,6 +189,9 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", []))
+                if private:
+                    headers = [(k, v) for k, v in headers if k.lower() != NO_STORE[0]]
+                    headers.append(NO_STORE)
                 present = {k.lower() for k, _ in headers}
                 headers += [(k, v) for k, v in self.extra if k not in present]
                 headers.append((b"x-request-id", rid.encode()))

@@ -50,10 +50,21 @@ def test_preferences_download_and_unsubscribe(page, live_server, smtp, session):
     check_accessibility(page)
     screenshot(page, "preferences")
 
+    # The page holds no download link: its button emails one to the subscriber's own address.
+    page.get_by_role("button", name="Email me a link to download my data").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Check your email")
+    check_accessibility(page)
+    screenshot(page, "download-link-sent")
+    emailed = smtp.outbox.wait_for(3)[2]
+    assert emailed.to == ["browser-prefs@example.org"]
     with page.expect_download() as download:
-        page.get_by_role("link", name="Download the data we hold about you").click()
+        page.evaluate(
+            "url => { window.location.href = url; }", _emailed(emailed, live_server, "my-data")
+        )
     data = json.loads(Path(download.value.path()).read_text())
     assert data["subscriber"]["email"] == "browser-prefs@example.org"
+
+    page.goto(_emailed(mail, live_server, "preferences"))
 
     page.get_by_label("Healthy Places", exact=True).check()
     page.get_by_role("button", name="Save my choices").click()

@@ -1,7 +1,9 @@
 """A subscriber's links: /unsubscribe, /preferences, /my-data, /erase and /erasure-requests.
 
 Each works without a login, from a link in any email, in a mail client with no cookies. Any bad
-link (forged, altered, expired, revoked, meant for another purpose) gets the 400 page.
+link (forged, altered, expired, revoked, meant for another purpose) gets the 400 page. The links
+in every update (unsubscribe, preferences) never open the data or erase it: those links are only
+emailed, on request, to the subscriber's own address.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from mailing.addresses import Address, InvalidAddress, normalise
 from mailing.config import get_settings
 from mailing.db import session_scope
 from mailing.models import Subscriber
+from mailing.states import NoticeKind
 from mailing.themes import theme_titles
-from mailing.tokens import InvalidToken, Purpose
+from mailing.tokens import EXPORT_MAX_AGE_SECONDS, InvalidToken, Purpose
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
 from mailing.web.forms import FormErrors, read_body, text_field, theme_list
 from mailing.web.pages import invalid_link, page
@@ -29,7 +32,8 @@ from workers.enqueue import publish_notice
 router = APIRouter(tags=["subscribers"])
 log = logging.getLogger(__name__)
 
-PRIVATE = {"Cache-Control": "no-store"}
+# What the preferences page's buttons (and JSON {"action": …}) ask for: the emailed link.
+LINK_ACTIONS = {"export": NoticeKind.EXPORT_LINK, "erase": NoticeKind.ERASE_LINK}
 
 
 def _bad_link(request: Request, reason: str) -> Response:
@@ -69,25 +73,25 @@ async def unsubscribe(token: str, request: Request) -> Response:
     fields = parse_qs(body.decode("latin-1"), keep_blank_values=True) if body else {}
     channel = "email-link" if fields.get("via") == ["page"] else "one-click"
     try:
-        erase_url = await run_in_threadpool(_unsubscribe, token, channel)
+        preferences_url = await run_in_threadpool(_unsubscribe, token, channel)
     except InvalidToken as exc:
         return _bad_link(request, exc.reason)
     if wants_json(request):
         return JSONResponse({"status": "unsubscribed"})
-    return _unsubscribed_page(erase_url)
+    return _unsubscribed_page(preferences_url)
 
 
 def _unsubscribe(token: str, channel: str) -> str:
     with session_scope() as session:
         subscriber = links.subscriber_for(session, Purpose.UNSUBSCRIBE, token)
         selfservice.unsubscribe(session, subscriber, channel=channel)
-        return links.url_for(Purpose.ERASE, subscriber)
+        return links.url_for(Purpose.MANAGE, subscriber)
 
 
-def _unsubscribed_page(erase_url: str | None, *, no_themes: bool = False) -> Response:
+def _unsubscribed_page(preferences_url: str, *, no_themes: bool = False) -> Response:
     return page(
         "unsubscribed",
-        erase_url=erase_url,
+        preferences_url=preferences_url,
         no_themes=no_themes,
         retention_days=get_settings().unsubscribed_retention_days,
     )
@@ -112,14 +116,8 @@ def _preferences_page(
         status=subscriber.status.value,
         themes=themes if themes is not None else subscribers.themes_of(session, subscriber.id),
         privacy_notice=consent.PRIVACY_NOTICE_TEXT,
-        my_data_url=my_data_url(subscriber),
         unsubscribe_url=links.url_for(Purpose.UNSUBSCRIBE, subscriber),
-        erase_url=links.url_for(Purpose.ERASE, subscriber),
     )
-
-
-def my_data_url(subscriber: Subscriber) -> str:
-    return f"{get_settings().base_url}/my-data/{links.token_for(Purpose.MANAGE, subscriber)}"
 
 
 @router.get("/preferences/{token}", include_in_schema=False)
@@ -137,7 +135,11 @@ def preferences_page(token: str, request: Request, session: SessionDep) -> Respo
     responses={200: {}, 400: {}, 409: {"description": "The subscription is not active"}, 422: {}},
 )
 async def change_preferences(token: str, request: Request) -> Response:
-    """Change themes: JSON `{"themes": [slug…]}` or the form. No themes means unsubscribe."""
+    """Change themes: JSON `{"themes": [slug…]}` or the form. No themes means unsubscribe.
+
+    JSON `{"action": "export"}` or `{"action": "erase"}` (or the page's buttons) emails a
+    download or erase link to the subscriber's own address instead: `202`.
+    """
     try:
         body = await read_body(request)
     except FormErrors as exc:
@@ -154,6 +156,11 @@ def _change_preferences(
         except InvalidToken as exc:
             return _bad_link(request, exc.reason)
         errors: dict[str, str] = {}
+        kind = _link_kind(data, is_json, errors)
+        if kind is not None:
+            return _email_link(session, request, subscriber, kind, is_json)
+        if errors:  # a JSON "action" that is neither "export" nor "erase"
+            return FormErrors(errors).json()
         # An empty POST must not unsubscribe anyone: JSON names its themes, the form says so.
         if is_json and "themes" not in data:
             errors["themes"] = "Give 'themes': a list of theme names (an empty list unsubscribes)."
@@ -179,15 +186,51 @@ def _change_preferences(
                 status=exc.status.value,
                 preferences_url=links.url_for(Purpose.MANAGE, subscriber),
             )
-        erase_url = links.url_for(Purpose.ERASE, subscriber)
         preferences_url = links.url_for(Purpose.MANAGE, subscriber)
     if outcome == selfservice.ThemesOutcome.UNSUBSCRIBED:
         if is_json:
             return JSONResponse({"status": "unsubscribed", "themes": []})
-        return _unsubscribed_page(erase_url, no_themes=True)
+        return _unsubscribed_page(preferences_url, no_themes=True)
     if is_json:
         return JSONResponse({"status": "active", "themes": themes})
     return page("preferences_saved", themes=theme_titles(themes), preferences_url=preferences_url)
+
+
+def _link_kind(data: dict[str, object], is_json: bool, errors: dict[str, str]) -> NoticeKind | None:
+    """The emailed link asked for, if the body asks for one (JSON "action", or the buttons)."""
+    action = data.get("action")
+    if (is_json and action is None) or (not is_json and action == "save"):
+        return None
+    if isinstance(action, str) and action in LINK_ACTIONS:
+        return LINK_ACTIONS[action]
+    if is_json:
+        errors["action"] = '\'action\' must be "export" or "erase".'
+    return None
+
+
+def _email_link(
+    session: Session,
+    request: Request,
+    subscriber: Subscriber,
+    kind: NoticeKind,
+    is_json: bool,
+) -> Response:
+    # 202 whether or not the hourly cap lets it go: the page says so.
+    notice_id = selfservice.request_link(session, subscriber, kind)
+    session.commit()
+    if notice_id is not None:
+        publish_notice(notice_id)
+        log.info("subscriber %s asked for an emailed %s", subscriber.id, kind.value)
+    if is_json or wants_json(request):
+        return JSONResponse({"status": "accepted"}, status_code=202)
+    return page(
+        "link_sent",
+        status_code=202,
+        kind="export" if kind == NoticeKind.EXPORT_LINK else "erase",
+        hours=EXPORT_MAX_AGE_SECONDS // 3600,
+        days=get_settings().erase_max_age_days,
+        preferences_url=links.url_for(Purpose.MANAGE, subscriber),
+    )
 
 
 # --- Right of access ------------------------------------------------------------------------
@@ -195,15 +238,15 @@ def _change_preferences(
 
 @router.get("/my-data/{token}", responses={200: {"description": "Everything we hold"}, 400: {}})
 def my_data(token: str, request: Request, session: SessionDep) -> Response:
-    """Everything held about the subscriber, as a JSON download."""
+    """Everything held about the subscriber, as a JSON download (from the emailed link only)."""
     try:
-        subscriber = links.subscriber_for(session, Purpose.MANAGE, token)
+        subscriber = links.subscriber_for(session, Purpose.EXPORT, token)
     except InvalidToken as exc:
         return _bad_link(request, exc.reason)
     log.info("subscriber %s downloaded their data", subscriber.id)
     return JSONResponse(
         selfservice.export(session, subscriber),
-        headers={**PRIVATE, "Content-Disposition": 'attachment; filename="my-data.json"'},
+        headers={"Content-Disposition": 'attachment; filename="my-data.json"'},
     )
 
 

@@ -114,10 +114,10 @@ def check_email() -> Response:
 
 
 @router.get("/confirm/{token}", include_in_schema=False)
-def confirm_page(token: str) -> Response:
+def confirm_page(token: str, session: SessionDep) -> Response:
     # Mail scanners follow GET links: a GET only shows the button, it never gives consent.
     try:
-        verify(Purpose.CONFIRM, token)
+        subscriptions.confirmable(session, verify(Purpose.CONFIRM, token))
     except InvalidToken as exc:
         return invalid_link(exc.reason)
     return page("confirm")
