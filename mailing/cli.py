@@ -179,9 +179,9 @@ def staff() -> None:
 @_guarded
 def staff_create(email: str, role: str, password: bool) -> None:
     """Create a staff member; prints their API token alone on the last line (shown only once)."""
-    from mailing import staff as staff_members
-    from mailing.console import WeakPassword
     from mailing.db import session_scope
+    from mailing.staff import members as staff_members
+    from mailing.staff.passwords import WeakPassword
     from mailing.states import StaffRole
 
     secret = None
@@ -204,17 +204,18 @@ def staff_create(email: str, role: str, password: bool) -> None:
 @_guarded
 def staff_password(email: str) -> None:
     """Set a staff member's console password (prompted); unlocks them and ends their sessions."""
-    from mailing import console
     from mailing.db import session_scope
+    from mailing.staff import members
+    from mailing.staff.passwords import WeakPassword
 
     secret = click.prompt("New password", hide_input=True, confirmation_prompt=True)
     try:
         with session_scope() as session:
-            member = console.find_staff(session, email)
+            member = members.find_staff(session, email)
             if member is None:
                 raise click.ClickException("no staff member has that address")
-            console.set_password(session, member, secret)
-    except console.WeakPassword as exc:
+            members.set_password(session, member, secret)
+    except WeakPassword as exc:
         click.echo(f"mailing: {exc}", err=True)
         sys.exit(1)
     click.echo("password set; any console sessions they had are ended")

@@ -28,7 +28,7 @@ from sqlmodel import Session
 from sqlmodel.sql.sqltypes import UTCDateTime
 
 from mailing import links, updates
-from mailing import staff as staff_audit
+from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
 from mailing.db import get_engine
 from mailing.mailer import Deferred, Mailer, PermanentFailure, TransientFailure
@@ -146,7 +146,7 @@ def start_send(session: Session, update_id: int, staff_id: int | None) -> Starte
         sa.text("UPDATE theme_update SET recipients = :n WHERE id = :u"),
         {"n": recipients, "u": update_id},
     )
-    staff_audit.audit(session, staff_id, "sent", update_id, f"{recipients} recipients")
+    audit(session, staff_id, AuditAction.SENT, update_id, f"{recipients} recipients")
     session.expire(update)
     log.info("update %s: sending to %s recipients", update_id, recipients)
     if recipients == 0:

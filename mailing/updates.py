@@ -18,7 +18,7 @@ from markdown_it.token import Token
 from markupsafe import Markup
 from sqlmodel import Session
 
-from mailing import staff as staff_audit
+from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
 from mailing.emails import TO, Prepared, placeholder, prepare
 from mailing.mailer import Mailer
@@ -103,7 +103,7 @@ def create_draft(
     )
     session.add(update)
     session.flush()
-    staff_audit.audit(session, staff_id, "drafted", update.id)
+    audit(session, staff_id, AuditAction.DRAFTED, update.id)
     return update
 
 
@@ -131,7 +131,7 @@ def edit_draft(
     update.updated_at = utcnow()
     session.add(update)
     session.flush()
-    staff_audit.audit(session, staff_id, "edited", update.id)
+    audit(session, staff_id, AuditAction.EDITED, update.id)
     return update
 
 
@@ -382,4 +382,4 @@ def send_test(session: Session, staff_id: int | None, update: Update, to: str) -
     raw = prepared.personalise(recipient_values(to, "test-copy", "test-copy"))
     with Mailer() as mailer:
         mailer.send(prepared.envelope_from, to, raw)
-    staff_audit.audit(session, staff_id, "test-sent", update.id)
+    audit(session, staff_id, AuditAction.TEST_SENT, update.id)

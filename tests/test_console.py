@@ -9,7 +9,6 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
-from mailing import console
 from mailing.models import (
     Delivery,
     Staff,
@@ -19,7 +18,9 @@ from mailing.models import (
     Update,
     utcnow,
 )
-from mailing.staff import create_staff, hash_token
+from mailing.staff import members, signin
+from mailing.staff.members import create_staff
+from mailing.staff.passwords import hash_token
 from mailing.states import DeliveryStatus, StaffRole, UpdateStatus
 from tests.conftest import drain_worker
 from tests.helpers import count, table_snapshot
@@ -86,8 +87,8 @@ def test_wrong_password_and_unknown_address_get_the_same_answer(client, session)
     wrong = sign_in(client, "editor@gla.example", "not the password at all")
     unknown = sign_in(client, "nobody@gla.example", "not the password at all")
     assert wrong.status_code == unknown.status_code == 401
-    assert console.WRONG_DETAILS in wrong.text
-    assert console.WRONG_DETAILS in unknown.text
+    assert signin.WRONG_DETAILS in wrong.text
+    assert signin.WRONG_DETAILS in unknown.text
     assert "admin_session" not in client.cookies
     assert count("staff_session") == 0
 
@@ -102,11 +103,11 @@ def test_empty_form_shows_an_error_summary(client):
 
 def test_five_failures_lock_the_account_for_15_minutes(client, session):
     staff = make_staff(session, "editor@gla.example")
-    for _ in range(console.MAX_FAILED_SIGN_INS):
+    for _ in range(signin.MAX_FAILED_SIGN_INS):
         assert sign_in(client, "editor@gla.example", "wrong password!").status_code == 401
     locked = sign_in(client, "editor@gla.example")  # even the right password
     assert locked.status_code == 429
-    assert console.LOCKED in locked.text
+    assert signin.LOCKED in locked.text
     assert count("staff_session") == 0
     session.refresh(staff)
     until = staff.locked_until.replace(tzinfo=None)
@@ -120,14 +121,14 @@ def test_five_failures_lock_the_account_for_15_minutes(client, session):
 
 
 def test_unknown_addresses_lock_the_same_way(client):
-    for _ in range(console.MAX_FAILED_SIGN_INS):
+    for _ in range(signin.MAX_FAILED_SIGN_INS):
         assert sign_in(client, "nobody@gla.example", "wrong password!").status_code == 401
     assert sign_in(client, "nobody@gla.example", "wrong password!").status_code == 429
 
 
 def test_a_success_resets_the_failure_count(client, session):
     staff = make_staff(session, "editor@gla.example")
-    for _ in range(console.MAX_FAILED_SIGN_INS - 1):
+    for _ in range(signin.MAX_FAILED_SIGN_INS - 1):
         sign_in(client, "editor@gla.example", "wrong password!")
     assert sign_in(client, "editor@gla.example").status_code == 303
     session.refresh(staff)
@@ -203,7 +204,7 @@ def test_disabled_staff_cannot_use_an_old_session(client, session):
     token = client.cookies.get("admin_session")
     staff = session.exec(select(Staff)).one()
     api_token_hash = staff.token_hash
-    console.disable(session, staff)
+    members.disable(session, staff)
     session.commit()
     client.cookies.set("admin_session", token, path="/admin")
     assert client.get("/admin", follow_redirects=False).status_code == 303
@@ -257,15 +258,16 @@ def test_disabling_without_csrf_changes_nothing(client, session):
     assert editor.disabled_at is None
 
 
-def test_figures_page_records_todays_snapshot_once(client, session):
+def test_figures_page_shows_todays_figures_without_writing(client, session):
     signed_in_client(client, session)
+    before = table_snapshot()
     first = client.get("/admin/figures")
     assert first.status_code == 200
     assert '<title id="svg-title">' in first.text
-    rows = count("subscriber_count_snapshot")
-    assert rows == 15  # five themes by three statuses
-    client.get("/admin/figures")
-    assert count("subscriber_count_snapshot") == rows
+    assert utcnow().date().isoformat() in first.text  # today's figures, counted live
+    assert count("subscriber_count_snapshot") == 0  # beat stores snapshots; GETs never write
+    client.get("/admin")
+    assert table_snapshot() == before
 
 
 def test_console_paths_do_not_shadow_the_json_api():

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from mailing import console
 from mailing.models import Staff, Subscriber, SubscriberCountSnapshot, SubscriberTheme, utcnow
-from mailing.staff import create_staff
+from mailing.staff import signin
+from mailing.staff.members import create_staff
 from mailing.states import StaffRole, SubscriberStatus
 from mailing.themes import THEMES
 from tests.browser.conftest import TIMEOUT_MS, check_accessibility, screenshot
@@ -77,7 +77,7 @@ def test_sign_in_page_and_its_errors(desk, page, session):
 
     sign_in(desk, "editor@gla.example", "wrong password, sorry")
     summary = desk.get_by_role("alert")
-    expect(summary).to_contain_text(console.WRONG_DETAILS)
+    expect(summary).to_contain_text(signin.WRONG_DETAILS)
     expect(desk).to_have_title(re.compile("^Error: "))
     check_accessibility(desk)
     screenshot(desk, "admin-login-error")

@@ -21,7 +21,7 @@ from mailing import sending, updates
 from mailing.addresses import InvalidAddress, normalise
 from mailing.mailer import PermanentFailure, TransientFailure
 from mailing.models import Staff, Update
-from mailing.staff import may, staff_for_token
+from mailing.staff.members import may, staff_for_token
 from mailing.states import StaffRole
 from mailing.themes import ALL_THEMES
 from mailing.web.deps import SessionDep

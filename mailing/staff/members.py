@@ -1,18 +1,22 @@
-"""Comms staff: API tokens (kept only as SHA-256 hashes), roles, and the audit log.
+"""Comms staff members: creating them, their API tokens, roles, and disabling them.
 
-A token is shown once, when the staff member is created; the database holds its hash, so a
-copy of the database does not let anyone act as staff.
+An API token is shown once, when it is issued; the database holds its SHA-256, so a copy of the
+database does not let anyone act as staff. Disabling a member ends their sessions and kills
+their API token at once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailing.models import AuditLog, Staff
+from mailing.audit import AuditAction, audit
+from mailing.models import Staff, utcnow
+from mailing.staff.passwords import hash_password, hash_token
+from mailing.staff.sessions import end_all_sessions
 from mailing.states import StaffRole, role_allows
 
 TOKEN_BYTES = 32
@@ -20,10 +24,6 @@ TOKEN_BYTES = 32
 
 class StaffExists(ValueError):
     """A staff member with this address already exists."""
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def create_staff(
@@ -39,12 +39,10 @@ def create_staff(
     token = secrets.token_urlsafe(TOKEN_BYTES)
     staff = Staff(email=email, role=role, token_hash=hash_token(token))
     if password is not None:
-        from mailing.console import hash_password  # argon2, with the console's length rules
-
         staff.password_hash = hash_password(password)
     session.add(staff)
     session.flush()
-    audit(session, None, "staff-created", None, f"staff {staff.id} as {role.value}")
+    audit(session, None, AuditAction.STAFF_CREATED, None, f"staff {staff.id} as {role.value}")
     return staff, token
 
 
@@ -67,19 +65,34 @@ def may(staff: Staff, needed: StaffRole) -> bool:
     return role_allows(staff.role, needed)
 
 
-def audit(
-    session: Session,
-    staff_id: int | None,
-    action: str,
-    update_id: int | None = None,
-    detail: str | None = None,
-) -> None:
-    """Append one audit row (who did what to which update). Never put a subscriber address here."""
-    session.add(
-        AuditLog(
-            staff_id=staff_id,
-            action=action,
-            update_id=update_id,
-            detail=detail[:500] if detail else None,
-        )
-    )
+def find_staff(session: Session, email: str) -> Staff | None:
+    wanted = email.strip().lower()
+    if not wanted or len(wanted) > 254:
+        return None
+    return session.exec(select(Staff).where(sa.func.lower(Staff.email) == wanted)).first()
+
+
+def staff_by_id(session: Session, staff_id: int) -> Staff | None:
+    return session.get(Staff, staff_id)
+
+
+def all_staff(session: Session) -> list[Staff]:
+    return list(session.exec(select(Staff).order_by(col(Staff.email))).all())
+
+
+def set_password(session: Session, staff: Staff, password: str) -> None:
+    """Set a staff member's password; their existing console sessions end."""
+    staff.password_hash = hash_password(password)
+    staff.failed_logins = 0
+    staff.locked_until = None
+    session.add(staff)
+    end_all_sessions(session, staff)
+
+
+def disable(session: Session, staff: Staff) -> None:
+    """Revoke a staff member: sessions end, and the API token no longer matches anything."""
+    staff.disabled_at = utcnow()
+    # A fresh random hash that no token was ever issued for: the old API token is dead.
+    staff.token_hash = hash_token(secrets.token_urlsafe(32))
+    session.add(staff)
+    end_all_sessions(session, staff)

@@ -1,0 +1,76 @@
+"""The staff audit log: who did what, when. Every action is an `AuditAction`, never free text.
+
+Staff data only: a detail never holds a subscriber's address, and readers who are not admins
+see any address a detail may hold (a staff member's) masked.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlmodel import Session, col, select
+
+from mailing.models import AuditLog, Staff
+
+
+class AuditAction(StrEnum):
+    DRAFTED = "drafted"
+    EDITED = "edited"
+    TEST_SENT = "test-sent"
+    SENT = "sent"
+    STAFF_CREATED = "staff-created"
+    STAFF_DISABLED = "staff-disabled"
+    CONSOLE_SIGN_IN = "console-sign-in"
+    CONSOLE_SIGN_OUT = "console-sign-out"
+
+
+def audit(
+    session: Session,
+    staff_id: int | None,
+    action: AuditAction,
+    update_id: int | None = None,
+    detail: str | None = None,
+) -> None:
+    """Append one audit row (who did what to which update). Never put a subscriber address here."""
+    session.add(
+        AuditLog(
+            staff_id=staff_id,
+            action=action.value,
+            update_id=update_id,
+            detail=detail[:500] if detail else None,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    staff_email: str | None
+    action: str
+    update_id: int | None
+    detail: str
+
+
+_ADDRESS = re.compile(r"[^\s@<>(),;:\"']+@[^\s@<>(),;:\"']+")
+
+
+def audit_entries(session: Session, *, show_addresses: bool, limit: int = 200) -> list[AuditEntry]:
+    """The newest entries first. Only admins see addresses a detail may hold."""
+    rows = session.exec(
+        select(AuditLog, Staff.email)
+        .join(Staff, col(Staff.id) == col(AuditLog.staff_id), isouter=True)
+        .order_by(col(AuditLog.at).desc(), col(AuditLog.id).desc())
+        .limit(limit)
+    ).all()
+    entries = []
+    for row, email in rows:
+        detail = row.detail or ""
+        if not show_addresses:
+            detail = _ADDRESS.sub("[address hidden]", detail)
+        # SQLite hands back naive datetimes even though we store UTC.
+        at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)
+        entries.append(AuditEntry(at, email, row.action, row.update_id, detail))
+    return entries

@@ -1,0 +1,132 @@
+"""What every console page shares: who is asking, cookies, the page wrapper, CSRF-checked forms,
+role checks, and the answer that stops a request early (a sign-in redirect, a 403 or 404 page).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.routing import APIRoute
+from sqlmodel import Session
+
+from mailing import updates
+from mailing.config import get_settings
+from mailing.models import Update
+from mailing.staff.sessions import SignedIn, csrf_ok, signed_in
+from mailing.states import StaffRole, role_allows
+from mailing.web.deps import SessionDep
+from mailing.web.pages import page
+
+SESSION_COOKIE = "admin_session"
+LOGIN_CSRF_COOKIE = "admin_login_csrf"
+COOKIE_PATH = "/admin"
+
+
+class Interrupt(Exception):
+    """Stops a console request with a ready answer (sign-in redirect, 403 page)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+class ConsoleRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Interrupt as stop:
+                return stop.response
+
+        return guarded
+
+
+def console_router() -> APIRouter:
+    """A router for one group of console pages; the package's __init__ joins them."""
+    return APIRouter(prefix="/admin", route_class=ConsoleRoute, include_in_schema=False)
+
+
+def set_cookie(response: Response, name: str, value: str, max_age: int | None) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=get_settings().is_production,
+    )
+
+
+def forget_cookie(response: Response, name: str) -> None:
+    response.delete_cookie(
+        name,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=get_settings().is_production,
+    )
+
+
+def console_page(
+    name: str, who: SignedIn | None, status_code: int = 200, **context: Any
+) -> Response:
+    response = page(f"admin/{name}", status_code=status_code, who=who, **context)
+    # Staff pages are personal and change with every send: never cache them.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def forbidden(who: SignedIn, needed: str) -> Interrupt:
+    return Interrupt(console_page("forbidden", who, status_code=403, needed=needed))
+
+
+def current_staff(request: Request, session: SessionDep) -> SignedIn:
+    who = signed_in(session, request.cookies.get(SESSION_COOKIE))
+    if who is None:
+        target = "/admin/login"
+        if request.method == "GET" and request.url.path != "/admin":
+            target += "?next=" + request.url.path
+        response = RedirectResponse(target, status_code=303)
+        if SESSION_COOKIE in request.cookies:
+            forget_cookie(response, SESSION_COOKIE)
+        raise Interrupt(response)
+    return who
+
+
+Who = Annotated[SignedIn, Depends(current_staff)]
+# Ids in paths fit the database's integer column: anything else is a 422, not a database error.
+RowId = Annotated[int, Path(ge=1, le=updates.MAX_ROW_ID)]
+
+
+async def checked_form(request: Request, who: Who) -> dict[str, Any]:
+    """The posted form, after its CSRF token matched the session's; else a 403 page.
+
+    Values are text (the last one given), except `themes`, which is a list.
+    """
+    form = await request.form()
+    if not csrf_ok(who, form.get("csrf_token")):
+        raise Interrupt(console_page("csrf", who, status_code=403))
+    data: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+    data["themes"] = [v for v in form.getlist("themes") if isinstance(v, str)]
+    return data
+
+
+Form = Annotated[dict[str, Any], Depends(checked_form)]
+
+
+def need(who: SignedIn, role: StaffRole) -> None:
+    if not role_allows(who.staff.role, role):
+        raise forbidden(who, role.value)
+
+
+def update_or_404(session: Session, who: SignedIn, update_id: int) -> Update:
+    update = session.get(Update, update_id)
+    if update is None:
+        raise Interrupt(console_page("not_found", who, status_code=404))
+    return update
