@@ -25,6 +25,17 @@ class AuditAction(StrEnum):
     STAFF_DISABLED = "staff-disabled"
     CONSOLE_SIGN_IN = "console-sign-in"
     CONSOLE_SIGN_OUT = "console-sign-out"
+    # Second factors and API tokens (issue 14)
+    SECOND_FACTOR_FAILED = "second-factor-failed"
+    REAUTHENTICATED = "re-authenticated"
+    FACTOR_ADDED = "factor-added"
+    FACTOR_RENAMED = "factor-renamed"
+    FACTOR_REMOVED = "factor-removed"
+    RECOVERY_CODE_USED = "recovery-code-used"
+    RECOVERY_CODES_REPLACED = "recovery-codes-replaced"
+    TWO_FACTOR_RESET = "2fa-reset"
+    API_TOKEN_ISSUED = "api-token-issued"
+    API_TOKEN_REVOKED = "api-token-revoked"
 
 
 def audit(
@@ -33,14 +44,20 @@ def audit(
     action: AuditAction,
     update_id: int | None = None,
     detail: str | None = None,
+    *,
+    client_ip: str | None = None,
 ) -> None:
-    """Append one audit row (who did what to which update). Never put a subscriber address here."""
+    """Append one audit row (who did what to which update, and from which staff IP).
+
+    Never put a subscriber address here.
+    """
     session.add(
         AuditLog(
             staff_id=staff_id,
             action=action.value,
             update_id=update_id,
             detail=detail[:500] if detail else None,
+            client_ip=client_ip[:45] if client_ip else None,
         )
     )
 
@@ -52,6 +69,7 @@ class AuditEntry:
     action: str
     update_id: int | None
     detail: str
+    client_ip: str
 
 
 _ADDRESS = re.compile(r"[^\s@<>(),;:\"']+@[^\s@<>(),;:\"']+")
@@ -72,5 +90,7 @@ def audit_entries(session: Session, *, show_addresses: bool, limit: int = 200) -
             detail = _ADDRESS.sub("[address hidden]", detail)
         # SQLite hands back naive datetimes even though we store UTC.
         at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)
-        entries.append(AuditEntry(at, email, row.action, row.update_id, detail))
+        entries.append(
+            AuditEntry(at, email, row.action, row.update_id, detail, row.client_ip or "")
+        )
     return entries

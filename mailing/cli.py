@@ -221,6 +221,46 @@ def staff_password(email: str) -> None:
     click.echo("password set; any console sessions they had are ended")
 
 
+@staff.command("token")
+@click.argument("email")
+@_guarded
+def staff_token(email: str) -> None:
+    """Issue a new API token; prints it alone on the last line. Their old token stops working."""
+    from mailing.audit import AuditAction, audit
+    from mailing.db import session_scope
+    from mailing.staff import apitokens, members
+
+    with session_scope() as session:
+        member = members.find_staff(session, email)
+        if member is None or member.disabled_at is not None:
+            click.echo("mailing: no enabled staff member has that address", err=True)
+            sys.exit(1)
+        token = apitokens.issue_token(session, member)
+        expires = apitokens.token_expires_at(member)
+        audit(session, None, AuditAction.API_TOKEN_ISSUED, detail=f"staff {member.id} (command)")
+    click.echo(f"new API token, valid until {expires:%d %B %Y}; the old one no longer works:")
+    click.echo(token)
+
+
+@staff.command("reset-2fa")
+@click.argument("email")
+@_guarded
+def staff_reset_2fa(email: str) -> None:
+    """Clear a staff member's second factors and recovery codes and end their sessions."""
+    from mailing.audit import AuditAction, audit
+    from mailing.db import session_scope
+    from mailing.staff import factors, members
+
+    with session_scope() as session:
+        member = members.find_staff(session, email)
+        if member is None:
+            click.echo("mailing: no staff member has that address", err=True)
+            sys.exit(1)
+        factors.reset(session, member)
+        audit(session, None, AuditAction.TWO_FACTOR_RESET, detail=f"staff {member.id} (command)")
+    click.echo("second factors cleared and sessions ended; they set up a new one at next sign-in")
+
+
 @main.command()
 @click.argument("update_id", type=int)
 @_guarded

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"  # noqa: S105
@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     send_max_retries: int = 20  # then reconcile picks the deliveries up again
 
     allowed_origins: str = ""
+
+    # Staff sign-in (issue 14): API tokens expire this many days after they are issued.
+    api_token_days: int = Field(default=90, ge=1, le=3650)
 
     @field_validator("base_url")
     @classmethod

@@ -273,7 +273,7 @@ MAILING = Path(__file__).resolve().parent.parent / "mailing"
 # request is checked against a secret.
 SECRET_CHECKS = [
     ("subscribers.py", "matches_link_check", {"check", "c"}),
-    ("staff/members.py", "staff_for_token", {"wanted", "token_hash"}),
+    ("staff/apitokens.py", "staff_for_token", {"wanted", "token_hash"}),
     ("staff/sessions.py", "csrf_ok", {"supplied", "csrf_token"}),
     ("web/routes/console/signin.py", "login", {"expected", "supplied"}),
 ]

@@ -24,6 +24,7 @@ from mailing.staff.passwords import hash_token
 from mailing.states import DeliveryStatus, StaffRole, UpdateStatus
 from tests.conftest import drain_worker
 from tests.helpers import count, table_snapshot
+from tests.staff_support import give_totp, second_factor_step
 
 PASSWORD = "correct horse battery staple"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -42,13 +43,16 @@ def csrf_of(html: str) -> str:
 
 
 def sign_in(client, email: str, password: str = PASSWORD):
+    """Password, then (when it was right) a code from an authenticator app enrolled for them."""
+    give_totp(email)
     form = client.get("/admin/login")
     assert form.status_code == 200
-    return client.post(
+    answer = client.post(
         "/admin/login",
         data={"email": email, "password": password, "csrf_token": csrf_of(form.text)},
         follow_redirects=False,
     )
+    return second_factor_step(client, answer, email)
 
 
 def signed_in_client(client, session, email="editor@gla.example", role="editor"):

@@ -1,25 +1,20 @@
-"""Comms staff members: creating them, their API tokens, roles, and disabling them.
+"""Comms staff members: creating them, finding them, roles, passwords, and disabling them.
 
-An API token is shown once, when it is issued; the database holds its SHA-256, so a copy of the
-database does not let anyone act as staff. Disabling a member ends their sessions and kills
-their API token at once.
+Disabling a member ends their sessions and kills their API token at once; a new password ends
+their sessions too.
 """
 
 from __future__ import annotations
-
-import hmac
-import secrets
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from mailing.audit import AuditAction, audit
 from mailing.models import Staff, utcnow
-from mailing.staff.passwords import hash_password, hash_token
+from mailing.staff.apitokens import new_token, revoke_token
+from mailing.staff.passwords import hash_password
 from mailing.staff.sessions import end_all_sessions
 from mailing.states import StaffRole, role_allows
-
-TOKEN_BYTES = 32
 
 
 class StaffExists(ValueError):
@@ -36,28 +31,14 @@ def create_staff(
     email = email.strip().lower()
     if session.exec(select(Staff).where(col(Staff.email) == email)).first() is not None:
         raise StaffExists("a staff member with this address already exists")
-    token = secrets.token_urlsafe(TOKEN_BYTES)
-    staff = Staff(email=email, role=role, token_hash=hash_token(token))
+    token, digest = new_token()
+    staff = Staff(email=email, role=role, token_hash=digest)
     if password is not None:
         staff.password_hash = hash_password(password)
     session.add(staff)
     session.flush()
     audit(session, None, AuditAction.STAFF_CREATED, None, f"staff {staff.id} as {role.value}")
     return staff, token
-
-
-def staff_for_token(session: Session, token: str) -> Staff | None:
-    """The enabled staff member whose API token this is, or None."""
-    if not token or len(token) > 200:
-        return None
-    wanted = hash_token(token)
-    staff = session.exec(select(Staff).where(col(Staff.token_hash) == wanted)).first()
-    # The index finds the row; the constant-time compare keeps the final check free of timing.
-    if staff is None or not hmac.compare_digest(staff.token_hash, wanted):
-        return None
-    if staff.disabled_at is not None:
-        return None
-    return staff
 
 
 def may(staff: Staff, needed: StaffRole) -> bool:
@@ -92,7 +73,5 @@ def set_password(session: Session, staff: Staff, password: str) -> None:
 def disable(session: Session, staff: Staff) -> None:
     """Revoke a staff member: sessions end, and the API token no longer matches anything."""
     staff.disabled_at = utcnow()
-    # A fresh random hash that no token was ever issued for: the old API token is dead.
-    staff.token_hash = hash_token(secrets.token_urlsafe(32))
-    session.add(staff)
+    revoke_token(session, staff)
     end_all_sessions(session, staff)

@@ -21,7 +21,8 @@ from mailing import sending, updates
 from mailing.addresses import InvalidAddress, normalise
 from mailing.mailer import PermanentFailure, TransientFailure
 from mailing.models import Staff, Update
-from mailing.staff.members import may, staff_for_token
+from mailing.staff.apitokens import TokenExpired, staff_for_token
+from mailing.staff.members import may
 from mailing.states import StaffRole
 from mailing.themes import ALL_THEMES
 from mailing.web.deps import SessionDep
@@ -46,7 +47,10 @@ def requires(role: StaffRole) -> Callable[..., Staff]:
 
     def dependency(request: Request, session: SessionDep) -> Staff:
         token = _bearer(request)
-        staff = staff_for_token(session, token) if token else None
+        try:
+            staff = staff_for_token(session, token) if token else None
+        except TokenExpired as expired:
+            raise HTTPException(401, str(expired), headers=UNAUTHORISED) from None
         if staff is None:
             raise HTTPException(401, "A valid staff API token is needed.", headers=UNAUTHORISED)
         if not may(staff, role):

@@ -13,11 +13,14 @@ from fastapi.routing import APIRoute
 from sqlmodel import Session
 
 from mailing import updates
+from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
 from mailing.models import Update
-from mailing.staff.sessions import SignedIn, csrf_ok, signed_in
+from mailing.staff import signin
+from mailing.staff.factors import has_factor
+from mailing.staff.sessions import SignedIn, csrf_ok, factor_given, signed_in, take_challenge
 from mailing.states import StaffRole, role_allows
-from mailing.web.deps import SessionDep
+from mailing.web.deps import SessionDep, client_ip
 from mailing.web.pages import page
 
 SESSION_COOKIE = "admin_session"
@@ -118,6 +121,108 @@ async def checked_form(request: Request, who: Who) -> dict[str, Any]:
 
 
 Form = Annotated[dict[str, Any], Depends(checked_form)]
+
+
+def pending_staff(request: Request, session: SessionDep) -> SignedIn:
+    """A session past its password, with or without its second factor yet."""
+    who = signed_in(session, request.cookies.get(SESSION_COOKIE), pending=True)
+    if who is None:
+        response = RedirectResponse("/admin/login", status_code=303)
+        forget_cookie(response, SESSION_COOKIE)
+        raise Interrupt(response)
+    return who
+
+
+Pending = Annotated[SignedIn, Depends(pending_staff)]
+
+
+async def pending_form(request: Request, who: Pending) -> dict[str, Any]:
+    """The posted form of a half-open session, after its CSRF token matched; else a 403 page."""
+    form = await request.form()
+    if not csrf_ok(who, form.get("csrf_token")):
+        raise Interrupt(console_page("csrf", None, status_code=403))
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+PendingForm = Annotated[dict[str, Any], Depends(pending_form)]
+
+
+def account_holder(request: Request, session: SessionDep, who: Pending) -> SignedIn:
+    """Who may manage second factors: a full session, or a half-open one with none to give yet
+    (the first enrolment). A half-open session whose owner has a factor must give it first."""
+    if not who.complete and has_factor(session, who.staff):
+        raise Interrupt(RedirectResponse("/admin/login/second-factor", status_code=303))
+    return who
+
+
+AccountHolder = Annotated[SignedIn, Depends(account_holder)]
+
+
+def record(
+    request: Request,
+    session: Session,
+    staff_id: int | None,
+    action: AuditAction,
+    detail: str | None = None,
+) -> None:
+    """An audit row with the client IP, committed at once."""
+    audit(session, staff_id, action, detail=detail, client_ip=client_ip(request))
+    session.commit()
+
+
+def insist_on_recent_factor(
+    request: Request, session: Session, who: SignedIn, form: dict[str, Any]
+) -> SignedIn:
+    """Carry on only if a second factor was given in the last 10 minutes. Otherwise answer with
+    a page asking for one, whose form posts this same request again (every field kept) with the
+    code or passkey answer added; when that checks out, the action goes ahead."""
+    if who.factor_is_recent():
+        return who
+    error = ""
+    credential = form.get("credential")
+    if form.get("second_factor_code") or credential:
+        try:
+            accepted = signin.second_factor(
+                session,
+                who.staff,
+                code=form.get("second_factor_code"),
+                credential=credential,
+                challenge=take_challenge(session, who) if credential else None,
+            )
+        except signin.SignInFailed as failed:
+            record(request, session, who.staff.id, AuditAction.SECOND_FACTOR_FAILED)
+            error = str(failed)
+        else:
+            record(request, session, who.staff.id, AuditAction.REAUTHENTICATED, accepted.kind)
+            return factor_given(session, who)
+    kept = {
+        k: v
+        for k, v in form.items()
+        if k not in ("csrf_token", "second_factor_code", "credential", "themes")
+    }
+    raise Interrupt(
+        console_page(
+            "reauth",
+            who,
+            status_code=401,
+            action=request.url.path,
+            kept=kept,
+            kept_themes=form.get("themes") or [],
+            errors={"second_factor_code": error} if error else {},
+            has_passkey=has_factor(session, who.staff, passkey=True),
+        )
+    )
+
+
+async def recent_second_factor(
+    request: Request, who: Who, form: Form, session: SessionDep
+) -> SignedIn:
+    return insist_on_recent_factor(request, session, who, form)
+
+
+# Dangerous actions (sending or scheduling, cancelling, disabling staff, managing factors) take
+# this instead of Who: a second factor within the last 10 minutes, else the console asks first.
+RecentSecondFactor = Annotated[SignedIn, Depends(recent_second_factor)]
 
 
 def need(who: SignedIn, role: StaffRole) -> None:

@@ -12,6 +12,7 @@ from mailing.states import StaffRole, UpdateStatus
 from mailing.web.deps import SessionDep
 from mailing.web.routes.console.common import (
     Form,
+    RecentSecondFactor,
     RowId,
     Who,
     console_page,
@@ -42,7 +43,7 @@ def confirm_send(update_id: RowId, who: Who, session: SessionDep) -> Response:
 
 
 @router.post("/drafts/{update_id}/send")
-def send(update_id: RowId, who: Who, form: Form, session: SessionDep) -> Response:
+def send(update_id: RowId, who: RecentSecondFactor, form: Form, session: SessionDep) -> Response:
     need(who, StaffRole.SENDER)
     update = update_or_404(session, who, update_id)
     if update.status == UpdateStatus.DRAFT:

@@ -1,25 +1,30 @@
-"""Staff administration in the console (admins only): the list of staff, and disabling one."""
+"""Staff administration in the console (admins only): the list of staff with their API tokens'
+issue, expiry and last use; revoking a token; disabling a member. Changes need a recent factor.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel import Session
 
-from mailing.audit import AuditAction, audit
+from mailing.audit import AuditAction
 from mailing.models import utcnow
-from mailing.staff import members
+from mailing.staff import apitokens, members
 from mailing.staff.sessions import SignedIn
 from mailing.states import StaffRole
 from mailing.web.deps import SessionDep
 from mailing.web.routes.console.common import (
     Form,
+    RecentSecondFactor,
     RowId,
     Who,
     console_page,
     console_router,
     need,
+    record,
 )
 
 router = console_router()
@@ -33,6 +38,7 @@ def _staff_page(
         who,
         status_code=status_code,
         members=members.all_staff(session),
+        expires=apitokens.token_expires_at,
         now=utcnow(),
         nav="staff",
         **context,
@@ -46,7 +52,9 @@ def staff_page(who: Who, session: SessionDep) -> Response:
 
 
 @router.post("/staff/{staff_id}/disable")
-def disable_staff(staff_id: RowId, who: Who, form: Form, session: SessionDep) -> Response:
+def disable_staff(
+    request: Request, staff_id: RowId, who: RecentSecondFactor, form: Form, session: SessionDep
+) -> Response:
     need(who, StaffRole.ADMIN)
     member = members.staff_by_id(session, staff_id)
     if member is None:
@@ -57,6 +65,19 @@ def disable_staff(staff_id: RowId, who: Who, form: Form, session: SessionDep) ->
         )
     if member.disabled_at is None:
         members.disable(session, member)
-        audit(session, who.staff.id, AuditAction.STAFF_DISABLED, detail=f"staff {member.id}")
-        session.commit()
+        record(request, session, who.staff.id, AuditAction.STAFF_DISABLED, f"staff {member.id}")
+    return RedirectResponse("/admin/staff", status_code=303)
+
+
+@router.post("/staff/{staff_id}/revoke-token")
+def revoke_token(
+    request: Request, staff_id: RowId, who: RecentSecondFactor, form: Form, session: SessionDep
+) -> Response:
+    need(who, StaffRole.ADMIN)
+    member = members.staff_by_id(session, staff_id)
+    if member is None:
+        return console_page("not_found", who, status_code=404)
+    if member.token_revoked_at is None:
+        apitokens.revoke_token(session, member)
+        record(request, session, who.staff.id, AuditAction.API_TOKEN_REVOKED, f"staff {member.id}")
     return RedirectResponse("/admin/staff", status_code=303)
