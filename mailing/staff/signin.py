@@ -43,7 +43,6 @@ def sign_in(session: Session, email: str, password: str) -> tuple[Staff, str]:
     Five failures in a row lock the account for 15 minutes. Unknown addresses are limited the
     same way (by a hash of the address), so lockout does not reveal who is staff either.
     """
-    now = utcnow()
     staff = find_staff(session, email)
     if staff is None or staff.disabled_at is not None:
         password_matches(None, password)
