@@ -132,7 +132,10 @@ def register(
 
 def authenticate(session: Session, staff: Staff, body: bytes, challenge: str | None) -> bool:
     """Whether this answer proves one of the staff member's own passkeys, for this challenge."""
-    credential = _parse(body)
+    try:
+        credential = _parse(body)
+    except PasskeyError:
+        return False
     if not challenge:
         return False
     raw_id = credential.get("id")

@@ -90,13 +90,16 @@ def forbidden(who: SignedIn, needed: str) -> Interrupt:
 
 
 def current_staff(request: Request, session: SessionDep) -> SignedIn:
-    who = signed_in(session, request.cookies.get(SESSION_COOKIE))
+    token = request.cookies.get(SESSION_COOKIE)
+    who = signed_in(session, token)
     if who is None:
-        target = "/admin/login"
+        # A half-open session (password only) is sent on to its second-factor step.
+        half_open = signed_in(session, token, pending=True) is not None
+        target = "/admin/login/second-factor" if half_open else "/admin/login"
         if request.method == "GET" and request.url.path != "/admin":
             target += "?next=" + request.url.path
         response = RedirectResponse(target, status_code=303)
-        if SESSION_COOKIE in request.cookies:
+        if token and not half_open:
             forget_cookie(response, SESSION_COOKIE)
         raise Interrupt(response)
     return who
