@@ -447,3 +447,51 @@ def test_sign_in_and_out_are_audited_with_the_client_ip(client, session):
     seen = {action: ip for action, ip in rows}
     assert seen["console-sign-in"] == "testclient"
     assert seen["console-sign-out"] == "testclient"
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end, every setting at its default, in production
+
+
+def test_production_sign_in_enrols_then_needs_the_factor_and_tokens_expire_at_90_days(
+    database, smtp, worker, session, settings_env
+):
+    from mailing.db import session_scope
+    from mailing.models import Staff
+    from mailing.web.app import create_app
+
+    settings_env(env="production")
+    created = CliRunner().invoke(
+        main,
+        ["staff", "create", "prod@gla.example", "--role", "admin", "--password"],
+        input=f"{PASSWORD}\n{PASSWORD}\n",
+    )
+    assert created.exit_code == 0, created.output
+    api_token = created.output.strip().splitlines()[-1]
+    with TestClient(create_app(), base_url="https://testserver") as web:
+        answer = _password_only(web, "prod@gla.example")
+        assert answer.headers["location"].startswith("/admin/account")
+        setup = web.get("/admin/account/totp")
+        secret = re.search(r'id="totp-secret">([A-Z2-7 ]+)<', setup.text).group(1).replace(" ", "")
+        done = web.post(
+            "/admin/account/totp",
+            data={
+                "csrf_token": csrf_of(setup.text),
+                "secret": secret,
+                "code": totp.code_at(secret, totp.step_at(utcnow())),
+            },
+        )
+        assert done.status_code == 200 and "Secure" in done.headers["set-cookie"]
+        assert web.get("/admin/staff").status_code == 200
+
+        fresh = TestClient(web.app, base_url="https://testserver")
+        step = _password_only(fresh, "prod@gla.example")
+        assert step.headers["location"].startswith("/admin/login/second-factor")
+        assert fresh.get("/admin", follow_redirects=False).status_code == 303
+
+        bearer = {"Authorization": f"Bearer {api_token}"}
+        assert web.get("/admin/stats", headers=bearer).status_code == 200
+        with session_scope() as s:
+            s.execute(sa.update(Staff).values(token_created_at=utcnow() - timedelta(days=91)))
+        expired = web.get("/admin/stats", headers=bearer)
+        assert expired.status_code == 401 and "expired" in expired.json()["detail"]

@@ -148,7 +148,7 @@ def _second_factor_page(
     )
 
 
-@router.post("/login/second-factor")
+@router.post("/login/second-factor", dependencies=[PublicPostLimit])
 def second_factor(
     request: Request, who: Pending, form: PendingForm, session: SessionDep
 ) -> Response:
