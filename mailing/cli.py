@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mailing.config import ConfigError, get_settings
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from mailing.models import Staff
 
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -221,6 +226,16 @@ def staff_password(email: str) -> None:
     click.echo("password set; any console sessions they had are ended")
 
 
+def _member_or_exit(session: Session, email: str) -> Staff:
+    from mailing.staff import members
+
+    member = members.find_staff(session, email)
+    if member is None:
+        click.echo("mailing: no staff member has that address", err=True)
+        sys.exit(1)
+    return member
+
+
 @staff.command("token")
 @click.argument("email")
 @_guarded
@@ -228,12 +243,12 @@ def staff_token(email: str) -> None:
     """Issue a new API token; prints it alone on the last line. Their old token stops working."""
     from mailing.audit import AuditAction, audit
     from mailing.db import session_scope
-    from mailing.staff import apitokens, members
+    from mailing.staff import apitokens
 
     with session_scope() as session:
-        member = members.find_staff(session, email)
-        if member is None or member.disabled_at is not None:
-            click.echo("mailing: no enabled staff member has that address", err=True)
+        member = _member_or_exit(session, email)
+        if member.disabled_at is not None:
+            click.echo("mailing: that staff member is disabled", err=True)
             sys.exit(1)
         token = apitokens.issue_token(session, member)
         expires = apitokens.token_expires_at(member)
@@ -249,13 +264,10 @@ def staff_reset_2fa(email: str) -> None:
     """Clear a staff member's second factors and recovery codes and end their sessions."""
     from mailing.audit import AuditAction, audit
     from mailing.db import session_scope
-    from mailing.staff import factors, members
+    from mailing.staff import factors
 
     with session_scope() as session:
-        member = members.find_staff(session, email)
-        if member is None:
-            click.echo("mailing: no staff member has that address", err=True)
-            sys.exit(1)
+        member = _member_or_exit(session, email)
         factors.reset(session, member)
         audit(session, None, AuditAction.TWO_FACTOR_RESET, detail=f"staff {member.id} (command)")
     click.echo("second factors cleared and sessions ended; they set up a new one at next sign-in")

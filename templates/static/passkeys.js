@@ -46,21 +46,26 @@
     });
   }
 
+  // The credential as JSON, binary fields in base64url, as the server's library reads it.
+  function asJSON(c, response) {
+    response.clientDataJSON = toText(c.response.clientDataJSON);
+    return {
+      id: c.id, rawId: toText(c.rawId), type: c.type,
+      authenticatorAttachment: c.authenticatorAttachment || null,
+      clientExtensionResults: c.getClientExtensionResults(),
+      response: response
+    };
+  }
+
   function register(opts) {
     opts.challenge = toBytes(opts.challenge);
     opts.user.id = toBytes(opts.user.id);
     opts.excludeCredentials = ids(opts.excludeCredentials);
     return navigator.credentials.create({ publicKey: opts }).then(function (c) {
-      return {
-        id: c.id, rawId: toText(c.rawId), type: c.type,
-        authenticatorAttachment: c.authenticatorAttachment || null,
-        clientExtensionResults: c.getClientExtensionResults(),
-        response: {
-          clientDataJSON: toText(c.response.clientDataJSON),
-          attestationObject: toText(c.response.attestationObject),
-          transports: c.response.getTransports ? c.response.getTransports() : []
-        }
-      };
+      return asJSON(c, {
+        attestationObject: toText(c.response.attestationObject),
+        transports: c.response.getTransports ? c.response.getTransports() : []
+      });
     });
   }
 
@@ -68,17 +73,11 @@
     opts.challenge = toBytes(opts.challenge);
     opts.allowCredentials = ids(opts.allowCredentials);
     return navigator.credentials.get({ publicKey: opts }).then(function (c) {
-      return {
-        id: c.id, rawId: toText(c.rawId), type: c.type,
-        authenticatorAttachment: c.authenticatorAttachment || null,
-        clientExtensionResults: c.getClientExtensionResults(),
-        response: {
-          clientDataJSON: toText(c.response.clientDataJSON),
-          authenticatorData: toText(c.response.authenticatorData),
-          signature: toText(c.response.signature),
-          userHandle: toText(c.response.userHandle)
-        }
-      };
+      return asJSON(c, {
+        authenticatorData: toText(c.response.authenticatorData),
+        signature: toText(c.response.signature),
+        userHandle: toText(c.response.userHandle)
+      });
     });
   }
 

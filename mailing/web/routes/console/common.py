@@ -15,10 +15,17 @@ from sqlmodel import Session
 from mailing import updates
 from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
-from mailing.models import Update
-from mailing.staff import signin
-from mailing.staff.factors import has_factor
-from mailing.staff.sessions import SignedIn, csrf_ok, factor_given, signed_in, take_challenge
+from mailing.models import Staff, Update
+from mailing.staff import passkeys, signin
+from mailing.staff.factors import CodeAccepted, has_factor
+from mailing.staff.sessions import (
+    SignedIn,
+    csrf_ok,
+    factor_given,
+    set_challenge,
+    signed_in,
+    take_challenge,
+)
 from mailing.states import StaffRole, role_allows
 from mailing.web.deps import SessionDep, client_ip
 from mailing.web.pages import page
@@ -173,6 +180,33 @@ def record(
     session.commit()
 
 
+def give_factor(session: Session, who: SignedIn, form: dict[str, Any]) -> CodeAccepted:
+    """Check the second factor a form carries: a passkey's answer (`credential`, for this
+    session's pending challenge) or a typed `second_factor_code`. Raises SignInFailed."""
+    credential = form.get("credential")
+    return signin.second_factor(
+        session,
+        who.staff,
+        code=form.get("second_factor_code"),
+        credential=credential,
+        challenge=take_challenge(session, who) if credential else None,
+    )
+
+
+def passkey_ceremony(
+    session: Session, who: SignedIn, options: Callable[[Session, Staff, bytes], str]
+) -> Response:
+    """A WebAuthn ceremony's options as JSON; its challenge waits in the session, spent by the
+    answer."""
+    challenge = passkeys.new_challenge()
+    set_challenge(session, who, passkeys.challenge_text(challenge))
+    return Response(
+        options(session, who.staff, challenge),
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 def insist_on_recent_factor(
     request: Request, session: Session, who: SignedIn, form: dict[str, Any]
 ) -> SignedIn:
@@ -182,16 +216,9 @@ def insist_on_recent_factor(
     if who.factor_is_recent():
         return who
     error = ""
-    credential = form.get("credential")
-    if form.get("second_factor_code") or credential:
+    if form.get("second_factor_code") or form.get("credential"):
         try:
-            accepted = signin.second_factor(
-                session,
-                who.staff,
-                code=form.get("second_factor_code"),
-                credential=credential,
-                challenge=take_challenge(session, who) if credential else None,
-            )
+            accepted = give_factor(session, who, form)
         except signin.SignInFailed as failed:
             record(request, session, who.staff.id, AuditAction.SECOND_FACTOR_FAILED)
             error = str(failed)

@@ -28,6 +28,7 @@ from mailing.web.routes.console.common import (
     console_page,
     console_router,
     insist_on_recent_factor,
+    passkey_ceremony,
     record,
 )
 from mailing.web.routes.console.signin import safe_next, set_session_cookie
@@ -168,13 +169,7 @@ def passkey_options(
 ) -> Response:
     if who.complete and not who.factor_is_recent():
         return JSONResponse({"error": "Confirm it is you first: reload the page."}, status_code=401)
-    challenge = passkeys.new_challenge()
-    sessions.set_challenge(session, who, passkeys.challenge_text(challenge))
-    return Response(
-        passkeys.registration_options(session, who.staff, challenge),
-        media_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
+    return passkey_ceremony(session, who, passkeys.registration_options)
 
 
 @router.post("/account/passkey")

@@ -29,6 +29,8 @@ from mailing.web.routes.console.common import (
     console_page,
     console_router,
     forget_cookie,
+    give_factor,
+    passkey_ceremony,
     record,
     set_cookie,
 )
@@ -155,17 +157,10 @@ def second_factor(
     next_path = safe_next(form.get("next"))
     if who.complete:
         return RedirectResponse(next_path, status_code=303)
-    credential = form.get("credential")
-    if not credential and not (form.get("second_factor_code") or "").strip():
+    if not form.get("credential") and not (form.get("second_factor_code") or "").strip():
         return _second_factor_page(session, who, 422, next_path, "Enter a code.")
     try:
-        accepted = signin.second_factor(
-            session,
-            who.staff,
-            code=form.get("second_factor_code"),
-            credential=credential,
-            challenge=sessions.take_challenge(session, who) if credential else None,
-        )
+        accepted = give_factor(session, who, form)
     except signin.SignInFailed as failed:
         record(request, session, who.staff.id, AuditAction.SECOND_FACTOR_FAILED)
         status = 429 if str(failed) == signin.LOCKED else 401
@@ -196,13 +191,7 @@ def passkey_options(who: Pending, form: PendingForm, session: SessionDep) -> Res
     session until the answer comes."""
     if not has_factor(session, who.staff, passkey=True):
         return JSONResponse({"error": "You have no passkey set up."}, status_code=404)
-    challenge = passkeys.new_challenge()
-    sessions.set_challenge(session, who, passkeys.challenge_text(challenge))
-    return Response(
-        passkeys.authentication_options(session, who.staff, challenge),
-        media_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
+    return passkey_ceremony(session, who, passkeys.authentication_options)
 
 
 @router.post("/logout")

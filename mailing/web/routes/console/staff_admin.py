@@ -11,13 +11,14 @@ from fastapi.responses import RedirectResponse, Response
 from sqlmodel import Session
 
 from mailing.audit import AuditAction
-from mailing.models import utcnow
+from mailing.models import Staff, utcnow
 from mailing.staff import apitokens, members
 from mailing.staff.sessions import SignedIn
 from mailing.states import StaffRole
 from mailing.web.deps import SessionDep
 from mailing.web.routes.console.common import (
     Form,
+    Interrupt,
     RecentSecondFactor,
     RowId,
     Who,
@@ -45,6 +46,15 @@ def _staff_page(
     )
 
 
+def _member(session: Session, who: SignedIn, staff_id: int) -> Staff:
+    """The staff member an admin acts on; a 403 for non-admins, a 404 for an unknown id."""
+    need(who, StaffRole.ADMIN)
+    member = members.staff_by_id(session, staff_id)
+    if member is None:
+        raise Interrupt(console_page("not_found", who, status_code=404))
+    return member
+
+
 @router.get("/staff")
 def staff_page(who: Who, session: SessionDep) -> Response:
     need(who, StaffRole.ADMIN)
@@ -55,10 +65,7 @@ def staff_page(who: Who, session: SessionDep) -> Response:
 def disable_staff(
     request: Request, staff_id: RowId, who: RecentSecondFactor, form: Form, session: SessionDep
 ) -> Response:
-    need(who, StaffRole.ADMIN)
-    member = members.staff_by_id(session, staff_id)
-    if member is None:
-        return console_page("not_found", who, status_code=404)
+    member = _member(session, who, staff_id)
     if member.id == who.staff.id:
         return _staff_page(
             who, session, 409, errors={"staff": "You cannot disable yourself: ask another admin."}
@@ -73,10 +80,7 @@ def disable_staff(
 def revoke_token(
     request: Request, staff_id: RowId, who: RecentSecondFactor, form: Form, session: SessionDep
 ) -> Response:
-    need(who, StaffRole.ADMIN)
-    member = members.staff_by_id(session, staff_id)
-    if member is None:
-        return console_page("not_found", who, status_code=404)
+    member = _member(session, who, staff_id)
     if member.token_revoked_at is None:
         apitokens.revoke_token(session, member)
         record(request, session, who.staff.id, AuditAction.API_TOKEN_REVOKED, f"staff {member.id}")
