@@ -495,3 +495,38 @@ def test_production_sign_in_enrols_then_needs_the_factor_and_tokens_expire_at_90
             s.execute(sa.update(Staff).values(token_created_at=utcnow() - timedelta(days=91)))
         expired = web.get("/admin/stats", headers=bearer)
         assert expired.status_code == 401 and "expired" in expired.json()["detail"]
+
+
+def test_hostile_passkey_registrations_get_a_clear_4xx_and_change_nothing(client, session):
+    make_staff(session, "editor@gla.example")
+    sign_in(client, "editor@gla.example")
+    page = client.get("/admin/account")
+    csrf = csrf_of(page.text)
+    options = client.post("/admin/account/passkey/options", data={"csrf_token": csrf})
+    assert options.status_code == 200
+    from urllib.parse import urlsplit
+
+    from mailing.config import get_settings
+
+    assert options.json()["rp"]["id"] == urlsplit(get_settings().base_url).hostname
+    before = table_snapshot()
+    for registration in ("", "not json", "[]", '{"id": "AAAA", "response": {}}', "{" * 3000):
+        answer = client.post(
+            "/admin/account/passkey",
+            data={"csrf_token": csrf, "registration": registration, "name": "Key"},
+        )
+        assert answer.status_code == 422, registration[:20]
+    assert {k: v for k, v in table_snapshot().items() if k != "audit_log"} == {
+        k: v for k, v in before.items() if k != "audit_log"
+    }
+    assert count("staff_factor") == 1
+
+
+def test_passkey_options_for_a_new_key_need_a_recent_factor(client, session):
+    make_staff(session, "editor@gla.example")
+    sign_in(client, "editor@gla.example")
+    csrf = csrf_of(client.get("/admin/account").text)
+    _age_factor()
+    answer = client.post("/admin/account/passkey/options", data={"csrf_token": csrf})
+    assert answer.status_code == 401
+    assert count("staff_session", "WHERE challenge IS NOT NULL") == 0
