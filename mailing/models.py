@@ -238,7 +238,9 @@ class StaffFactor(SQLModel, table=True):
     staff_id: int = Field(foreign_key="staff.id", index=True, ondelete="CASCADE")
     kind: FactorKind = Field(sa_type=_enum(FactorKind))
     name: str = Field(max_length=60)
-    totp_secret: str | None = Field(default=None, max_length=64)
+    # Encrypted with the secret keys (mailing.staff.totp.seal): a copy of the database alone
+    # cannot make codes.
+    totp_secret: str | None = Field(default=None, max_length=255)
     # The last 30-second step a code was accepted for: a code is refused at or before it.
     totp_last_step: int | None = Field(default=None, sa_type=sa.BigInteger)
     credential_id: str | None = Field(default=None, max_length=1400, unique=True)  # base64url

@@ -37,7 +37,10 @@ def give_totp(email: str, secret: str = TEST_SECRET) -> None:
         if have is None:
             session.add(
                 StaffFactor(
-                    staff_id=staff.id, kind=FactorKind.TOTP, name="Test phone", totp_secret=secret
+                    staff_id=staff.id,
+                    kind=FactorKind.TOTP,
+                    name="Test phone",
+                    totp_secret=totp.seal(secret),
                 )
             )
 
@@ -57,11 +60,13 @@ def next_code(email: str) -> str:
             .order_by(col(StaffFactor.id))
         ).first()
         assert factor is not None and factor.totp_secret, "no authenticator app enrolled"
+        secret = totp.unseal(factor.totp_secret)
+        assert secret is not None
         now = totp.step_at(utcnow())
         last = factor.totp_last_step
         step = now - totp.DRIFT_STEPS if last is None else max(now - totp.DRIFT_STEPS, last + 1)
         assert step <= now + totp.DRIFT_STEPS, "every code in the drift window is used already"
-        return totp.code_at(factor.totp_secret, step)
+        return totp.code_at(secret, step)
 
 
 def second_factor_step(client, answer, email: str):

@@ -297,7 +297,9 @@ def test_the_only_factor_cannot_be_removed_but_a_second_one_can(client, session)
     refused = client.post(f"/admin/account/factors/{only}/remove", data={"csrf_token": csrf})
     assert refused.status_code == 409
     session.add(
-        StaffFactor(staff_id=staff.id, kind="totp", name="Spare", totp_secret=totp.new_secret())
+        StaffFactor(
+            staff_id=staff.id, kind="totp", name="Spare", totp_secret=totp.seal(totp.new_secret())
+        )
     )
     session.commit()
     removed = client.post(
@@ -530,3 +532,13 @@ def test_passkey_options_for_a_new_key_need_a_recent_factor(client, session):
     answer = client.post("/admin/account/passkey/options", data={"csrf_token": csrf})
     assert answer.status_code == 401
     assert count("staff_session", "WHERE challenge IS NOT NULL") == 0
+
+
+def test_totp_secrets_are_stored_sealed_and_a_retired_key_only_disables_them(session, settings_env):
+    staff = make_staff(session, "editor@gla.example")
+    give_totp(staff.email)
+    stored = session.exec(sa.select(StaffFactor.totp_secret)).scalar_one()
+    assert TEST_SECRET not in stored
+    code = next_code(staff.email)
+    settings_env(secret_keys="a-completely-different-key-of-enough-length-0123456789")
+    assert factors.check_code(session, staff, code) is None  # refused, not an error

@@ -81,7 +81,7 @@ def add_totp(session: Session, staff: Staff, secret: object, code: object, name:
             staff_id=staff.id or 0,
             kind=FactorKind.TOTP,
             name=clean_name(name, "Authenticator app"),
-            totp_secret=secret,
+            totp_secret=totp.seal(secret),
             totp_last_step=step,  # the code used to enrol cannot sign in as well
             last_used_at=utcnow(),
         )
@@ -91,9 +91,10 @@ def add_totp(session: Session, staff: Staff, secret: object, code: object, name:
 def _totp_matches(session: Session, staff: Staff, code: str) -> bool:
     now = utcnow()
     for factor in factors_of(session, staff):
-        if factor.kind != FactorKind.TOTP or not factor.totp_secret:
+        secret = totp.unseal(factor.totp_secret) if factor.totp_secret else None
+        if factor.kind != FactorKind.TOTP or secret is None:
             continue
-        step = totp.matching_step(factor.totp_secret, code, now, factor.totp_last_step)
+        step = totp.matching_step(secret, code, now, factor.totp_last_step)
         if step is None:
             continue
         # Only one request can move the step forward past a given code.

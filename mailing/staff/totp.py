@@ -1,15 +1,23 @@
 """TOTP codes (RFC 6238): 30-second steps, one step of clock drift either way, and the step a
 code matched, so the caller can refuse any code at or before the last one accepted (no replay).
+
+Secrets are stored sealed (Fernet, keyed from MAILING_SECRET_KEYS; every listed key opens, the
+first seals), so a copy of the database alone cannot make codes.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import re
 from datetime import datetime
 
 import pyotp
 import segno
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from mailing.config import get_settings
 
 STEP_SECONDS = 30
 DRIFT_STEPS = 1
@@ -21,6 +29,28 @@ _SECRET = re.compile(r"[A-Z2-7]{32}")
 
 def new_secret() -> str:
     return pyotp.random_base32()  # 32 base32 characters: 160 bits, as RFC 4226 recommends
+
+
+def _fernet() -> MultiFernet:
+    keys = get_settings().secret_key_list
+    return MultiFernet(
+        [
+            Fernet(base64.urlsafe_b64encode(hashlib.sha256(b"totp-secret:" + k.encode()).digest()))
+            for k in keys
+        ]
+    )
+
+
+def seal(secret: str) -> str:
+    return _fernet().encrypt(secret.encode()).decode()
+
+
+def unseal(sealed: str) -> str | None:
+    """The secret, or None if no listed key opens it (a key was retired): re-enrol then."""
+    try:
+        return _fernet().decrypt(sealed.encode()).decode()
+    except (InvalidToken, ValueError):
+        return None
 
 
 def valid_secret(value: object) -> bool:

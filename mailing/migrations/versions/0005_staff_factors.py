@@ -1,7 +1,7 @@
 """staff second factors, recovery codes, expiring API tokens, session idle time, audit client IP
 
-Console sign-in now needs a second factor: `staff_factor` holds each TOTP secret (with the last
-step used, so a code is never accepted twice) or passkey (credential id, public key, signature
+Console sign-in now needs a second factor: `staff_factor` holds each TOTP secret (encrypted with the
+secret keys, with the last step used, so a code is never accepted twice) or passkey (credential id, public key, signature
 counter); `staff_recovery_code` holds keyed hashes of single-use codes. `staff` gains its API
 token's issue, last-use and revocation times (tokens expire MAILING_API_TOKEN_DAYS after issue;
 existing tokens count from the member's creation). `staff_session` gains the last request time
@@ -40,7 +40,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=60), nullable=False),
-        sa.Column("totp_secret", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+        sa.Column("totp_secret", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
         sa.Column("totp_last_step", sa.BigInteger(), nullable=True),
         sa.Column("credential_id", sqlmodel.sql.sqltypes.AutoString(length=1400), nullable=True),
         sa.Column("public_key", sa.LargeBinary(), nullable=True),
