@@ -1,13 +1,14 @@
 """Helpers for signing staff in to the console with a second factor: an authenticator app
 (TOTP) enrolled straight in the database with a known secret, and codes computed from it.
 
-Codes are computed for the next 30-second step not used yet (within the ±1 step the server
-allows), so signing the same person in twice in a row works without waiting and without replay.
+Codes are computed for the current 30-second step, or the next if that one is used (the server
+allows ±1 step), so signing the same person in twice in a row needs no wait and no replay.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from urllib.parse import parse_qs, urlsplit
 
 from sqlmodel import col, select
@@ -62,11 +63,18 @@ def next_code(email: str) -> str:
         assert factor is not None and factor.totp_secret, "no authenticator app enrolled"
         secret = totp.unseal(factor.totp_secret)
         assert secret is not None
-        now = totp.step_at(utcnow())
         last = factor.totp_last_step
-        step = now - totp.DRIFT_STEPS if last is None else max(now - totp.DRIFT_STEPS, last + 1)
-        assert step <= now + totp.DRIFT_STEPS, "every code in the drift window is used already"
-        return totp.code_at(secret, step)
+    # The current step's code, or the next one's if that is used already: both stay inside the
+    # server's window even if a step boundary passes before the code arrives. When both are
+    # used, wait (on the clock, with a deadline) for the next step to begin.
+    deadline = time.monotonic() + totp.STEP_SECONDS + 5
+    while True:
+        now = totp.step_at(utcnow())
+        step = now if last is None else max(now, last + 1)
+        if step <= now + 1:
+            return totp.code_at(secret, step)
+        assert time.monotonic() < deadline, "the TOTP step did not advance"
+        time.sleep(0.2)
 
 
 def second_factor_step(client, answer, email: str):
