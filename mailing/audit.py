@@ -1,12 +1,19 @@
-"""The audit log: who did what to which update, when. Staff data only, never a resident's."""
+"""The staff audit log: who did what, when. Every action is an `AuditAction`, never free text.
+
+Staff data only: a detail never holds a subscriber's address, and readers who are not admins
+see any address a detail may hold (a staff member's) masked.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
-from mailing.models import AuditLog
+from mailing.models import AuditLog, Staff
 
 
 class AuditAction(StrEnum):
@@ -23,6 +30,17 @@ class AuditAction(StrEnum):
     STAFF_DISABLED = "staff-disabled"
     CONSOLE_SIGN_IN = "console-sign-in"
     CONSOLE_SIGN_OUT = "console-sign-out"
+    # Second factors and API tokens (issue 14)
+    SECOND_FACTOR_FAILED = "second-factor-failed"
+    REAUTHENTICATED = "re-authenticated"
+    FACTOR_ADDED = "factor-added"
+    FACTOR_RENAMED = "factor-renamed"
+    FACTOR_REMOVED = "factor-removed"
+    RECOVERY_CODE_USED = "recovery-code-used"
+    RECOVERY_CODES_REPLACED = "recovery-codes-replaced"
+    TWO_FACTOR_RESET = "2fa-reset"
+    API_TOKEN_ISSUED = "api-token-issued"  # noqa: S105 (an action name, not a secret)
+    API_TOKEN_REVOKED = "api-token-revoked"  # noqa: S105 (an action name, not a secret)
 
 
 def audit(
@@ -31,13 +49,53 @@ def audit(
     action: AuditAction,
     update_id: int | None = None,
     detail: str | None = None,
+    *,
+    client_ip: str | None = None,
 ) -> None:
-    """Append one audit row; the caller commits. Never put a subscriber's address here."""
+    """Append one audit row (who did what to which update, and from which staff IP).
+
+    Never put a subscriber address here.
+    """
     session.add(
         AuditLog(
             staff_id=staff_id,
             action=action.value,
             update_id=update_id,
             detail=detail[:500] if detail else None,
+            client_ip=client_ip[:45] if client_ip else None,
         )
     )
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    staff_email: str | None
+    action: str
+    update_id: int | None
+    detail: str
+    client_ip: str
+
+
+_ADDRESS = re.compile(r"[^\s@<>(),;:\"']+@[^\s@<>(),;:\"']+")
+
+
+def audit_entries(session: Session, *, show_addresses: bool, limit: int = 200) -> list[AuditEntry]:
+    """The newest entries first. Only admins see addresses a detail may hold."""
+    rows = session.exec(
+        select(AuditLog, Staff.email)
+        .join(Staff, col(Staff.id) == col(AuditLog.staff_id), isouter=True)
+        .order_by(col(AuditLog.at).desc(), col(AuditLog.id).desc())
+        .limit(limit)
+    ).all()
+    entries = []
+    for row, email in rows:
+        detail = row.detail or ""
+        if not show_addresses:
+            detail = _ADDRESS.sub("[address hidden]", detail)
+        # SQLite hands back naive datetimes even though we store UTC.
+        at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)
+        entries.append(
+            AuditEntry(at, email, row.action, row.update_id, detail, row.client_ip or "")
+        )
+    return entries

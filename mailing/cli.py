@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mailing.config import ConfigError, get_settings
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from mailing.models import Staff
 
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -181,9 +186,9 @@ def staff() -> None:
 @_guarded
 def staff_create(email: str, role: str, password: bool) -> None:
     """Create a staff member; prints their API token alone on the last line (shown only once)."""
-    from mailing import staff as staff_members
-    from mailing.console import WeakPassword
     from mailing.db import session_scope
+    from mailing.staff import members as staff_members
+    from mailing.staff.passwords import WeakPassword
     from mailing.states import StaffRole
 
     secret = None
@@ -206,20 +211,68 @@ def staff_create(email: str, role: str, password: bool) -> None:
 @_guarded
 def staff_password(email: str) -> None:
     """Set a staff member's console password (prompted); unlocks them and ends their sessions."""
-    from mailing import console
     from mailing.db import session_scope
+    from mailing.staff import members
+    from mailing.staff.passwords import WeakPassword
 
     secret = click.prompt("New password", hide_input=True, confirmation_prompt=True)
     try:
         with session_scope() as session:
-            member = console.find_staff(session, email)
+            member = members.find_staff(session, email)
             if member is None:
                 raise click.ClickException("no staff member has that address")
-            console.set_password(session, member, secret)
-    except console.WeakPassword as exc:
+            members.set_password(session, member, secret)
+    except WeakPassword as exc:
         click.echo(f"mailing: {exc}", err=True)
         sys.exit(1)
     click.echo("password set; any console sessions they had are ended")
+
+
+def _member_or_exit(session: Session, email: str) -> Staff:
+    from mailing.staff import members
+
+    member = members.find_staff(session, email)
+    if member is None:
+        click.echo("mailing: no staff member has that address", err=True)
+        sys.exit(1)
+    return member
+
+
+@staff.command("token")
+@click.argument("email")
+@_guarded
+def staff_token(email: str) -> None:
+    """Issue a new API token; prints it alone on the last line. Their old token stops working."""
+    from mailing.audit import AuditAction, audit
+    from mailing.db import session_scope
+    from mailing.staff import apitokens
+
+    with session_scope() as session:
+        member = _member_or_exit(session, email)
+        if member.disabled_at is not None:
+            click.echo("mailing: that staff member is disabled", err=True)
+            sys.exit(1)
+        token = apitokens.issue_token(session, member)
+        expires = apitokens.token_expires_at(member)
+        audit(session, None, AuditAction.API_TOKEN_ISSUED, detail=f"staff {member.id} (command)")
+    click.echo(f"new API token, valid until {expires:%d %B %Y}; the old one no longer works:")
+    click.echo(token)
+
+
+@staff.command("reset-2fa")
+@click.argument("email")
+@_guarded
+def staff_reset_2fa(email: str) -> None:
+    """Clear a staff member's second factors and recovery codes and end their sessions."""
+    from mailing.audit import AuditAction, audit
+    from mailing.db import session_scope
+    from mailing.staff import factors
+
+    with session_scope() as session:
+        member = _member_or_exit(session, email)
+        factors.reset(session, member)
+        audit(session, None, AuditAction.TWO_FACTOR_RESET, detail=f"staff {member.id} (command)")
+    click.echo("second factors cleared and sessions ended; they set up a new one at next sign-in")
 
 
 @main.command()

@@ -8,7 +8,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"  # noqa: S105
@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # Security hardening (issue 10): who the client is behind a proxy; who may read /metrics.
     trusted_proxies: str = ""  # comma-separated CIDRs; empty: the socket's peer is the client
     metrics_token: str | None = None  # unset: /metrics open in dev, 404 in production
+
+    # Staff sign-in (issue 14): API tokens expire this many days after they are issued.
+    api_token_days: int = Field(default=90, ge=1, le=3650)
 
     @field_validator("base_url")
     @classmethod

@@ -59,21 +59,27 @@ class History:
     series: list[Series]
 
 
-def active_history(session: Session, days: int = 90) -> History:
-    """Active subscribers per theme for each snapshot day in the last `days` days."""
-    since = (utcnow().date() - timedelta(days=days - 1)).isoformat()
+def active_history(session: Session, days: int = 90, *, live_today: bool = False) -> History:
+    """Active subscribers per theme for each snapshot day in the last `days` days.
+
+    With live_today, today's column is counted now instead of read from its snapshot, so a page
+    shows current figures without writing (beat stores the snapshot hourly).
+    """
+    today = utcnow().date()
+    since = (today - timedelta(days=days - 1)).isoformat()
     rows = session.exec(
         select(SubscriberCountSnapshot)
         .where(col(SubscriberCountSnapshot.day) >= since)
         .where(col(SubscriberCountSnapshot.status) == SubscriberStatus.ACTIVE.value)
         .order_by(col(SubscriberCountSnapshot.day))
     ).all()
-    day_list = sorted({r.day for r in rows})
-    index = {d: i for i, d in enumerate(day_list)}
-    values = {t: [0] * len(day_list) for t in ALL_THEMES}
+    by_day: dict[str, dict[str, int]] = {}
     for r in rows:
-        if r.theme in values:
-            values[r.theme][index[r.day]] = r.count
+        by_day.setdefault(r.day, {})[r.theme] = r.count
+    if live_today:
+        by_day[today.isoformat()] = active_by_theme(session)
+    day_list = sorted(by_day)
+    values = {t: [by_day[d].get(t, 0) for d in day_list] for t in ALL_THEMES}
     return History(day_list, [Series(t, THEMES[t], values[t]) for t in ALL_THEMES])
 
 

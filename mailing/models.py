@@ -127,6 +127,11 @@ class Staff(SQLModel, table=True):
     disabled_at: datetime | None = None
     failed_logins: int = 0
     locked_until: datetime | None = None
+    # The API token's life: it expires MAILING_API_TOKEN_DAYS after token_created_at (None: a
+    # token from before expiry existed, counted from created_at).
+    token_created_at: datetime | None = Field(default_factory=utcnow)
+    token_last_used_at: datetime | None = None
+    token_revoked_at: datetime | None = None
 
 
 class StaffSession(SQLModel, table=True):
@@ -137,6 +142,11 @@ class StaffSession(SQLModel, table=True):
     csrf_token: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
+    last_seen_at: datetime | None = Field(default_factory=utcnow)  # for the idle timeout
+    # When a second factor was last given in this session; None: the password alone so far,
+    # which opens only the second-factor and first-enrolment pages.
+    factor_at: datetime | None = None
+    challenge: str | None = Field(default=None, max_length=128)  # a pending WebAuthn ceremony's
 
 
 class Update(SQLModel, table=True):
@@ -224,6 +234,8 @@ class AuditLog(SQLModel, table=True):
     action: str = Field(max_length=40)
     update_id: int | None = Field(default=None, foreign_key="theme_update.id", ondelete="SET NULL")
     detail: str | None = Field(default=None, max_length=500)
+    # A staff member's address when they acted, never a resident's.
+    client_ip: str | None = Field(default=None, max_length=45)
 
 
 class SubscriberCountSnapshot(SQLModel, table=True):
@@ -246,6 +258,47 @@ PERSONAL_DATA_TABLES: tuple[str, ...] = (
     "delivery",
     "notice",
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Staff second factors (migration 0005)
+
+
+class FactorKind(StrEnum):
+    TOTP = "totp"
+    PASSKEY = "passkey"
+
+
+class StaffFactor(SQLModel, table=True):
+    """One second factor of a staff member: an authenticator app (TOTP) or a passkey."""
+
+    __tablename__ = "staff_factor"
+
+    id: int | None = Field(default=None, primary_key=True)
+    staff_id: int = Field(foreign_key="staff.id", index=True, ondelete="CASCADE")
+    kind: FactorKind = Field(sa_type=_enum(FactorKind))
+    name: str = Field(max_length=60)
+    # Encrypted with the secret keys (mailing.staff.totp.seal): a copy of the database alone
+    # cannot make codes.
+    totp_secret: str | None = Field(default=None, max_length=255)
+    # The last 30-second step a code was accepted for: a code is refused at or before it.
+    totp_last_step: int | None = Field(default=None, sa_type=sa.BigInteger)
+    credential_id: str | None = Field(default=None, max_length=1400, unique=True)  # base64url
+    public_key: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    sign_count: int = Field(default=0, sa_type=sa.BigInteger)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+
+
+class StaffRecoveryCode(SQLModel, table=True):
+    """A single-use recovery code, kept only as a keyed hash."""
+
+    __tablename__ = "staff_recovery_code"
+
+    id: int | None = Field(default=None, primary_key=True)
+    staff_id: int = Field(foreign_key="staff.id", index=True, ondelete="CASCADE")
+    code_hash: str = Field(max_length=64)
+    used_at: datetime | None = None
 
 
 def table_of(model: type[SQLModel]) -> sa.Table:

@@ -57,8 +57,8 @@ def add_subscribers(
 
 def make_staff(role: str, email: str | None = None) -> str:
     """A staff member with this role; returns their API token."""
-    from mailing import staff
     from mailing.db import session_scope
+    from mailing.staff import members as staff
     from mailing.states import StaffRole
 
     with session_scope() as session:

@@ -145,7 +145,7 @@ def test_no_route_follows_a_redirect_parameter_off_site(client, path):
     ["//evil.example", "https://evil.example", "/\\evil.example", "/admin//evil.example", ""],
 )
 def test_signing_in_never_redirects_off_site(client, session, next_value):
-    from mailing.staff import create_staff
+    from mailing.staff.members import create_staff
     from mailing.states import StaffRole
 
     create_staff(session, "staffer@example.org", StaffRole.EDITOR, password="a long passphrase 1")
@@ -273,9 +273,9 @@ MAILING = Path(__file__).resolve().parent.parent / "mailing"
 # request is checked against a secret.
 SECRET_CHECKS = [
     ("subscribers.py", "matches_link_check", {"check", "c"}),
-    ("staff.py", "staff_for_token", {"wanted", "token_hash"}),
-    ("console.py", "csrf_ok", {"supplied", "csrf_token"}),
-    ("web/routes/console.py", "login", {"expected", "supplied"}),
+    ("staff/apitokens.py", "staff_for_token", {"wanted", "token_hash"}),
+    ("staff/sessions.py", "csrf_ok", {"supplied", "csrf_token"}),
+    ("web/routes/console/signin.py", "login", {"expected", "supplied"}),
 ]
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from mailing import links
 from mailing.db import session_scope
-from mailing.staff import create_staff
+from mailing.staff.members import create_staff
 from mailing.states import StaffRole
 from mailing.tokens import Purpose
 from mailing.web.middleware import MAX_JSON_DEPTH, json_too_deep

@@ -21,7 +21,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", create_app())
 
 def _admin_token() -> str:
     from mailing.db import session_scope
-    from mailing.staff import create_staff
+    from mailing.staff.members import create_staff
     from mailing.states import StaffRole
 
     with session_scope() as session:

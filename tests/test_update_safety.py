@@ -217,12 +217,12 @@ def test_test_copies_go_to_staff_only_are_limited_and_audited_with_the_recipient
 def test_a_disabled_staff_member_is_not_a_test_recipient(
     client: Any, sender: dict[str, str], session: Any
 ) -> None:
-    from mailing import console
     from mailing.models import Staff
+    from mailing.staff import members
 
     make_staff("editor", "gone@staff.example.org")
     gone = session.query(Staff).filter(Staff.email == "gone@staff.example.org").one()
-    console.disable(session, gone)
+    members.disable(session, gone)
     session.commit()
     update_id = client.post(
         "/admin/updates",

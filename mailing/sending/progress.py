@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import sqlalchemy as sa
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
+from mailing.models import Delivery, Subscriber, Update
 from mailing.sending.recipients import DELIVERY, count_recipients
 from mailing.states import DELIVERED, DeliveryStatus, UpdateStatus
 from mailing.updates import drafts
@@ -89,3 +90,38 @@ def progress(session: Session, update_id: int) -> Progress:
         bounced=counts.get(DeliveryStatus.BOUNCED, 0),
         complained=counts.get(DeliveryStatus.COMPLAINED, 0),
     )
+
+
+def recent_updates(session: Session, limit: int = 100) -> list[Update]:
+    """The newest updates first, for the console's list."""
+    return list(
+        session.exec(
+            select(Update)
+            .order_by(col(Update.created_at).desc(), col(Update.id).desc())
+            .limit(limit)
+        ).all()
+    )
+
+
+@dataclass(frozen=True)
+class Failure:
+    who: str  # the address for admins, else "subscriber 123"
+    error: str | None
+
+
+def failed_deliveries(
+    session: Session, update_id: int, *, show_addresses: bool, limit: int = 100
+) -> list[Failure]:
+    """Failed deliveries of an update. Only admins see subscribers' addresses."""
+    rows = session.exec(
+        select(Delivery.subscriber_id, Delivery.error, Subscriber.email)
+        .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id), isouter=True)
+        .where(col(Delivery.update_id) == update_id)
+        .where(col(Delivery.status) == DeliveryStatus.FAILED)
+        .order_by(col(Delivery.id))
+        .limit(limit)
+    ).all()
+    return [
+        Failure(email if show_addresses and email else f"subscriber {sid}", error)
+        for sid, error, email in rows
+    ]

@@ -13,7 +13,7 @@
   the reconciler if its task was lost. It names a subscriber id and a kind, never an address.
 
 Revision ID: 0007
-Revises: 0002
+Revises: 0005
 """
 
 from collections.abc import Sequence
@@ -23,7 +23,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0002"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -22,9 +22,10 @@ from sqlmodel import Session
 from mailing import figures, sending, test_sends, updates
 from mailing.errors import Invalid
 from mailing.models import Staff, utcnow
-from mailing.staff import may, staff_for_token
+from mailing.staff.apitokens import TokenExpired, staff_for_token
+from mailing.staff.members import may
 from mailing.states import StaffRole
-from mailing.web.deps import SessionDep
+from mailing.web.deps import SessionDep, bearer_token
 from workers.enqueue import publish_update_batches
 
 log = logging.getLogger(__name__)
@@ -34,20 +35,15 @@ router = APIRouter(prefix="/admin", tags=["staff"])
 UNAUTHORISED = {"WWW-Authenticate": 'Bearer realm="mailing-staff"'}
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
-
-
 def requires(role: StaffRole) -> Callable[..., Staff]:
     """A dependency: the staff member behind the bearer token, if their role allows `role`."""
 
     def dependency(request: Request, session: SessionDep) -> Staff:
-        token = _bearer(request)
-        staff = staff_for_token(session, token) if token else None
+        token = bearer_token(request)
+        try:
+            staff = staff_for_token(session, token) if token else None
+        except TokenExpired as expired:
+            raise HTTPException(401, str(expired), headers=UNAUTHORISED) from None
         if staff is None:
             raise HTTPException(401, "A valid staff API token is needed.", headers=UNAUTHORISED)
         if not may(staff, role):

@@ -1,0 +1,213 @@
+"""The update pages: the dashboard, composing and editing drafts, their preview and test copy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlmodel import Session
+
+from mailing import figures, updates
+from mailing.mailer import PermanentFailure, TransientFailure
+from mailing.models import Update
+from mailing.sending.progress import recent_updates
+from mailing.staff.sessions import SignedIn
+from mailing.states import StaffRole, UpdateStatus, role_allows
+from mailing.web.deps import SessionDep
+from mailing.web.routes.console.common import (
+    Form,
+    RowId,
+    Who,
+    console_page,
+    console_router,
+    update_or_404,
+)
+
+router = console_router()
+
+
+@router.get("")
+def dashboard(who: Who, session: SessionDep) -> Response:
+    recent = recent_updates(session)
+    return console_page(
+        "dashboard",
+        who,
+        updates=recent,
+        active_total=figures.active_total(session),
+        drafts=sum(1 for u in recent if u.status == UpdateStatus.DRAFT),
+        sent_count=sum(1 for u in recent if u.status != UpdateStatus.DRAFT),
+        nav="updates",
+    )
+
+
+@router.get("/compose")
+def compose_form(who: Who, session: SessionDep) -> Response:
+    return _compose_page(who, session, 200, {}, {"themes": []})
+
+
+@router.post("/compose")
+def compose(who: Who, form: Form, session: SessionDep) -> Response:
+    try:
+        update = updates.create_draft(
+            session, who.staff.id, form.get("subject"), form.get("body"), form["themes"]
+        )
+    except updates.InvalidUpdate as bad:
+        return _compose_page(who, session, 422, _in_page_order(bad.errors), _values(form))
+    session.commit()
+    return RedirectResponse(f"/admin/drafts/{update.id}?saved=1", status_code=303)
+
+
+def _compose_page(
+    who: SignedIn,
+    session: Session,
+    status_code: int,
+    errors: dict[str, str],
+    values: dict[str, object],
+) -> Response:
+    return console_page(
+        "compose",
+        who,
+        status_code=status_code,
+        errors=errors,
+        values=values,
+        active=figures.active_by_theme(session),
+        nav="compose",
+    )
+
+
+NOTICES = {
+    "saved": "Your draft is saved.",
+    "tested": "A test copy is on its way to {email}.",
+}
+
+
+@router.get("/drafts/{update_id}")
+def draft_page(update_id: RowId, request: Request, who: Who, session: SessionDep) -> Response:
+    update = update_or_404(session, who, update_id)
+    if update.status != UpdateStatus.DRAFT:
+        return RedirectResponse(f"/admin/drafts/{update_id}/progress", status_code=303)
+    notice = next((m for k, m in NOTICES.items() if k in request.query_params), "")
+    return _draft_page(
+        who,
+        session,
+        update,
+        200,
+        {},
+        {"subject": update.subject, "body": update.body, "themes": updates.themes_of(update)},
+        notice.format(email=who.staff.email),
+    )
+
+
+@router.post("/drafts/{update_id}")
+def edit_draft(update_id: RowId, who: Who, form: Form, session: SessionDep) -> Response:
+    update = update_or_404(session, who, update_id)
+    if update.status != UpdateStatus.DRAFT:
+        return _not_a_draft(who, update)
+    try:
+        updates.edit_draft(
+            session,
+            who.staff.id,
+            update,
+            subject=form.get("subject", ""),
+            body=form.get("body", ""),
+            themes=form["themes"],
+        )
+    except updates.InvalidUpdate as bad:
+        session.rollback()
+        errors = _in_page_order(bad.errors)
+        return _draft_page(who, session, update, 422, errors, _values(form), "")
+    except updates.NotADraft:
+        return _not_a_draft(who, update)
+    session.commit()
+    return RedirectResponse(f"/admin/drafts/{update_id}?saved=1", status_code=303)
+
+
+def _draft_page(
+    who: SignedIn,
+    session: Session,
+    update: Update,
+    status_code: int,
+    errors: dict[str, str],
+    values: dict[str, object],
+    notice: str,
+) -> Response:
+    return console_page(
+        "draft",
+        who,
+        status_code=status_code,
+        update=update,
+        errors=errors,
+        values=values,
+        notice=notice,
+        active=figures.active_by_theme(session),
+        can_send=role_allows(who.staff.role, StaffRole.SENDER),
+        nav="updates",
+    )
+
+
+# The email preview is the only page that may be framed, and only by the console itself. Inline
+# style is how emails are styled; nothing else (no script, no remote image) may load.
+PREVIEW_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; "
+    "base-uri 'none'; form-action 'none'"
+)
+
+
+@router.get("/drafts/{update_id}/preview")
+def preview(update_id: RowId, who: Who, session: SessionDep) -> Response:
+    update = update_or_404(session, who, update_id)
+    return HTMLResponse(
+        updates.preview(update).html,
+        headers={
+            "Content-Security-Policy": PREVIEW_CSP,
+            "X-Frame-Options": "SAMEORIGIN",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/drafts/{update_id}/test")
+def test_form(update_id: RowId) -> Response:
+    return RedirectResponse(f"/admin/drafts/{update_id}", status_code=303)
+
+
+@router.post("/drafts/{update_id}/test")
+def send_test(update_id: RowId, who: Who, form: Form, session: SessionDep) -> Response:
+    update = update_or_404(session, who, update_id)
+    try:
+        updates.send_test(session, who.staff.id, update, who.staff.email)
+    except (TransientFailure, PermanentFailure):
+        if update.status != UpdateStatus.DRAFT:
+            return RedirectResponse(f"/admin/drafts/{update_id}/progress", status_code=303)
+        return _draft_page(
+            who,
+            session,
+            update,
+            502,
+            {"test": "The mail server did not take the test email. Try again in a minute."},
+            {"subject": update.subject, "body": update.body, "themes": updates.themes_of(update)},
+            "",
+        )
+    session.commit()
+    if update.status != UpdateStatus.DRAFT:
+        return RedirectResponse(f"/admin/drafts/{update_id}/progress", status_code=303)
+    return RedirectResponse(f"/admin/drafts/{update_id}?tested=1", status_code=303)
+
+
+def _not_a_draft(who: SignedIn, update: Update) -> Response:
+    return console_page("not_a_draft", who, status_code=409, update=update)
+
+
+def _in_page_order(errors: dict[str, str]) -> dict[str, str]:
+    # The error summary lists problems in the order the fields appear on the page.
+    order = {name: i for i, name in enumerate(("subject", "themes", "body"))}
+    return dict(sorted(errors.items(), key=lambda item: order.get(item[0], len(order))))
+
+
+def _values(form: dict[str, Any]) -> dict[str, object]:
+    return {
+        "subject": form.get("subject", ""),
+        "body": form.get("body", ""),
+        "themes": form.get("themes") or [],
+    }

@@ -1,0 +1,37 @@
+"""Subscriber figures and the audit log, for every signed-in staff member."""
+
+from __future__ import annotations
+
+from fastapi.responses import Response
+
+from mailing import figures
+from mailing.audit import audit_entries
+from mailing.states import StaffRole
+from mailing.web.deps import SessionDep
+from mailing.web.routes.console.common import Who, console_page, console_router
+
+router = console_router()
+
+
+@router.get("/figures")
+def figures_page(who: Who, session: SessionDep) -> Response:
+    # Read-only: today's figures are counted live; beat stores the snapshot hourly.
+    history = figures.active_history(session, live_today=True)
+    return console_page(
+        "figures",
+        who,
+        counts=figures.counts_by_theme(session),
+        history=history,
+        chart=figures.chart(history),
+        nav="figures",
+    )
+
+
+@router.get("/audit")
+def audit_page(who: Who, session: SessionDep) -> Response:
+    return console_page(
+        "audit",
+        who,
+        entries=audit_entries(session, show_addresses=who.staff.role == StaffRole.ADMIN),
+        nav="audit",
+    )

@@ -1,0 +1,200 @@
+"""Sending an update from the console: the confirmation page, the send itself (now or at a
+London time), pause, resume, cancel, and progress. Every action goes through mailing/sending/,
+the same functions the API and the CLI call."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlmodel import Session
+
+from mailing import london, sending, updates
+from mailing.errors import Conflict, Invalid
+from mailing.models import Update, utcnow
+from mailing.sending.progress import failed_deliveries
+from mailing.states import StaffRole, UpdateStatus
+from mailing.web.deps import SessionDep
+from mailing.web.routes.console.common import (
+    Form,
+    RecentSecondFactor,
+    RowId,
+    Who,
+    console_page,
+    console_router,
+    need,
+    update_or_404,
+)
+from workers.enqueue import publish_update_batches
+
+log = logging.getLogger(__name__)
+router = console_router()
+
+
+def _progress_url(update_id: int) -> str:
+    return f"/admin/drafts/{update_id}/progress"
+
+
+def _send_page(
+    who: Who, session: Session, update: Update, status_code: int = 200, **context: object
+) -> Response:
+    return console_page(
+        "send",
+        who,
+        status_code=status_code,
+        update=update,
+        themes=updates.themes_of(update),
+        recipients=sending.count_recipients(session, updates.themes_of(update)),
+        fingerprint=updates.fingerprint(update),
+        errors=context.pop("errors", {}),
+        nav="updates",
+        **context,
+    )
+
+
+@router.get("/drafts/{update_id}/send")
+def confirm_send(update_id: RowId, who: Who, session: SessionDep) -> Response:
+    need(who, StaffRole.SENDER)
+    update = update_or_404(session, who, update_id)
+    if update.status != UpdateStatus.DRAFT:
+        return RedirectResponse(_progress_url(update_id), status_code=303)
+    return _send_page(who, session, update)
+
+
+@router.post("/drafts/{update_id}/send")
+def send(update_id: RowId, who: RecentSecondFactor, form: Form, session: SessionDep) -> Response:
+    need(who, StaffRole.SENDER)
+    update = update_or_404(session, who, update_id)
+    if update.status == UpdateStatus.DRAFT:
+        try:
+            sending.request_send(
+                session,
+                update_id,
+                who.staff.id,
+                publish_update_batches,
+                fingerprint=str(form.get("fingerprint", "")),
+            )
+        except sending.ContentChanged:
+            session.rollback()
+            return console_page("changed", who, status_code=409, update=update, nav="updates")
+    # Sending twice sends nothing more: a second press just shows the progress.
+    return RedirectResponse(_progress_url(update_id), status_code=303)
+
+
+def _london_time(form: dict[str, object]) -> datetime:
+    """The date and time fields of the schedule form, read as London time."""
+    day, clock = str(form.get("send_date", "")).strip(), str(form.get("send_time", "")).strip()
+    if not day or not clock:
+        raise Invalid({"send_date": "Enter the date and the time to send it."})
+    try:
+        return london.parse_local(f"{day} {clock}")
+    except london.NoSuchTime as exc:
+        raise Invalid({"send_date": str(exc)}) from exc
+    except ValueError as exc:
+        raise Invalid(
+            {"send_date": "Enter a real date and time, like 1 12 2026 and 09:00."}
+        ) from exc
+
+
+@router.post("/drafts/{update_id}/schedule")
+def schedule(
+    update_id: RowId, who: RecentSecondFactor, form: Form, session: SessionDep
+) -> Response:
+    need(who, StaffRole.SENDER)
+    update = update_or_404(session, who, update_id)
+    try:
+        sending.schedule(
+            session,
+            update_id,
+            who.staff.id,
+            _london_time(form),
+            utcnow(),
+            fingerprint=str(form.get("fingerprint", "")),
+        )
+    except sending.ContentChanged:
+        session.rollback()
+        return console_page("changed", who, status_code=409, update=update, nav="updates")
+    except Invalid as bad:
+        session.rollback()
+        values = {"send_date": form.get("send_date", ""), "send_time": form.get("send_time", "")}
+        return _send_page(who, session, update, 422, errors=bad.errors, values=values)
+    except Conflict:
+        session.rollback()
+        return RedirectResponse(_progress_url(update_id), status_code=303)
+    session.commit()
+    return RedirectResponse(_progress_url(update_id), status_code=303)
+
+
+def _act(session: Session, who: Who, update_id: int, action: str) -> Response:
+    need(who, StaffRole.SENDER)
+    update_or_404(session, who, update_id)
+    staff_id = who.staff.id
+    try:
+        if action == "unschedule":
+            sending.unschedule(session, update_id, staff_id)
+        elif action == "pause":
+            sending.pause(session, update_id, staff_id)
+        elif action == "resume":
+            sending.resume(session, update_id, staff_id, publish_update_batches)
+        else:
+            sending.cancel(session, update_id, staff_id)
+        session.commit()
+    except Conflict:
+        # Someone else changed it first (or it finished): the progress page shows where it is.
+        session.rollback()
+    return RedirectResponse(_progress_url(update_id), status_code=303)
+
+
+@router.post("/drafts/{update_id}/unschedule")
+def unschedule(update_id: RowId, who: Who, form: Form, session: SessionDep) -> Response:
+    return _act(session, who, update_id, "unschedule")
+
+
+@router.post("/drafts/{update_id}/pause")
+def pause(update_id: RowId, who: Who, form: Form, session: SessionDep) -> Response:
+    return _act(session, who, update_id, "pause")
+
+
+@router.post("/drafts/{update_id}/resume")
+def resume(update_id: RowId, who: RecentSecondFactor, form: Form, session: SessionDep) -> Response:
+    return _act(session, who, update_id, "resume")
+
+
+@router.get("/drafts/{update_id}/cancel")
+def confirm_cancel(update_id: RowId, who: Who, session: SessionDep) -> Response:
+    need(who, StaffRole.SENDER)
+    update = update_or_404(session, who, update_id)
+    return console_page(
+        "cancel", who, update=update, p=sending.progress(session, update_id), nav="updates"
+    )
+
+
+@router.post("/drafts/{update_id}/cancel")
+def cancel(update_id: RowId, who: RecentSecondFactor, form: Form, session: SessionDep) -> Response:
+    return _act(session, who, update_id, "cancel")
+
+
+@router.get("/drafts/{update_id}/progress")
+def progress_page(update_id: RowId, who: Who, session: SessionDep) -> Response:
+    update = update_or_404(session, who, update_id)
+    show = who.staff.role == StaffRole.ADMIN
+    return console_page(
+        "progress",
+        who,
+        update=update,
+        p=sending.progress(session, update_id),
+        scheduled_for=london.describe(update.send_at) if update.send_at else None,
+        can_send=who.staff.role in (StaffRole.SENDER, StaffRole.ADMIN),
+        failures=failed_deliveries(session, update_id, show_addresses=show),
+        show_addresses=show,
+        nav="updates",
+    )
+
+
+@router.get("/drafts/{update_id}/progress.json")
+def progress_json(update_id: RowId, who: Who, session: SessionDep) -> Response:
+    update_or_404(session, who, update_id)
+    return JSONResponse(
+        sending.progress(session, update_id).as_json(), headers={"Cache-Control": "no-store"}
+    )
