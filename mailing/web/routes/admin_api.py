@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session
 
-from mailing import sending, updates
+from mailing import archive, sending, updates
 from mailing.addresses import InvalidAddress, normalise
 from mailing.mailer import PermanentFailure, TransientFailure
 from mailing.models import Staff, Update
@@ -65,6 +65,7 @@ class UpdateIn(BaseModel):
     subject: Any = None
     body: Any = None
     themes: Any = None
+    published: Any = None  # shown in the public archive once sent; true unless given
 
 
 class TestIn(BaseModel):
@@ -98,8 +99,21 @@ def _view(session: Session, update: Update) -> dict[str, Any]:
         failed=live.failed,
         cancelled=live.cancelled,
         pending=live.pending,
+        published=update.published,
     )
     return body
+
+
+def _publish(update: Update, published: Any) -> None:
+    """Apply staff's archive choice, if they made one (checked before anything is stored)."""
+    if published is None:
+        return
+    try:
+        archive.set_published(update, published)
+    except ValueError as exc:
+        raise HTTPException(
+            422, [{"loc": ["body", "published"], "msg": str(exc), "type": "value_error"}]
+        ) from exc
 
 
 @router.post("/updates", status_code=201)
@@ -108,6 +122,7 @@ def create_update(data: UpdateIn, who: Editor, session: SessionDep) -> dict[str,
         update = updates.create_draft(session, who.id, data.subject, data.body, data.themes)
     except updates.InvalidUpdate as exc:
         raise _invalid(exc) from exc
+    _publish(update, data.published)
     session.commit()
     return _view(session, update)
 
@@ -129,6 +144,7 @@ def edit_update(update_id: int, data: UpdateIn, who: Editor, session: SessionDep
         raise HTTPException(409, "Only a draft can be changed; this one is being sent.") from exc
     except updates.InvalidUpdate as exc:
         raise _invalid(exc) from exc
+    _publish(update, data.published)
     session.commit()
     return _view(session, update)
 

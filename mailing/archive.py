@@ -1,0 +1,130 @@
+"""The public archive: sent updates that staff published, for /updates, each update's page, the
+Atom feed and the weekly summary.
+
+Invariant: only updates whose status is `sent` and that are published are ever returned (a draft,
+scheduled, paused or cancelled one never is), and nothing here reads a subscriber table, so no
+personal data can reach these pages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from markupsafe import Markup
+from sqlmodel import Session, col, select
+
+from mailing import updates
+from mailing.config import get_settings
+from mailing.models import Update
+from mailing.states import UpdateStatus
+
+PAGE_SIZE = 20
+FEED_SIZE = 20
+SUMMARY_CHARS = 240
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    subject: str
+    themes: list[str]
+    sent_at: datetime
+    summary: str
+
+    @property
+    def url(self) -> str:
+        return url_for(self.id)
+
+
+def url_for(update_id: int) -> str:
+    return f"{get_settings().base_url}/updates/{update_id}"
+
+
+def visible() -> sa.ColumnElement[bool]:
+    """The one condition that puts an update in public view."""
+    return sa.and_(col(Update.status) == UpdateStatus.SENT, col(Update.published).is_(True))
+
+
+def on_any_theme(themes: Sequence[str]) -> sa.ColumnElement[bool]:
+    """Updates about at least one of these (known) theme slugs; `themes` is comma-separated."""
+    padded = sa.literal(",") + col(Update.themes) + sa.literal(",")
+    return sa.or_(*(padded.like(f"%,{slug},%") for slug in themes))
+
+
+def entries(
+    session: Session,
+    themes: Sequence[str] = (),
+    *,
+    limit: int = PAGE_SIZE,
+    offset: int = 0,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[Entry]:
+    """Published sent updates, newest first; only those on `themes` if any are given, and only
+    those sent in [since, until) if given. `themes` must already be checked slugs."""
+    query = select(Update).where(visible())
+    if themes:
+        query = query.where(on_any_theme(themes))
+    if since is not None:
+        query = query.where(col(Update.sent_at) >= since)
+    if until is not None:
+        query = query.where(col(Update.sent_at) < until)
+    rows = session.exec(
+        query.order_by(col(Update.sent_at).desc(), col(Update.id).desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return [entry(u) for u in rows]
+
+
+def entry(update: Update) -> Entry:
+    assert update.id is not None and update.sent_at is not None
+    return Entry(
+        id=update.id,
+        subject=update.subject,
+        themes=updates.themes_of(update),
+        sent_at=update.sent_at,
+        summary=summary(update.body),
+    )
+
+
+def find(session: Session, update_id: int) -> Update | None:
+    """The update if it is in public view, else None (the page answers 404 either way)."""
+    update = updates.find(session, update_id)
+    if update is None or update.status != UpdateStatus.SENT or not update.published:
+        return None
+    return update
+
+
+_UNDERLINE = re.compile(r"^[=-]+$")
+
+
+def summary(body: str, limit: int = SUMMARY_CHARS) -> str:
+    """The opening words of an update as plain text, cut at a word boundary."""
+    lines = [ln.strip() for ln in updates.render_text(body).splitlines()]
+    text = " ".join(ln for ln in lines if ln and not _UNDERLINE.match(ln))
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:.-")
+    return cut + "…"
+
+
+# Our own inline style attributes (markdown-it escapes every quote the writer typed, so no other
+# ` style="` can appear). Pages allow no inline style: the site's style sheet does that job.
+_STYLE_ATTRIBUTE = re.compile(r' style="[^"]*"')
+
+
+def page_html(update: Update) -> Markup:
+    """The update's body as the email shows it, without the email's inline styles."""
+    return Markup(_STYLE_ATTRIBUTE.sub("", str(updates.render_html(update.body))))  # noqa: S704
+
+
+def set_published(update: Update, published: object) -> None:
+    """Staff's choice; raises ValueError for anything but a boolean."""
+    if not isinstance(published, bool):
+        raise ValueError("'published' must be true or false.")
+    update.published = published
