@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
-from mailing import consent, links, subscribers
+from mailing import consent, digests, links, subscribers
 from mailing.addresses import Address
 from mailing.config import get_settings
 from mailing.emails import TO, Prepared, prepare
@@ -124,6 +124,7 @@ EXPORT_SECTIONS: dict[str, str] = {
     "subscriber_theme": "themes",
     "consent_event": "consent_ledger",
     "delivery": "deliveries",
+    "weekly_digest": "weekly_summaries",
 }
 
 
@@ -153,6 +154,7 @@ def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             "updated_at": _iso(subscriber.updated_at),
             "confirmed_at": _iso(subscriber.confirmed_at),
             "unsubscribed_at": _iso(subscriber.unsubscribed_at),
+            "frequency": subscriber.frequency.value,
             # A keyed hash of the address, kept after an earlier erasure so we would not mail
             # it; it goes when this subscription is confirmed.
             "on_suppression_list": subscribers.is_suppressed(session, subscriber.email_key),
@@ -168,6 +170,7 @@ def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             }
             for d, u in deliveries
         ],
+        "weekly_summaries": digests.export_rows(session, subscriber.id),
     }
 
 

@@ -56,7 +56,7 @@ class UpdateNotFound(LookupError):
 
 _RECIPIENTS = """
     FROM subscriber s
-    WHERE s.status = 'active'
+    WHERE s.status = 'active' AND s.frequency = 'immediate'
       AND EXISTS (SELECT 1 FROM subscriber_theme t
                   WHERE t.subscriber_id = s.id AND t.theme IN :themes)
 """

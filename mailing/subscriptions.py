@@ -19,11 +19,19 @@ from sqlmodel import Session, col, select
 from mailing import consent, links, subscribers
 from mailing.addresses import Address
 from mailing.config import get_settings
+from mailing.digests import list_headers
 from mailing.emails import TO, Prepared, prepare
+from mailing.frequency import DESCRIPTIONS
 from mailing.mailer import Mailer
 from mailing.models import Subscriber, SubscriberTheme, utcnow
 from mailing.ratelimit import get_limiter
-from mailing.states import ConsentEventKind, SubscriberStatus, SubscriberTransitions, check
+from mailing.states import (
+    ConsentEventKind,
+    Frequency,
+    SubscriberStatus,
+    SubscriberTransitions,
+    check,
+)
 from mailing.themes import ALL_THEMES, normalise_themes, theme_titles
 from mailing.tokens import InvalidToken, Purpose, sign
 
@@ -33,6 +41,7 @@ CONFIRM_EMAIL_WINDOW = 3600
 class Notice(StrEnum):
     CONFIRM = "confirm"
     ALREADY_SUBSCRIBED = "already_subscribed"
+    WELCOME = "welcome"  # right after confirming: what they chose, and the links every update has
 
 
 @dataclass(frozen=True)
@@ -40,10 +49,17 @@ class EmailToSend:
     notice: Notice
     subscriber_id: int
     themes: list[str]
+    frequency: Frequency = Frequency.IMMEDIATE
 
 
 def request_subscription(
-    session: Session, address: Address, themes: list[str], *, channel: str, source: str | None
+    session: Session,
+    address: Address,
+    themes: list[str],
+    *,
+    channel: str,
+    source: str | None,
+    frequency: Frequency = Frequency.IMMEDIATE,
 ) -> EmailToSend | None:
     """Record a sign-up request; return the email to send, or None when the address's cap is hit.
 
@@ -57,6 +73,7 @@ def request_subscription(
         channel=channel,
         themes=themes,
         source=source,
+        frequency=frequency,
     )
     settings = get_settings()
     verdict = get_limiter().hit(
@@ -67,7 +84,7 @@ def request_subscription(
     if not verdict.allowed:
         return None
     notice = Notice.ALREADY_SUBSCRIBED if status == SubscriberStatus.ACTIVE else Notice.CONFIRM
-    return EmailToSend(notice, subscriber_id, themes)
+    return EmailToSend(notice, subscriber_id, themes, frequency)
 
 
 def _pending_or_existing(
@@ -114,10 +131,18 @@ def _pending_or_existing(
     raise RuntimeError("the address's subscriber row vanished twice during one sign-up")
 
 
-def confirmation_token(subscriber: Subscriber, themes: list[str]) -> str:
+def confirmation_token(
+    subscriber: Subscriber, themes: list[str], frequency: Frequency = Frequency.IMMEDIATE
+) -> str:
+    # The frequency travels signed with the themes, for the same reason (see the docstring).
     return sign(
         Purpose.CONFIRM,
-        {"s": subscriber.id, "h": subscribers.link_check(subscriber), "t": themes},
+        {
+            "s": subscriber.id,
+            "h": subscribers.link_check(subscriber),
+            "t": themes,
+            "f": frequency.value,
+        },
     )
 
 
@@ -132,9 +157,13 @@ def confirm(session: Session, payload: dict[str, object]) -> tuple[Subscriber, b
     raw_themes = payload.get("t")
     if not isinstance(raw_themes, list) or not all(isinstance(t, str) for t in raw_themes):
         raise InvalidToken("invalid")
+    raw_frequency = payload.get("f", Frequency.IMMEDIATE.value)  # links made before frequencies
+    if raw_frequency not in Frequency.__members__.values():
+        raise InvalidToken("invalid")
     if subscriber.status == SubscriberStatus.ACTIVE:
         return subscriber, False
     themes = normalise_themes(raw_themes)
+    subscriber.frequency = Frequency(str(raw_frequency))
     subscriber.status = check("subscriber", SubscriberTransitions.CONFIRM, subscriber.status)
     subscriber.confirmed_at = subscriber.updated_at = utcnow()
     subscriber.unsubscribed_at = None
@@ -143,7 +172,12 @@ def confirm(session: Session, payload: dict[str, object]) -> tuple[Subscriber, b
     subscribers.lift_suppression(session, subscriber.email_key)
     assert subscriber.id is not None
     consent.record(
-        session, subscriber.id, ConsentEventKind.CONFIRMED, channel="email-link", themes=themes
+        session,
+        subscriber.id,
+        ConsentEventKind.CONFIRMED,
+        channel="email-link",
+        themes=themes,
+        frequency=subscriber.frequency,
     )
     session.add(subscriber)
     return subscriber, True
@@ -160,7 +194,7 @@ def build_notice(
     if email.notice == Notice.CONFIRM:
         if subscriber.status == SubscriberStatus.ACTIVE:
             return None
-        token = confirmation_token(subscriber, email.themes)
+        token = confirmation_token(subscriber, email.themes, email.frequency)
         prepared = prepare(
             "confirm",
             subject="Confirm your subscription to Health Inequalities Strategy updates",
@@ -170,6 +204,10 @@ def build_notice(
                 "days": settings.confirm_max_age_days,
             },
         )
+    elif email.notice == Notice.WELCOME:
+        if subscriber.status != SubscriberStatus.ACTIVE:
+            return None  # they left (or were erased) before it went: no welcome after goodbye
+        prepared = _welcome(session, subscriber)
     else:
         prepared = prepare(
             "already_subscribed",
@@ -177,6 +215,21 @@ def build_notice(
             context=links.management_urls(subscriber),
         )
     return subscriber, prepared, {TO: subscriber.email}
+
+
+def _welcome(session: Session, subscriber: Subscriber) -> Prepared:
+    urls = links.management_urls(subscriber)
+    return prepare(
+        "welcome",
+        subject="Welcome to Health Inequalities Strategy updates",
+        context={
+            **urls,
+            "themes": theme_titles(subscribers.themes_of(session, subscriber.id or 0)),
+            "frequency": DESCRIPTIONS[subscriber.frequency],
+            "archive_url": f"{get_settings().base_url}/updates",
+        },
+        headers=list_headers(urls["unsubscribe_url"]),
+    )
 
 
 def send_notice(session: Session, email: EmailToSend) -> bool:

@@ -25,7 +25,9 @@ def confirmed(client: Any, smtp: Any, email: str, themes: list[str], **extra: An
         ]
         == "active"
     )
-    path = "/preferences/none"
+    welcome = [m for m in smtp.outbox.wait_for(2) if m.subject.startswith("Welcome")]
+    assert welcome, "no welcome email"
+    path = only_link(welcome[0], "preferences")
     smtp.outbox.clear()
     return path
 
@@ -52,3 +54,11 @@ def put_update(
         session.add(update)
         session.commit()
     return update_id
+
+
+def add_weekly_summary(session: Session, subscriber_id: int, week: str = "2026-11-28") -> None:
+    """A weekly summary row for this subscriber, as mailing/digests.plan makes them."""
+    from mailing.models import WeeklyDigest
+
+    session.add(WeeklyDigest(subscriber_id=subscriber_id, week=week, update_ids="1"))
+    session.commit()

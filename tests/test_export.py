@@ -12,6 +12,7 @@ from mailing.models import PERSONAL_DATA_TABLES, utcnow
 from mailing.selfservice import EXPORT_SECTIONS
 from mailing.states import DeliveryStatus
 from mailing.tokens import Purpose
+from tests.residents_support import add_weekly_summary
 from tests.selfservice_support import active_subscriber, add_delivery
 
 
@@ -51,6 +52,7 @@ def test_every_table_that_holds_a_subscribers_data_is_in_the_export(client, smtp
     client.post(_path(links.url_for(Purpose.MANAGE, sub)), json={"themes": ["healthy-places"]})
     add_delivery(session, sub.id, subject="One", status=DeliveryStatus.SENT, sent_at=utcnow())
     add_delivery(session, sub.id, subject="Two")
+    add_weekly_summary(session, sub.id)
     exported = client.get(f"/my-data/{links.token_for(Purpose.MANAGE, sub)}").json()
 
     tables = _tables_about_subscribers()

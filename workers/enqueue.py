@@ -12,7 +12,7 @@ def enqueue_notice(email: EmailToSend) -> None:
     from workers.tasks import send_notice_email
 
     send_notice_email.apply_async(
-        args=(email.notice.value, email.subscriber_id, email.themes),
+        args=(email.notice.value, email.subscriber_id, email.themes, email.frequency.value),
         queue="transactional",
         retry_policy=PUBLISH_RETRY,
     )
@@ -38,4 +38,12 @@ def enqueue_update_batch(update_id: int, first_id: int, last_id: int) -> None:
 
     send_update_batch.apply_async(
         args=(update_id, first_id, last_id), queue="updates", retry_policy=PUBLISH_RETRY
+    )
+
+
+def enqueue_digest_batch(first_id: int, last_id: int) -> None:
+    from workers.tasks import send_digest_batch
+
+    send_digest_batch.apply_async(
+        args=(first_id, last_id), queue="updates", retry_policy=PUBLISH_RETRY
     )

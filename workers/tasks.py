@@ -8,6 +8,7 @@ from celery import Task
 
 from mailing.db import session_scope
 from mailing.mailer import TransientFailure
+from mailing.states import Frequency
 from mailing.subscriptions import EmailToSend, Notice, send_notice
 from workers.celery_app import app
 
@@ -22,9 +23,17 @@ log = logging.getLogger(__name__)
     retry_jitter=True,
     max_retries=12,
 )
-def send_notice_email(self: Task, notice: str, subscriber_id: int, themes: list[str]) -> bool:
+def send_notice_email(
+    self: Task,
+    notice: str,
+    subscriber_id: int,
+    themes: list[str],
+    frequency: str = Frequency.IMMEDIATE.value,  # absent from tasks queued before frequencies
+) -> bool:
     with session_scope() as session:
-        sent = send_notice(session, EmailToSend(Notice(notice), subscriber_id, themes))
+        sent = send_notice(
+            session, EmailToSend(Notice(notice), subscriber_id, themes, Frequency(frequency))
+        )
     log.info(
         "notice %s for subscriber %s: %s", notice, subscriber_id, "sent" if sent else "skipped"
     )
@@ -124,3 +133,35 @@ def reconcile() -> int:
 
     with session_scope() as session:
         return reconcile_sends(session, utcnow(), enqueue_update_batch)
+
+
+# --- Weekly summaries (mailing/digests.py, mailing/digest_sending.py) ---------------------------
+
+
+@app.task
+def weekly_digests() -> int:
+    """Every reconcile interval from beat: plan Saturday's summaries once they are due (08:30
+    London time), and re-drive any whose task was lost."""
+    from mailing.digest_sending import run
+    from mailing.models import utcnow
+    from workers.enqueue import enqueue_digest_batch
+
+    with session_scope() as session:
+        return run(session, utcnow(), enqueue_digest_batch)
+
+
+@app.task
+def send_digest_batch(first_id: int, last_id: int) -> None:
+    """Send one range of weekly summaries; what is left pending, beat's weekly_digests resends."""
+    from mailing.digest_sending import deliver_batch
+
+    outcome = deliver_batch(first_id, last_id)
+    log.info(
+        "weekly summaries %s-%s: %s sent, %s failed, %s cancelled%s",
+        first_id,
+        last_id,
+        outcome.sent,
+        outcome.failed,
+        outcome.cancelled,
+        " (deferred)" if outcome.deferred else "",
+    )

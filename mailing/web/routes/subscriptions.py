@@ -100,7 +100,12 @@ def _signup_limiter() -> anyio.CapacityLimiter:
 def _accept(signup: Signup, channel: str) -> None:
     with session_scope() as session:
         email = subscriptions.request_subscription(
-            session, signup.address, signup.themes, channel=channel, source=signup.source
+            session,
+            signup.address,
+            signup.themes,
+            channel=channel,
+            source=signup.source,
+            frequency=signup.frequency,
         )
     SIGNUPS.labels("accepted" if email else "capped").inc()
     if email is not None:
@@ -137,6 +142,15 @@ def confirm(token: str, request: Request, session: SessionDep) -> Response:
     if changed:
         CONFIRMATIONS.inc()
         log.info("subscriber %s confirmed", subscriber.id)
+        # Through the same queue as the confirmation email, retried the same way.
+        enqueue_notice(
+            subscriptions.EmailToSend(
+                subscriptions.Notice.WELCOME,
+                subscriber.id or 0,
+                subscribers.themes_of(session, subscriber.id or 0),
+                subscriber.frequency,
+            )
+        )
     themes = subscribers.themes_of(session, subscriber.id or 0)
     if wants_json(request):
         return JSONResponse({"status": "active", "themes": themes})
