@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from markupsafe import Markup
@@ -22,6 +23,7 @@ from mailing.config import get_settings
 from mailing.models import Update
 from mailing.states import UpdateStatus
 
+LONDON = ZoneInfo("Europe/London")
 PAGE_SIZE = 20
 FEED_SIZE = 20
 SUMMARY_CHARS = 240
@@ -38,6 +40,11 @@ class Entry:
     @property
     def url(self) -> str:
         return url_for(self.id)
+
+    @property
+    def sent_on(self) -> str:
+        """The London date it was sent, as people read it: 5 December 2026."""
+        return f"{self.sent_at.astimezone(LONDON):%-d %B %Y}"
 
 
 def url_for(update_id: int) -> str:
@@ -121,6 +128,15 @@ _STYLE_ATTRIBUTE = re.compile(r' style="[^"]*"')
 def page_html(update: Update) -> Markup:
     """The update's body as the email shows it, without the email's inline styles."""
     return Markup(_STYLE_ATTRIBUTE.sub("", str(updates.render_html(update.body))))  # noqa: S704
+
+
+# Characters XML 1.0 cannot carry at all (even escaped); a writer may paste one by accident.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """`text` without the characters an Atom feed must not hold."""
+    return _NOT_XML.sub("", text)
 
 
 def set_published(update: Update, published: object) -> None:

@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -32,7 +31,7 @@ from mailing.themes import theme_titles
 
 log = logging.getLogger(__name__)
 
-LONDON = ZoneInfo("Europe/London")
+LONDON = archive.LONDON
 SATURDAY = 5  # date.weekday()
 SEND_AT = time(8, 30)
 # A beat that was down at 08:30 still sends that Saturday's summaries when it comes back within

@@ -153,6 +153,21 @@ def test_atom_feed_is_valid_and_lists_published_sent_updates(client):
     assert f"/updates/{hidden}" not in answer.text and f"/updates/{draft}" not in answer.text
 
 
+def test_atom_feed_stays_valid_with_characters_xml_cannot_hold(client):
+    put_update("Form\x0cfeed", [MINDS], body="Tab\tand form feed\x0c and bell\x07 here.")
+    feed = feedparser.parse(client.get("/updates.atom").content)
+    assert not feed.bozo, feed.bozo_exception
+    assert feed.entries[0].title == "Formfeed"
+
+
+def test_archive_dates_are_london_dates(client):
+    from datetime import UTC, datetime
+
+    # 23:30 UTC on 30 June is already 1 July in London (summer time).
+    update_id = put_update("Late", [MINDS], sent_at=datetime(2026, 6, 30, 23, 30, tzinfo=UTC))
+    assert "1 July 2026" in client.get(f"/updates/{update_id}").text
+
+
 def test_atom_feed_filters_by_theme_and_is_valid_when_empty(client):
     put_update("Minds", [MINDS])
     feed = feedparser.parse(client.get("/updates.atom", params={"theme": PLACES}).content)
@@ -258,3 +273,33 @@ def test_archive_end_to_end_in_production(client, smtp, settings_env):
         assert prod.get(f"/updates/{update_id}").status_code == 200
         feed = feedparser.parse(prod.get("/updates.atom").content)
         assert not feed.bozo and len(feed.entries) == 1
+
+
+def test_console_compose_has_the_published_box_ticked_and_honours_unticking(client, session):
+    from sqlmodel import select
+
+    from mailing.models import Update
+    from tests.test_console import compose, csrf_of, signed_in_client
+
+    signed_in_client(client, session)
+    box = 'id="published" name="published" type="checkbox" value="yes" checked'
+    assert box in client.get("/admin/compose").text
+    shown = compose(client, subject="Shown", published="yes")
+    hidden = compose(client, subject="Hidden")  # an unticked box is not sent at all
+    assert shown.status_code == hidden.status_code == 303
+    by_subject = {u.subject: u for u in session.exec(select(Update)).all()}
+    assert by_subject["Shown"].published is True
+    assert by_subject["Hidden"].published is False
+    draft_path = f"/admin/drafts/{by_subject['Hidden'].id}"
+    page = client.get(draft_path).text
+    assert 'id="published" name="published" type="checkbox" value="yes">' in page
+    data = {
+        "subject": "Hidden",
+        "body": "Now public.",
+        "themes": [MINDS],
+        "published": "yes",
+        "csrf_token": csrf_of(page),
+    }
+    assert client.post(draft_path, data=data, follow_redirects=False).status_code == 303
+    session.expire_all()
+    assert session.get(Update, by_subject["Hidden"].id).published is True

@@ -29,6 +29,13 @@ def _run(now, publish=enqueue_digest_batch) -> int:
         return digest_sending.run(session, now, publish)
 
 
+def _plan(now) -> None:
+    """Plan the week without handing anything to workers (as if beat died just after)."""
+    with Session(get_engine()) as session:
+        assert digests.plan(session, now) is not None
+        session.commit()
+
+
 def _summaries(smtp):
     return [m for m in smtp.outbox.messages() if m.subject.startswith("Your weekly summary")]
 
@@ -117,9 +124,7 @@ def test_unsubscribing_before_it_goes_cancels_the_summary(client, smtp):
     preferences = confirmed(client, smtp, "leaver@example.net", [MINDS], frequency="weekly")
     _, until = digests.week_window(_saturday())
     put_update("News", [MINDS], sent_at=until - timedelta(days=1))
-    with Session(get_engine()) as session:
-        assert digests.plan(session, until + timedelta(minutes=1)) is not None
-        session.commit()
+    _plan(until + timedelta(minutes=1))
     assert client.post(preferences, json={"themes": []}).json()["status"] == "unsubscribed"
     _run(until + timedelta(minutes=2))
     drain_worker()
@@ -131,9 +136,7 @@ def test_switching_back_to_each_update_cancels_the_summary(client, smtp):
     preferences = confirmed(client, smtp, "switch@example.net", [MINDS], frequency="weekly")
     _, until = digests.week_window(_saturday())
     put_update("News", [MINDS], sent_at=until - timedelta(days=1))
-    with Session(get_engine()) as session:
-        digests.plan(session, until + timedelta(minutes=1))
-        session.commit()
+    _plan(until + timedelta(minutes=1))
     client.post(preferences, json={"frequency": "immediate"})
     _run(until + timedelta(minutes=2))
     drain_worker()
@@ -148,9 +151,9 @@ def test_erasing_before_it_goes_removes_the_summary(client, smtp):
     preferences = confirmed(client, smtp, "erased@example.net", [MINDS], frequency="weekly")
     _, until = digests.week_window(_saturday())
     put_update("News", [MINDS], sent_at=until - timedelta(days=1))
+    _plan(until + timedelta(minutes=1))
+    assert count("weekly_digest") == 1
     with Session(get_engine()) as session:
-        digests.plan(session, until + timedelta(minutes=1))
-        session.commit()
         subscriber = links.subscriber_for(session, Purpose.MANAGE, preferences.rsplit("/", 1)[1])
         assert isinstance(subscriber, Subscriber)
         selfservice.erase(session, subscriber, "request")
@@ -175,6 +178,7 @@ def test_updates_already_received_one_by_one_are_left_out(client, smtp):
     _run(until + timedelta(minutes=1))
     drain_worker()
     assert _summaries(smtp) == []
+    assert count("digest_week") == 1 and count("weekly_digest") == 0
 
 
 def test_weekly_summary_end_to_end_in_production(client, smtp, settings_env):

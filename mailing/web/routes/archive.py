@@ -6,10 +6,12 @@ sent updates) and never anything about a subscriber. Bad filters get a 400 page,
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from markupsafe import Markup
 
 from mailing import archive
 from mailing.config import get_settings
@@ -85,7 +87,10 @@ def feed(request: Request, session: SessionDep) -> Response:
     for item in found:
         update = archive.find(session, item.id)
         assert update is not None
-        items.append((item, archive.page_html(update)))
+        safe = replace(
+            item, subject=archive.xml_safe(item.subject), summary=archive.xml_safe(item.summary)
+        )
+        items.append((safe, Markup(archive.xml_safe(str(archive.page_html(update))))))  # noqa: S704
     body = render(
         "feeds/updates.atom.xml",
         items=items,
