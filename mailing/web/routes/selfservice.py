@@ -114,7 +114,6 @@ def _preferences_page(
         status=subscriber.status.value,
         themes=themes if themes is not None else subscribers.themes_of(session, subscriber.id),
         frequency=subscriber.frequency.value,
-        frequencies=frequencies.DESCRIPTIONS,
         privacy_notice=consent.PRIVACY_NOTICE_TEXT,
         my_data_url=my_data_url(subscriber),
         unsubscribe_url=links.url_for(Purpose.UNSUBSCRIBE, subscriber),

@@ -139,19 +139,15 @@ def confirm(token: str, request: Request, session: SessionDep) -> Response:
             )
         return invalid_link(exc.reason)
     session.commit()
+    themes = subscribers.themes_of(session, subscriber.id or 0)
     if changed:
         CONFIRMATIONS.inc()
         log.info("subscriber %s confirmed", subscriber.id)
         # Through the same queue as the confirmation email, retried the same way.
-        enqueue_notice(
-            subscriptions.EmailToSend(
-                subscriptions.Notice.WELCOME,
-                subscriber.id or 0,
-                subscribers.themes_of(session, subscriber.id or 0),
-                subscriber.frequency,
-            )
+        welcome = subscriptions.EmailToSend(
+            subscriptions.Notice.WELCOME, subscriber.id or 0, themes, subscriber.frequency
         )
-    themes = subscribers.themes_of(session, subscriber.id or 0)
+        enqueue_notice(welcome)
     if wants_json(request):
         return JSONResponse({"status": "active", "themes": themes})
     return page("confirmed", themes=theme_titles(themes))
