@@ -6,7 +6,10 @@ SKIP LOCKED`, plus a share lock on the subscriber row; on SQLite the one write l
 each subscriber in that transaction, sends, and marks the rows in the same transaction. So an
 unsubscribe or erasure either commits first (the summary is cancelled, never sent) or waits for
 the chunk; a worker killed mid-chunk loses its transaction and at most that chunk is sent again.
-`run` (beat, every reconcile interval) plans a due week and re-drives rows whose task was lost.
+`run` (beat, every reconcile interval) plans a due week and re-drives rows whose task was lost:
+pending rows handed out more than claim_timeout ago are handed out again (a duplicate task finds
+them sent or locked and does nothing, so a long queue costs at most one spare task per batch
+per claim_timeout).
 """
 
 from __future__ import annotations

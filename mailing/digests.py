@@ -134,9 +134,10 @@ def _who_gets_what(session: Session, week: date) -> Iterable[dict[str, Any]]:
     # Someone who switched to weekly mid-week has already had some of these one by one.
     already = set(
         session.exec(
-            select(Delivery.subscriber_id, Delivery.update_id).where(
-                col(Delivery.update_id).in_([e.id for e in found])
-            )
+            select(Delivery.subscriber_id, Delivery.update_id)
+            .join(Subscriber, col(Subscriber.id) == Delivery.subscriber_id)
+            .where(col(Delivery.update_id).in_([e.id for e in found]))
+            .where(Subscriber.frequency == Frequency.WEEKLY)
         ).all()
     )
     order = {entry.id: i for i, entry in enumerate(found)}  # newest first, as in the archive

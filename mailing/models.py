@@ -216,7 +216,8 @@ class WeeklyDigest(SQLModel, table=True):
     __tablename__ = "weekly_digest"
     __table_args__ = (
         sa.UniqueConstraint("subscriber_id", "week", name="uq_weekly_digest_subscriber_week"),
-        sa.Index("ix_weekly_digest_week_status", "week", "status"),
+        # What is still to send, in id order, without reading the weeks already sent.
+        sa.Index("ix_weekly_digest_status_id", "status", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -137,3 +137,21 @@ def test_weekly_subscribers_do_not_get_each_update(client, smtp):
     wait_sent(update_id)
     [mail] = smtp.outbox.wait_for(1)
     assert mail.to == ["now@example.net"]
+
+
+def test_an_unsubscribed_person_cannot_change_frequency(client, smtp):
+    preferences = confirmed(client, smtp, "gone@example.net", [MINDS])
+    client.post(preferences, json={"themes": []})
+    before = table_snapshot()
+    answer = client.post(preferences, json={"frequency": "weekly"})
+    assert answer.status_code == 409
+    assert table_snapshot() == before
+
+
+def test_a_forged_preferences_link_cannot_change_frequency(client, smtp):
+    preferences = confirmed(client, smtp, "target@example.net", [MINDS])
+    forged = preferences[:-3] + ("aaa" if not preferences.endswith("aaa") else "bbb")
+    before = table_snapshot()
+    assert client.post(forged, json={"frequency": "weekly"}).status_code == 400
+    assert table_snapshot() == before
+    assert _my_data(client, smtp, preferences)["subscriber"]["frequency"] == "immediate"

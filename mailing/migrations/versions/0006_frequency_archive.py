@@ -71,9 +71,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_weekly_digest_subscriber_id", "weekly_digest", ["subscriber_id"], unique=False
     )
-    op.create_index(
-        "ix_weekly_digest_week_status", "weekly_digest", ["week", "status"], unique=False
-    )
+    op.create_index("ix_weekly_digest_status_id", "weekly_digest", ["status", "id"], unique=False)
     op.create_table(
         "digest_week",
         sa.Column("week", sqlmodel.sql.sqltypes.AutoString(length=10), nullable=False),
@@ -85,7 +83,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("digest_week")
-    op.drop_index("ix_weekly_digest_week_status", table_name="weekly_digest")
+    op.drop_index("ix_weekly_digest_status_id", table_name="weekly_digest")
     op.drop_index("ix_weekly_digest_subscriber_id", table_name="weekly_digest")
     op.drop_table("weekly_digest")
     # Plain DROP COLUMN (SQLite 3.35+): a batch rebuild of consent_event would lose its trigger.
