@@ -1,5 +1,5 @@
-"""The public archive: sent updates that staff published, for /updates, each update's page, the
-Atom feed and the weekly summary.
+"""The public archive: sent updates that staff published, for /updates, each update's page and
+the Atom feed (and the links in weekly summaries).
 
 Invariant: only updates whose status is `sent` and that are published are ever returned (a draft,
 scheduled, paused or cancelled one never is), and nothing here reads a subscriber table, so no
@@ -68,18 +68,11 @@ def entries(
     *,
     limit: int = PAGE_SIZE,
     offset: int = 0,
-    since: datetime | None = None,
-    until: datetime | None = None,
 ) -> list[Entry]:
-    """Published sent updates, newest first; only those on `themes` if any are given, and only
-    those sent in [since, until) if given. `themes` must already be checked slugs."""
+    """Published sent updates, newest first; only those on `themes` (checked slugs) if given."""
     query = select(Update).where(visible())
     if themes:
         query = query.where(on_any_theme(themes))
-    if since is not None:
-        query = query.where(col(Update.sent_at) >= since)
-    if until is not None:
-        query = query.where(col(Update.sent_at) < until)
     rows = session.exec(
         query.order_by(col(Update.sent_at).desc(), col(Update.id).desc())
         .limit(limit)
@@ -111,9 +104,16 @@ _UNDERLINE = re.compile(r"^[=-]+$")
 
 
 def summary(body: str, limit: int = SUMMARY_CHARS) -> str:
-    """The opening words of an update as plain text, cut at a word boundary."""
-    lines = [ln.strip() for ln in updates.render_text(body).splitlines()]
-    text = " ".join(ln for ln in lines if ln and not _UNDERLINE.match(ln))
+    """The opening paragraph of an update as plain text (headings skipped), cut at a word."""
+    text = heading = ""
+    for block in updates.render_text(body).split("\n\n"):
+        lines = [ln.strip() for ln in block.strip().splitlines()]
+        if len(lines) == 2 and _UNDERLINE.match(lines[1]):
+            heading = heading or lines[0]  # its words are usually in the subject already
+        elif lines:
+            text = " ".join(lines)
+            break
+    text = text or heading
     if len(text) <= limit:
         return text
     cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:.-")

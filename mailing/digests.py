@@ -2,7 +2,8 @@
 
 A week's summaries go out on Saturday at 08:30 London time (Europe/London, so the moment moves
 with the clocks) and list the published updates sent since the Saturday before at 08:30 on each
-person's themes; no one is sent an empty summary. `plan` writes one pending `weekly_digest` row
+person's themes (one staff kept out of the archive is given whole, having no page to link to);
+no one is sent an empty summary. `plan` writes one pending `weekly_digest` row
 per person and week, once: the week is claimed in `digest_week` first, and (subscriber, week) is
 unique. Sending them is mailing/digest_sending.py's job. Every time here is a parameter (`now`),
 so the calendar is tested with a controlled clock.
@@ -18,6 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from markupsafe import Markup
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -25,8 +27,15 @@ from sqlmodel import Session, col, select
 from mailing import archive, updates
 from mailing.config import get_settings
 from mailing.emails import Prepared, placeholder, prepare
-from mailing.models import Delivery, DigestWeek, Subscriber, SubscriberTheme, WeeklyDigest
-from mailing.states import DigestStatus, Frequency, SubscriberStatus
+from mailing.models import (
+    Delivery,
+    DigestWeek,
+    Subscriber,
+    SubscriberTheme,
+    Update,
+    WeeklyDigest,
+)
+from mailing.states import DigestStatus, Frequency, SubscriberStatus, UpdateStatus
 from mailing.themes import theme_titles
 
 log = logging.getLogger(__name__)
@@ -114,8 +123,7 @@ def plan(session: Session, now: datetime) -> Planned | None:
 
 def _who_gets_what(session: Session, week: date) -> Iterable[dict[str, Any]]:
     """One row per active weekly subscriber with at least one update for them that week."""
-    since, until = week_window(week)
-    found = archive.entries(session, limit=10_000, since=since, until=until)
+    found = [archive.entry(u) for u in _sent_between(session, *week_window(week))]
     if not found:
         return
     by_theme: dict[str, list[int]] = defaultdict(list)
@@ -154,17 +162,47 @@ def _who_gets_what(session: Session, week: date) -> Iterable[dict[str, Any]]:
             }
 
 
+def _sent_between(session: Session, since: datetime, until: datetime) -> list[Update]:
+    """Updates sent in [since, until), newest first, whether published or not."""
+    return list(
+        session.exec(
+            select(Update)
+            .where(Update.status == UpdateStatus.SENT)
+            .where(col(Update.sent_at) >= since, col(Update.sent_at) < until)
+            .order_by(col(Update.sent_at).desc(), col(Update.id).desc())
+        ).all()
+    )
+
+
 # --- The email ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One update in a summary: a published one is summed up and linked to its archive page;
+    one kept out of the archive is given whole, having no page to link to."""
+
+    entry: archive.Entry
+    body_html: Markup | None = None
+    body_text: str | None = None
+
+
+def _item(update: Update) -> Item:
+    if update.published:
+        return Item(archive.entry(update))
+    return Item(
+        archive.entry(update), updates.render_html(update.body), updates.render_text(update.body)
+    )
 
 
 def prepare_digest(session: Session, week: str, update_ids: str) -> Prepared | None:
     """The summary listing these updates, with placeholders for the address and link tokens;
-    None if none of them is still published (then there is nothing to send)."""
+    None if none of them can be shown any more (then there is nothing to send)."""
     entries = []
     for raw in update_ids.split(","):
-        update = archive.find(session, int(raw)) if raw.isdigit() else None
-        if update is not None:
-            entries.append(archive.entry(update))
+        update = updates.find(session, int(raw)) if raw.isdigit() else None
+        if update is not None and update.status == UpdateStatus.SENT:
+            entries.append(_item(update))
     if not entries:
         return None
     base = get_settings().base_url

@@ -303,3 +303,20 @@ def test_console_compose_has_the_published_box_ticked_and_honours_unticking(clie
     assert client.post(draft_path, data=data, follow_redirects=False).status_code == 303
     session.expire_all()
     assert session.get(Update, by_subject["Hidden"].id).published is True
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "## What is changing\n\nNew **hours** from Monday.\n\n- Mornings",
+            "New hours from Monday.",
+        ),
+        ("# Only a heading", "Only a heading"),
+        ("word " * 100, ("word " * 48).strip() + "…"),
+    ],
+)
+def test_summary_is_the_opening_paragraph_in_plain_text(body, expected):
+    from mailing.archive import summary
+
+    assert summary(body) == expected

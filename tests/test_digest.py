@@ -49,7 +49,13 @@ def test_weekly_subscriber_gets_one_summary_of_the_weeks_updates_on_their_themes
     also = put_update("Also mine", [MINDS, PLACES], sent_at=since + timedelta(minutes=1))
     put_update("Not my theme", [PLACES], sent_at=until - timedelta(days=1))
     put_update("Last week", [MINDS], sent_at=since - timedelta(minutes=1))
-    put_update("Unpublished", [MINDS], sent_at=until - timedelta(days=2), published=False)
+    kept = put_update(
+        "Kept out of the archive",
+        [MINDS],
+        sent_at=until - timedelta(days=2),
+        published=False,
+        body="Given **whole** here.",
+    )
     put_update("After", [MINDS], sent_at=until + timedelta(minutes=1))
 
     assert _run(until - timedelta(minutes=1)) == 0  # not yet Saturday 08:30
@@ -57,13 +63,16 @@ def test_weekly_subscriber_gets_one_summary_of_the_weeks_updates_on_their_themes
     drain_worker()
     [mail] = _summaries(smtp)
     assert mail.to == ["weekly@example.net"]
-    assert mail.subject == "Your weekly summary: 2 updates from the Health Inequalities Strategy"
+    assert mail.subject == "Your weekly summary: 3 updates from the Health Inequalities Strategy"
     text = mail.part("plain").replace("\r\n", "\n")
     assert text.index("Mine") < text.index("Also mine")  # newest first, as in the archive
     assert f"http://testserver/updates/{mine}" in text
     assert f"http://testserver/updates/{also}" in text
-    for absent in ("Not my theme", "Last week", "Unpublished", "After"):
+    for absent in ("Not my theme", "Last week", "After"):
         assert absent not in text
+    # An update with no archive page is given whole, with no link to a page that is not there.
+    assert "Given whole here." in text and "<strong>whole</strong>" in mail.part("html")
+    assert f"/updates/{kept}" not in text
     assert "The first paragraph of the update." in text  # the short summary
     unsubscribe = f"http://testserver/unsubscribe/{preferences.rsplit('/', 1)[1]}"
     assert mail.message["List-Unsubscribe"].startswith("<http://testserver/unsubscribe/")
