@@ -107,11 +107,11 @@ _COLUMNS = (
     "SELECT d.id, d.subscriber_id, d.week, d.update_ids, s.status, s.frequency, s.email, "
     "s.email_key, s.token_version FROM weekly_digest d JOIN subscriber s ON s.id = d.subscriber_id "
 )
-_WHERE = "d.id BETWEEN :a AND :b AND d.status = :pending"
+_WHERE = "d.id BETWEEN :a AND :b AND d.status = :status"
 
 
 def _claim(conn: Connection, first: int, last: int, limit: int) -> list[_Row]:
-    params = {"a": first, "b": last, "n": limit, "pending": DigestStatus.PENDING.value}
+    params = {"a": first, "b": last, "n": limit, "status": DigestStatus.PENDING.value}
     if conn.dialect.name == "postgresql":
         # The share lock on the subscriber makes an unsubscribe or erasure wait for this chunk.
         sql = (
