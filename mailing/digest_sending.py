@@ -30,6 +30,7 @@ from mailing.db import get_engine
 from mailing.emails import Prepared
 from mailing.mailer import Deferred, Mailer, PermanentFailure, TransientFailure
 from mailing.models import WeeklyDigest, utcnow
+from mailing.sending import send_rate
 from mailing.states import DigestStatus, DigestTransitions, Frequency, SubscriberStatus, transition
 from mailing.tokens import Purpose
 
@@ -157,9 +158,12 @@ def deliver_batch(first_id: int, last_id: int) -> Outcome:
     outcome = Outcome()
     built: dict[tuple[str, str], Prepared | None] = {}
     chunk = max(1, settings.send_commit_chunk)
+    rate = send_rate()  # MAILING_SEND_RATE covers summaries and updates alike
     with Mailer(settings) as mailer:
         relay_down = False
         while not relay_down:
+            # Wait for the send rate before taking locks, so waiting never blocks an unsubscribe.
+            rate.acquire(chunk)
             with get_engine().begin() as conn:
                 rows = _claim(conn, first_id, last_id, chunk)
                 if not rows:
