@@ -141,6 +141,10 @@ def dev(host: str, port: int) -> None:
 
     app = configure(embedded=True)
     start_embedded_worker(app)
+    from workers.embedded import start_embedded_schedule
+
+    # No beat in dev: the weekly summary still goes on Saturday morning while dev runs.
+    start_embedded_schedule(app, ("weekly-digests",))
 
     import uvicorn
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from mailing.models import ConsentEvent, ConsentText, utcnow
-from mailing.states import ConsentEventKind
+from mailing.states import ConsentEventKind, Frequency
 
 CONSENT_VERSION = "2026-11-v1"
 CONSENT_TEXT = (
@@ -86,6 +86,7 @@ def record(
     themes: list[str],
     source: str | None = None,
     with_wording: bool = True,
+    frequency: Frequency | None = None,
 ) -> ConsentEvent:
     """Append one event to the ledger. Events that give consent carry the wording shown."""
     event = ConsentEvent(
@@ -95,6 +96,7 @@ def record(
         channel=channel,
         source=(source or None) and source[:500],
         themes=",".join(themes),
+        frequency=frequency,
         consent_text_sha256=_ensure_text(session, CONSENT) if with_wording else None,
         privacy_notice_sha256=_ensure_text(session, PRIVACY_NOTICE) if with_wording else None,
     )
@@ -118,6 +120,7 @@ def ledger(session: Session, subscriber_id: int) -> list[dict[str, object]]:
             "channel": e.channel,
             "source": e.source,
             "themes": [t for t in e.themes.split(",") if t],
+            "frequency": e.frequency.value if e.frequency else None,
         }
         for field, sha in (
             ("consent", e.consent_text_sha256),

@@ -14,6 +14,8 @@ from sqlmodel import Field, SQLModel
 from mailing.states import (
     ConsentEventKind,
     DeliveryStatus,
+    DigestStatus,
+    Frequency,
     NoticeKind,
     StaffRole,
     SubscriberStatus,
@@ -53,6 +55,12 @@ class Subscriber(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     confirmed_at: datetime | None = None
     unsubscribed_at: datetime | None = None
+    # Weekly subscribers get a Saturday summary (mailing/digests.py) instead of each update.
+    frequency: Frequency = Field(
+        default=Frequency.IMMEDIATE,
+        sa_type=_enum(Frequency),
+        sa_column_kwargs={"server_default": Frequency.IMMEDIATE.value},
+    )
 
 
 class SubscriberTheme(SQLModel, table=True):
@@ -92,6 +100,8 @@ class ConsentEvent(SQLModel, table=True):
     privacy_notice_sha256: str | None = Field(
         default=None, foreign_key="consent_text.sha256", max_length=64
     )
+    # How often they agreed to hear from us (None on events before frequencies existed).
+    frequency: Frequency | None = Field(default=None, sa_type=_enum(Frequency))
 
 
 class Suppression(SQLModel, table=True):
@@ -173,6 +183,8 @@ class Update(SQLModel, table=True):
     redriven_at: datetime | None = None
     # Why a send was stopped by the service itself (an email it could not build).
     error: str | None = Field(default=None, max_length=300)
+    # Shown in the public archive and feed once sent (staff may untick it when composing).
+    published: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
 
 
 _PENDING = f"status = '{DeliveryStatus.PENDING.value}'"
@@ -220,6 +232,7 @@ class Notice(SQLModel, table=True):
     subscriber_id: int = Field(foreign_key="subscriber.id", index=True, ondelete="CASCADE")
     kind: NoticeKind = Field(sa_type=_enum(NoticeKind, 20))
     themes: str = Field(default="", max_length=200)  # comma-separated slugs, for a confirmation
+    frequency: Frequency = Field(default=Frequency.IMMEDIATE, sa_type=_enum(Frequency))
     created_at: datetime = Field(default_factory=utcnow)
     enqueued_at: datetime = Field(default_factory=utcnow)
     attempts: int = 0
@@ -249,6 +262,38 @@ class SubscriberCountSnapshot(SQLModel, table=True):
     count: int = 0
 
 
+class WeeklyDigest(SQLModel, table=True):
+    """One weekly summary per subscriber and week: the unique key means it is sent at most once."""
+
+    __tablename__ = "weekly_digest"
+    __table_args__ = (
+        sa.UniqueConstraint("subscriber_id", "week", name="uq_weekly_digest_subscriber_week"),
+        # What is still to send, in id order, without reading the weeks already sent.
+        sa.Index("ix_weekly_digest_status_id", "status", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True, ondelete="CASCADE")
+    week: str = Field(max_length=10)  # the London date of the Saturday it is sent, YYYY-MM-DD
+    update_ids: str = Field(sa_type=sa.Text)  # comma-separated ids of the updates it lists
+    status: DigestStatus = Field(default=DigestStatus.PENDING, sa_type=_enum(DigestStatus))
+    attempts: int = 0
+    enqueued_at: datetime | None = None
+    sent_at: datetime | None = None
+    error: str | None = Field(default=None, max_length=200)  # an SMTP code and class, no address
+
+
+class DigestWeek(SQLModel, table=True):
+    """That a week's summaries were planned (once, by whichever beat tick came first): no
+    personal data."""
+
+    __tablename__ = "digest_week"
+
+    week: str = Field(primary_key=True, max_length=10)
+    planned_at: datetime = Field(default_factory=utcnow)
+    digests: int = 0
+
+
 # Tables whose rows can hold or point at a subscriber's personal data. The export and erasure
 # tests check every table with a subscriber_id column appears here, so none is forgotten.
 PERSONAL_DATA_TABLES: tuple[str, ...] = (
@@ -257,6 +302,7 @@ PERSONAL_DATA_TABLES: tuple[str, ...] = (
     "consent_event",
     "delivery",
     "notice",
+    "weekly_digest",
 )
 
 

@@ -12,10 +12,12 @@ from collections.abc import Callable
 
 from sqlmodel import Session
 
-from mailing import links, outbox
+from mailing import links, outbox, subscribers
 from mailing.config import get_settings
 from mailing.db import session_scope
+from mailing.digests import list_headers
 from mailing.emails import TO, Prepared, prepare
+from mailing.frequency import DESCRIPTIONS
 from mailing.mailer import Mailer
 from mailing.models import Notice, Subscriber
 from mailing.states import NoticeKind, SubscriberStatus
@@ -25,15 +27,17 @@ from mailing.tokens import EXPORT_MAX_AGE_SECONDS, Purpose
 
 log = logging.getLogger(__name__)
 
-Builder = Callable[[Session, Subscriber, list[str]], Prepared | None]
+Builder = Callable[[Session, Subscriber, Notice], Prepared | None]
 
 
-def _confirm(session: Session, subscriber: Subscriber, themes: list[str]) -> Prepared | None:
+def _confirm(session: Session, subscriber: Subscriber, notice: Notice) -> Prepared | None:
     if subscriber.status == SubscriberStatus.ACTIVE:
         return None  # confirmed meanwhile: nothing to ask
     settings = get_settings()
     assert subscriber.id is not None
-    token = confirmation_token(subscriber, themes, confirmations_of(session, subscriber.id))
+    themes = [t for t in notice.themes.split(",") if t]
+    confirmed = confirmations_of(session, subscriber.id)
+    token = confirmation_token(subscriber, themes, confirmed, notice.frequency)
     return prepare(
         "confirm",
         subject="Confirm your subscription to Health Inequalities Strategy updates",
@@ -46,7 +50,7 @@ def _confirm(session: Session, subscriber: Subscriber, themes: list[str]) -> Pre
 
 
 def _already_subscribed(
-    session: Session, subscriber: Subscriber, themes: list[str]
+    session: Session, subscriber: Subscriber, notice: Notice
 ) -> Prepared | None:
     return prepare(
         "already_subscribed",
@@ -55,7 +59,7 @@ def _already_subscribed(
     )
 
 
-def _erase_link(session: Session, subscriber: Subscriber, themes: list[str]) -> Prepared | None:
+def _erase_link(session: Session, subscriber: Subscriber, notice: Notice) -> Prepared | None:
     return prepare(
         "erase_link",
         subject="Your link to erase your Health Inequalities Strategy updates data",
@@ -66,7 +70,7 @@ def _erase_link(session: Session, subscriber: Subscriber, themes: list[str]) -> 
     )
 
 
-def _export_link(session: Session, subscriber: Subscriber, themes: list[str]) -> Prepared | None:
+def _export_link(session: Session, subscriber: Subscriber, notice: Notice) -> Prepared | None:
     return prepare(
         "export_link",
         subject="Your link to download your Health Inequalities Strategy updates data",
@@ -77,11 +81,29 @@ def _export_link(session: Session, subscriber: Subscriber, themes: list[str]) ->
     )
 
 
+def _welcome(session: Session, subscriber: Subscriber, notice: Notice) -> Prepared | None:
+    if subscriber.status != SubscriberStatus.ACTIVE:
+        return None  # they left (or were erased) before it went: no welcome after goodbye
+    urls = links.management_urls(subscriber)
+    return prepare(
+        "welcome",
+        subject="Welcome to Health Inequalities Strategy updates",
+        context={
+            **urls,
+            "themes": theme_titles(subscribers.themes_of(session, subscriber.id or 0)),
+            "frequency": DESCRIPTIONS[subscriber.frequency],
+            "archive_url": f"{get_settings().base_url}/updates",
+        },
+        headers=list_headers(urls["unsubscribe_url"]),
+    )
+
+
 BUILDERS: dict[NoticeKind, Builder] = {
     NoticeKind.CONFIRM: _confirm,
     NoticeKind.ALREADY_SUBSCRIBED: _already_subscribed,
     NoticeKind.ERASE_LINK: _erase_link,
     NoticeKind.EXPORT_LINK: _export_link,
+    NoticeKind.WELCOME: _welcome,
 }
 
 
@@ -91,8 +113,7 @@ def build(session: Session, notice: Notice) -> tuple[Prepared, str] | None:
     builder = BUILDERS.get(notice.kind)
     if subscriber is None or builder is None:
         return None
-    themes = [t for t in notice.themes.split(",") if t]
-    prepared = builder(session, subscriber, themes)
+    prepared = builder(session, subscriber, notice)
     return None if prepared is None else (prepared, subscriber.email)
 
 

@@ -14,15 +14,20 @@ from sqlmodel import Session
 
 from mailing.config import get_settings
 from mailing.models import Notice, table_of, utcnow
-from mailing.states import NoticeKind
+from mailing.states import Frequency, NoticeKind
 
 NOTICE = table_of(Notice)
 
 
 def queue(
-    session: Session, subscriber_id: int, kind: NoticeKind, themes: Sequence[str] = ()
+    session: Session,
+    subscriber_id: int,
+    kind: NoticeKind,
+    themes: Sequence[str] = (),
+    frequency: Frequency = Frequency.IMMEDIATE,
 ) -> int:
-    """Add a notice in the caller's transaction; returns its id (publish it after the commit)."""
+    """Add a notice in the caller's transaction; returns its id (publish it after the commit).
+    `themes` and `frequency` are what a confirmation link will carry."""
     now = utcnow()
     notice_id = session.execute(
         sa.insert(NOTICE)
@@ -30,6 +35,7 @@ def queue(
             subscriber_id=subscriber_id,
             kind=kind.value,
             themes=",".join(themes),
+            frequency=frequency.value,
             created_at=now,
             enqueued_at=now,
             attempts=0,

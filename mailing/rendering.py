@@ -15,7 +15,7 @@ from mailing.themes import THEMES
 def environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(str(templates_dir())),
-        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        autoescape=select_autoescape(enabled_extensions=("html", "xml"), default_for_string=False),
         trim_blocks=True,
         lstrip_blocks=True,
     )

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
-from mailing import consent, outbox, subscribers
+from mailing import consent, digests, outbox, subscribers
 from mailing.addresses import Address
 from mailing.config import get_settings
 from mailing.metrics import ERASURES, UNSUBSCRIBES
@@ -134,6 +134,7 @@ EXPORT_SECTIONS: dict[str, str] = {
     "consent_event": "consent_ledger",
     "delivery": "deliveries",
     "notice": "emails_waiting",
+    "weekly_digest": "weekly_summaries",
 }
 
 
@@ -163,6 +164,7 @@ def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             "updated_at": _iso(subscriber.updated_at),
             "confirmed_at": _iso(subscriber.confirmed_at),
             "unsubscribed_at": _iso(subscriber.unsubscribed_at),
+            "frequency": subscriber.frequency.value,
             # A keyed hash of the address, kept after an earlier erasure so we would not mail
             # it; it goes when this subscription is confirmed.
             "on_suppression_list": subscribers.is_suppressed(session, subscriber.email_key),
@@ -184,6 +186,7 @@ def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             }
             for d, u in deliveries
         ],
+        "weekly_summaries": digests.export_rows(session, subscriber.id),
     }
 
 

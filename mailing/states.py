@@ -65,6 +65,23 @@ class ConsentEventKind(StrEnum):
     WITHDRAWN = "withdrawn"
 
 
+class Frequency(StrEnum):
+    """How often a subscriber hears from us: each update as it is sent, or a weekly summary."""
+
+    IMMEDIATE = "immediate"
+    WEEKLY = "weekly"
+
+
+class DigestStatus(StrEnum):
+    """A weekly summary for one subscriber and week (mailing/digests.py)."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    # They unsubscribed, switched to each update, or were erased before it went: nothing went.
+    CANCELLED = "cancelled"
+
+
 class StaffRole(StrEnum):
     EDITOR = "editor"
     SENDER = "sender"
@@ -122,6 +139,12 @@ class DeliveryTransitions:
     # A bounce can come back after the relay took the message, or while it was still queued.
     BOUNCE = _t("bounce", {Dlv.PENDING, Dlv.SENT}, Dlv.BOUNCED)
     COMPLAIN = _t("complain", {Dlv.SENT, Dlv.BOUNCED}, Dlv.COMPLAINED)
+
+
+class DigestTransitions:
+    SEND = _t("send", {DigestStatus.PENDING}, DigestStatus.SENT)
+    FAIL = _t("fail", {DigestStatus.PENDING}, DigestStatus.FAILED)
+    CANCEL = _t("cancel", {DigestStatus.PENDING}, DigestStatus.CANCELLED)
 
 
 # The statuses in which an update may still be edited, and those that count as "in flight".
@@ -187,4 +210,5 @@ STATUS_COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("delivery", "status"): DeliveryStatus,
     ("consent_event", "kind"): ConsentEventKind,
     ("staff", "role"): StaffRole,
+    ("weekly_digest", "status"): DigestStatus,
 }

@@ -24,6 +24,7 @@ from mailing.models import ConsentEvent, Subscriber, SubscriberTheme, utcnow
 from mailing.ratelimit import get_limiter
 from mailing.states import (
     ConsentEventKind,
+    Frequency,
     NoticeKind,
     SubscriberStatus,
     SubscriberTransitions,
@@ -36,7 +37,13 @@ CONFIRM_EMAIL_WINDOW = 3600
 
 
 def request_subscription(
-    session: Session, address: Address, themes: list[str], *, channel: str, source: str | None
+    session: Session,
+    address: Address,
+    themes: list[str],
+    *,
+    channel: str,
+    source: str | None,
+    frequency: Frequency = Frequency.IMMEDIATE,
 ) -> int | None:
     """Record a sign-up request and queue its email in the outbox, in the caller's transaction;
     returns the notice id (None when the address's hourly cap is hit: no email).
@@ -51,6 +58,7 @@ def request_subscription(
         channel=channel,
         themes=themes,
         source=source,
+        frequency=frequency,
     )
     settings = get_settings()
     verdict = get_limiter().hit(
@@ -63,7 +71,7 @@ def request_subscription(
     kind = (
         NoticeKind.ALREADY_SUBSCRIBED if status == SubscriberStatus.ACTIVE else NoticeKind.CONFIRM
     )
-    return outbox.queue(session, subscriber_id, kind, themes)
+    return outbox.queue(session, subscriber_id, kind, themes, frequency)
 
 
 def _pending_or_existing(
@@ -110,11 +118,23 @@ def _pending_or_existing(
     raise RuntimeError("the address's subscriber row vanished twice during one sign-up")
 
 
-def confirmation_token(subscriber: Subscriber, themes: list[str], confirmed: int = 0) -> str:
-    """`confirmed`: how many times the subscriber has confirmed so far (confirmations_of)."""
+def confirmation_token(
+    subscriber: Subscriber,
+    themes: list[str],
+    confirmed: int = 0,
+    frequency: Frequency = Frequency.IMMEDIATE,
+) -> str:
+    """`confirmed`: how many times the subscriber has confirmed so far (confirmations_of). The
+    frequency travels signed with the themes, for the same reason (see the docstring)."""
     return sign(
         Purpose.CONFIRM,
-        {"s": subscriber.id, "h": subscribers.link_check(subscriber), "t": themes, "n": confirmed},
+        {
+            "s": subscriber.id,
+            "h": subscribers.link_check(subscriber),
+            "t": themes,
+            "n": confirmed,
+            "f": frequency.value,
+        },
     )
 
 
@@ -130,8 +150,9 @@ def confirmations_of(session: Session, subscriber_id: int) -> int:
 
 def confirmable(
     session: Session, payload: dict[str, object], *, lock: bool = False
-) -> tuple[Subscriber, list[str]]:
-    """The subscriber and themes a confirmation link names; InvalidToken if it cannot confirm.
+) -> tuple[Subscriber, list[str], Frequency]:
+    """The subscriber, themes and frequency a confirmation link names; InvalidToken if it
+    cannot confirm.
 
     An active subscriber's link stays harmless to follow (it changes nothing). Otherwise the
     link must have been made since their last confirmation: a used link is refused.
@@ -142,6 +163,9 @@ def confirmable(
     raw_themes = payload.get("t")
     if not isinstance(raw_themes, list) or not all(isinstance(t, str) for t in raw_themes):
         raise InvalidToken("invalid")
+    raw_frequency = payload.get("f", Frequency.IMMEDIATE.value)  # links made before frequencies
+    if raw_frequency not in Frequency.__members__.values():
+        raise InvalidToken("invalid")
     assert subscriber.id is not None
     # Links made before the count was signed into them carry none: they predate any confirmation.
     made_after = payload.get("n", 0)
@@ -149,20 +173,21 @@ def confirmable(
         session, subscriber.id
     ):
         raise InvalidToken("used")
-    return subscriber, raw_themes
+    return subscriber, raw_themes, Frequency(str(raw_frequency))
 
 
-def confirm(session: Session, payload: dict[str, object]) -> tuple[Subscriber, bool]:
-    """Activate the subscription a confirmation link names; the flag says whether it changed.
-
-    Confirming twice changes nothing; a link already used cannot confirm again after an
-    unsubscribe (InvalidToken).
+def confirm(session: Session, payload: dict[str, object]) -> tuple[Subscriber, int | None]:
+    """Activate the subscription a confirmation link names, and queue the welcome email in the
+    same transaction; returns the subscriber and the welcome's notice id (None: it was active
+    already, and confirming twice changes nothing). A link already used cannot confirm again
+    after an unsubscribe (InvalidToken). The caller commits, then publishes the notice.
     """
     # Locked: two clicks on one link at once must not both confirm.
-    subscriber, raw_themes = confirmable(session, payload, lock=True)
+    subscriber, raw_themes, frequency = confirmable(session, payload, lock=True)
     if subscriber.status == SubscriberStatus.ACTIVE:
-        return subscriber, False
+        return subscriber, None
     themes = normalise_themes(raw_themes)
+    subscriber.frequency = frequency
     subscriber.status = check("subscriber", SubscriberTransitions.CONFIRM, subscriber.status)
     subscriber.confirmed_at = subscriber.updated_at = utcnow()
     subscriber.unsubscribed_at = None
@@ -171,7 +196,12 @@ def confirm(session: Session, payload: dict[str, object]) -> tuple[Subscriber, b
     subscribers.lift_suppression(session, subscriber.email_key)
     assert subscriber.id is not None
     consent.record(
-        session, subscriber.id, ConsentEventKind.CONFIRMED, channel="email-link", themes=themes
+        session,
+        subscriber.id,
+        ConsentEventKind.CONFIRMED,
+        channel="email-link",
+        themes=themes,
+        frequency=subscriber.frequency,
     )
     session.add(subscriber)
-    return subscriber, True
+    return subscriber, outbox.queue(session, subscriber.id, NoticeKind.WELCOME)

@@ -16,6 +16,7 @@ from mailing.states import DeliveryStatus
 from mailing.subscribers import link_check
 from mailing.tokens import EXPORT_MAX_AGE_SECONDS, Purpose, _serializer_for
 from tests.conftest import TEST_SECRET
+from tests.residents_support import add_weekly_summary
 from tests.selfservice_support import active_subscriber, add_delivery
 
 
@@ -59,6 +60,7 @@ def test_every_table_that_holds_a_subscribers_data_is_in_the_export(client, smtp
     from mailing.states import NoticeKind
 
     outbox.queue(session, sub.id, NoticeKind.ERASE_LINK)  # an email owed, not yet sent
+    add_weekly_summary(session, sub.id)
     session.commit()
     exported = client.get(f"/my-data/{links.token_for(Purpose.EXPORT, sub)}").json()
 

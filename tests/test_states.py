@@ -82,16 +82,22 @@ def test_the_literal_check_would_catch_one() -> None:
 
 def test_the_database_refuses_a_status_it_does_not_know(session) -> None:
     """A misspelt status in raw SQL fails at once instead of being stored and never matched."""
-    from mailing.models import Delivery
+    from mailing.models import Delivery, WeeklyDigest
 
     subscriber = Subscriber(email="check@example.org", email_key="check@example.org")
     update = Update(subject="s", body="b", themes="healthy-minds")
     session.add_all([subscriber, update])
     session.flush()
     delivery = Delivery(update_id=update.id, subscriber_id=subscriber.id)
-    session.add(delivery)
+    digest = WeeklyDigest(subscriber_id=subscriber.id, week="2026-11-28", update_ids="")
+    session.add_all([delivery, digest])
     session.commit()
-    rows = {"subscriber": subscriber.id, "theme_update": update.id, "delivery": delivery.id}
+    rows = {
+        "subscriber": subscriber.id,
+        "theme_update": update.id,
+        "delivery": delivery.id,
+        "weekly_digest": digest.id,
+    }
     assert {t for t, c in STATUS_COLUMNS if c == "status"} == set(rows)
     for table, row_id in rows.items():
         with get_engine().connect() as conn:

@@ -33,3 +33,19 @@ def start_embedded_worker(app: Celery, *, concurrency: int = 1) -> TestWorkContr
 
 def stop_embedded_worker(worker: TestWorkController) -> None:
     worker.stop()
+
+
+def start_embedded_schedule(app: Celery, entries: tuple[str, ...]) -> threading.Event:
+    """For `mailing dev`, which runs no beat: send these beat_schedule entries' tasks at their
+    intervals from a daemon thread. Returns the event that stops it."""
+    stop = threading.Event()
+    schedule = app.conf.beat_schedule
+
+    def tick(name: str) -> None:
+        interval = float(schedule[name]["schedule"])
+        while not stop.wait(interval):
+            app.send_task(schedule[name]["task"])
+
+    for name in entries:
+        threading.Thread(target=tick, args=(name,), name=f"dev-beat-{name}", daemon=True).start()
+    return stop

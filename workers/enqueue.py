@@ -27,3 +27,13 @@ def publish_update_batches(update_id: int, tasks: int, countdown: float = 0) -> 
             countdown=countdown or None,
             retry_policy=PUBLISH_RETRY,
         )
+
+
+def enqueue_digest_batch(first_id: int, last_id: int) -> None:
+    """A range of this week's summaries to send."""
+    app.send_task(
+        "workers.tasks.send_digest_batch",
+        args=(first_id, last_id),
+        queue="updates",
+        retry_policy=PUBLISH_RETRY,
+    )

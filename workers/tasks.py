@@ -84,3 +84,36 @@ def reconcile() -> None:
 
     with session_scope() as session:
         reconcile_all(session, utcnow(), publish_update_batches, publish_notice)
+
+
+# --- Weekly summaries (mailing/digests.py, mailing/digest_sending.py) ---------------------------
+
+
+@app.task
+def weekly_digests() -> int:
+    """Every reconcile interval from beat: plan Saturday's summaries once they are due (08:30
+    London time), and re-drive any whose task was lost."""
+    from mailing.db import session_scope
+    from mailing.digest_sending import run
+    from mailing.models import utcnow
+    from workers.enqueue import enqueue_digest_batch
+
+    with session_scope() as session:
+        return run(session, utcnow(), enqueue_digest_batch)
+
+
+@app.task
+def send_digest_batch(first_id: int, last_id: int) -> None:
+    """Send one range of weekly summaries; what is left pending, beat's weekly_digests resends."""
+    from mailing.digest_sending import deliver_batch
+
+    outcome = deliver_batch(first_id, last_id)
+    log.info(
+        "weekly summaries %s-%s: %s sent, %s failed, %s cancelled%s",
+        first_id,
+        last_id,
+        outcome.sent,
+        outcome.failed,
+        outcome.cancelled,
+        " (deferred)" if outcome.deferred else "",
+    )

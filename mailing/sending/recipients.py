@@ -16,7 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from mailing.models import Delivery, Subscriber, SubscriberTheme, table_of
-from mailing.states import DeliveryStatus, SubscriberStatus
+from mailing.states import DeliveryStatus, Frequency, SubscriberStatus
 
 POPULATE_CHUNK = 5000
 
@@ -31,7 +31,12 @@ def _recipients(themes: Sequence[str]) -> sa.ColumnElement[bool]:
         .where(THEME.c.subscriber_id == SUBSCRIBER.c.id, THEME.c.theme.in_(list(themes)))
         .exists()
     )
-    return sa.and_(SUBSCRIBER.c.status == SubscriberStatus.ACTIVE.value, chose_a_theme)
+    # Weekly subscribers get updates in their Saturday summary instead (mailing/digests.py).
+    return sa.and_(
+        SUBSCRIBER.c.status == SubscriberStatus.ACTIVE.value,
+        SUBSCRIBER.c.frequency == Frequency.IMMEDIATE.value,
+        chose_a_theme,
+    )
 
 
 def count_recipients(session: Session, themes: Sequence[str]) -> int:

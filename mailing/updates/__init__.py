@@ -18,6 +18,8 @@ from mailing.updates.drafts import (
     validate,
 )
 from mailing.updates.email import (
+    MANAGE,
+    UNSUBSCRIBE,
     CannotBuild,
     Preview,
     prepare_update_email,
@@ -29,7 +31,9 @@ from mailing.updates.email import (
 from mailing.updates.markdown import render_html, render_text
 
 __all__ = [
+    "MANAGE",
     "MAX_ROW_ID",
+    "UNSUBSCRIBE",
     "CannotBuild",
     "InvalidUpdate",
     "NotADraft",

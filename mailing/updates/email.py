@@ -53,6 +53,9 @@ def _context(
         "unsubscribe_url": unsubscribe_url,
         "preferences_url": preferences_url,
         "test": test,
+        "archive_url": f"{get_settings().base_url}/updates/{update.id}"
+        if update.published
+        else None,
     }
 
 

@@ -17,7 +17,16 @@ from mailing.web.cors import SignupCORS
 from mailing.web.errors import register_errors
 from mailing.web.middleware import BodyLimit, SecurityHeaders
 from mailing.web.pages import page
-from mailing.web.routes import admin_api, console, dev, embed, ops, selfservice, subscriptions
+from mailing.web.routes import (
+    admin_api,
+    archive,
+    console,
+    dev,
+    embed,
+    ops,
+    selfservice,
+    subscriptions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +55,7 @@ def create_app() -> FastAPI:
     app.include_router(subscriptions.router)
     app.include_router(selfservice.router)
     app.include_router(ops.router)
+    app.include_router(archive.router)  # the public archive: /updates, /updates.atom
     app.include_router(embed.router)
     app.include_router(admin_api.router)  # the staff JSON API: /admin/updates, /admin/stats
     app.include_router(console.router)  # /admin pages; the JSON API keeps /admin/updates

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from mailing.addresses import Address, InvalidAddress, normalise
+from mailing.states import Frequency
 from mailing.themes import UnknownTheme, normalise_themes
 
 MAX_FIELD = 500
@@ -39,6 +40,10 @@ class SubscriptionIn(BaseModel):
     email: str = Field(max_length=254, examples=["resident@example.com"])
     themes: list[str] = Field(default_factory=list, max_length=5, examples=[["healthy-minds"]])
     consent: bool = Field(description="Must be true: the person agreed to receive updates.")
+    frequency: Frequency = Field(
+        default=Frequency.IMMEDIATE,
+        description="Each update as it is sent, or a weekly summary on Saturday mornings.",
+    )
 
 
 @dataclass
@@ -114,6 +119,17 @@ def theme_list(
         return []
 
 
+def frequency_field(data: Mapping[str, Any], errors: dict[str, str]) -> Frequency | None:
+    """The `frequency` asked for, or None when none was given."""
+    raw = data.get("frequency")
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str) and raw in Frequency.__members__.values():
+        return Frequency(raw)
+    errors["frequency"] = "Choose how often: " + " or ".join(f"'{f.value}'" for f in Frequency)
+    return None
+
+
 @dataclass(frozen=True)
 class Signup:
     address: Address
@@ -121,6 +137,7 @@ class Signup:
     source: str | None
     honeypot: bool
     values: dict[str, Any]
+    frequency: Frequency = Frequency.IMMEDIATE
 
 
 def parse_signup(data: Mapping[str, Any], *, from_form: bool, referer: str | None) -> Signup:
@@ -151,13 +168,15 @@ def parse_signup(data: Mapping[str, Any], *, from_form: bool, referer: str | Non
             if from_form
             else "'consent' must be true: we only send updates to people who agree."
         )
+    frequency = frequency_field(data, errors) or Frequency.IMMEDIATE
+    values["frequency"] = frequency.value
     source = text_field(data, "source", errors) or _page_of(referer)
     values["source"] = source
     honeypot = bool(text_field(data, "website", errors))
     if errors:
         raise FormErrors(errors, values)
     assert address is not None
-    return Signup(address, themes, source or None, honeypot, values)
+    return Signup(address, themes, source or None, honeypot, values, frequency)
 
 
 def _page_of(referer: str | None) -> str:

@@ -13,7 +13,7 @@
   the reconciler if its task was lost. It names a subscriber id and a kind, never an address.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 """
 
 from collections.abc import Sequence
@@ -23,7 +23,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -62,6 +62,11 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("themes", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+        sa.Column(
+            "frequency",
+            sa.Enum("immediate", "weekly", name="frequency", native_enum=False, length=16),
+            nullable=False,
+        ),
         sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.Column("enqueued_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),

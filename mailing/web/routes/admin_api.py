@@ -19,9 +19,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session
 
-from mailing import figures, sending, test_sends, updates
+from mailing import archive, figures, sending, test_sends, updates
 from mailing.errors import Invalid
-from mailing.models import Staff, utcnow
+from mailing.models import Staff, Update, utcnow
 from mailing.staff.apitokens import TokenExpired, staff_for_token
 from mailing.staff.members import may
 from mailing.states import StaffRole
@@ -62,6 +62,7 @@ class UpdateIn(BaseModel):
     subject: Any = None
     body: Any = None
     themes: Any = None
+    published: Any = None  # shown in the public archive once sent; true unless given
 
 
 class TestIn(BaseModel):
@@ -88,12 +89,26 @@ def _view(session: Session, update_id: int) -> dict[str, Any]:
     body.update(live.as_json())
     for derived in ("done", "percent", "summary"):
         body.pop(derived)
+    body["published"] = update.published
     return body
+
+
+def _publish(update: Update, published: Any) -> None:
+    """Apply staff's archive choice, if they made one (checked before anything is stored)."""
+    if published is None:
+        return
+    try:
+        archive.set_published(update, published)
+    except ValueError as exc:
+        raise HTTPException(
+            422, [{"loc": ["body", "published"], "msg": str(exc), "type": "value_error"}]
+        ) from exc
 
 
 @router.post("/updates", status_code=201)
 def create_update(data: UpdateIn, who: Editor, session: SessionDep) -> dict[str, Any]:
     update = updates.create_draft(session, who.id, data.subject, data.body, data.themes)
+    _publish(update, data.published)
     session.commit()
     assert update.id is not None
     return _view(session, update.id)
@@ -111,6 +126,7 @@ def edit_update(update_id: int, data: UpdateIn, who: Editor, session: SessionDep
     updates.edit_draft(
         session, who.id, update, subject=data.subject, body=data.body, themes=data.themes
     )
+    _publish(update, data.published)
     session.commit()
     return _view(session, update_id)
 

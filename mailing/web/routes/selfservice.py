@@ -17,15 +17,16 @@ from fastapi.responses import JSONResponse, Response
 from sqlmodel import Session
 
 from mailing import consent, links, selfservice, subscribers
+from mailing import frequency as frequencies
 from mailing.addresses import Address, InvalidAddress, normalise
 from mailing.config import get_settings
 from mailing.db import session_scope
 from mailing.models import Subscriber
-from mailing.states import NoticeKind
+from mailing.states import NoticeKind, SubscriberStatus
 from mailing.themes import theme_titles
 from mailing.tokens import EXPORT_MAX_AGE_SECONDS, InvalidToken, Purpose
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
-from mailing.web.forms import FormErrors, read_body, text_field, theme_list
+from mailing.web.forms import FormErrors, frequency_field, read_body, text_field, theme_list
 from mailing.web.pages import invalid_link, page
 from workers.enqueue import publish_notice
 
@@ -115,6 +116,7 @@ def _preferences_page(
         errors=errors or {},
         status=subscriber.status.value,
         themes=themes if themes is not None else subscribers.themes_of(session, subscriber.id),
+        frequency=subscriber.frequency.value,
         privacy_notice=consent.PRIVACY_NOTICE_TEXT,
         unsubscribe_url=links.url_for(Purpose.UNSUBSCRIBE, subscriber),
     )
@@ -161,19 +163,30 @@ def _change_preferences(
             return _email_link(session, request, subscriber, kind, is_json)
         if errors:  # a JSON "action" that is neither "export" nor "erase"
             return FormErrors(errors).json()
+        frequency = frequency_field(data, errors)
+        # JSON may change the frequency alone; the form always sends both.
+        frequency_only = is_json and "themes" not in data and "frequency" in data
         # An empty POST must not unsubscribe anyone: JSON names its themes, the form says so.
-        if is_json and "themes" not in data:
+        if is_json and "themes" not in data and not frequency_only:
             errors["themes"] = "Give 'themes': a list of theme names (an empty list unsubscribes)."
         elif not is_json and data.get("action") != "save":
             errors["themes"] = "Choose your themes and press the button to save them."
-        themes = theme_list(data, errors, empty_means_all=False)
+        themes = None if frequency_only else theme_list(data, errors, empty_means_all=False)
         if errors:
             if is_json:
                 return FormErrors(errors).json()
             return _preferences_page(session, subscriber, status_code=422, errors=errors)
         channel = "api" if is_json else "email-link"
         try:
-            outcome = selfservice.change_themes(session, subscriber, themes, channel=channel)
+            if subscriber.status != SubscriberStatus.ACTIVE:
+                raise selfservice.NotActive(subscriber.status)
+            outcome = (
+                selfservice.ThemesOutcome.UNCHANGED
+                if themes is None
+                else selfservice.change_themes(session, subscriber, themes, channel=channel)
+            )
+            if frequency is not None and outcome != selfservice.ThemesOutcome.UNSUBSCRIBED:
+                frequencies.change(session, subscriber, frequency, channel=channel)
         except selfservice.NotActive as exc:
             if is_json:
                 return JSONResponse(
@@ -187,13 +200,23 @@ def _change_preferences(
                 preferences_url=links.url_for(Purpose.MANAGE, subscriber),
             )
         preferences_url = links.url_for(Purpose.MANAGE, subscriber)
+        chosen = subscribers.themes_of(session, subscriber.id or 0)
+        how_often = subscriber.frequency
     if outcome == selfservice.ThemesOutcome.UNSUBSCRIBED:
         if is_json:
             return JSONResponse({"status": "unsubscribed", "themes": []})
         return _unsubscribed_page(preferences_url, no_themes=True)
     if is_json:
-        return JSONResponse({"status": "active", "themes": themes})
-    return page("preferences_saved", themes=theme_titles(themes), preferences_url=preferences_url)
+        answer: dict[str, object] = {"status": "active", "themes": chosen}
+        if "frequency" in data:  # the answer to a themes-only change stays as it always was
+            answer["frequency"] = how_often.value
+        return JSONResponse(answer)
+    return page(
+        "preferences_saved",
+        themes=theme_titles(chosen),
+        frequency=frequencies.DESCRIPTIONS[how_often],
+        preferences_url=preferences_url,
+    )
 
 
 def _link_kind(data: dict[str, object], is_json: bool, errors: dict[str, str]) -> NoticeKind | None:

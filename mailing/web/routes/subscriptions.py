@@ -100,7 +100,12 @@ def _signup_limiter() -> anyio.CapacityLimiter:
 def _accept(signup: Signup, channel: str) -> None:
     with session_scope() as session:
         notice_id = subscriptions.request_subscription(
-            session, signup.address, signup.themes, channel=channel, source=signup.source
+            session,
+            signup.address,
+            signup.themes,
+            channel=channel,
+            source=signup.source,
+            frequency=signup.frequency,
         )
     SIGNUPS.labels("capped" if notice_id is None else "accepted").inc()
     if notice_id is not None:
@@ -127,7 +132,7 @@ def confirm_page(token: str, session: SessionDep) -> Response:
 def confirm(token: str, request: Request, session: SessionDep) -> Response:
     """Confirm a subscription from the link in the confirmation email; repeating it is harmless."""
     try:
-        subscriber, changed = subscriptions.confirm(session, verify(Purpose.CONFIRM, token))
+        subscriber, welcome = subscriptions.confirm(session, verify(Purpose.CONFIRM, token))
     except InvalidToken as exc:
         if wants_json(request):
             return JSONResponse(
@@ -135,10 +140,12 @@ def confirm(token: str, request: Request, session: SessionDep) -> Response:
             )
         return invalid_link(exc.reason)
     session.commit()
-    if changed:
+    themes = subscribers.themes_of(session, subscriber.id or 0)
+    if welcome is not None:
         CONFIRMATIONS.inc()
         log.info("subscriber %s confirmed", subscriber.id)
-    themes = subscribers.themes_of(session, subscriber.id or 0)
+        # Queued in the outbox with the confirmation: if the broker loses this, it still goes.
+        publish_notice(welcome)
     if wants_json(request):
         return JSONResponse({"status": "active", "themes": themes})
     return page("confirmed", themes=theme_titles(themes))

@@ -8,7 +8,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
-from mailing import figures, updates
+from mailing import archive, figures, updates
 from mailing.mailer import PermanentFailure, TransientFailure
 from mailing.models import Update
 from mailing.sending.progress import recent_updates
@@ -43,7 +43,7 @@ def dashboard(who: Who, session: SessionDep) -> Response:
 
 @router.get("/compose")
 def compose_form(who: Who, session: SessionDep) -> Response:
-    return _compose_page(who, session, 200, {}, {"themes": []})
+    return _compose_page(who, session, 200, {}, {"themes": [], "published": True})
 
 
 @router.post("/compose")
@@ -54,6 +54,7 @@ def compose(who: Who, form: Form, session: SessionDep) -> Response:
         )
     except updates.InvalidUpdate as bad:
         return _compose_page(who, session, 422, _in_page_order(bad.errors), _values(form))
+    archive.set_published(update, _values(form)["published"])
     session.commit()
     return RedirectResponse(f"/admin/drafts/{update.id}?saved=1", status_code=303)
 
@@ -94,7 +95,12 @@ def draft_page(update_id: RowId, request: Request, who: Who, session: SessionDep
         update,
         200,
         {},
-        {"subject": update.subject, "body": update.body, "themes": updates.themes_of(update)},
+        {
+            "subject": update.subject,
+            "body": update.body,
+            "themes": updates.themes_of(update),
+            "published": update.published,
+        },
         notice.format(email=who.staff.email),
     )
 
@@ -119,6 +125,7 @@ def edit_draft(update_id: RowId, who: Who, form: Form, session: SessionDep) -> R
         return _draft_page(who, session, update, 422, errors, _values(form), "")
     except updates.NotADraft:
         return _not_a_draft(who, update)
+    archive.set_published(update, _values(form)["published"])
     session.commit()
     return RedirectResponse(f"/admin/drafts/{update_id}?saved=1", status_code=303)
 
@@ -210,4 +217,6 @@ def _values(form: dict[str, Any]) -> dict[str, object]:
         "subject": form.get("subject", ""),
         "body": form.get("body", ""),
         "themes": form.get("themes") or [],
+        # An unticked box is simply absent from the form: absent means not published.
+        "published": form.get("published") == "yes",
     }
