@@ -55,6 +55,14 @@ class Settings(BaseSettings):
 
     allowed_origins: str = ""
 
+    # Deliverability (issue 13): return paths, `mailing inbound`, the SES webhook.
+    bounce_domain: str | None = None  # unset: envelope sender is the From address, no mailto
+    soft_bounce_limit: int = 3  # soft bounces, each on a different update, that count as hard ...
+    soft_bounce_window_days: int = 30  # ... within this many days
+    inbound_max_bytes: int = 1024 * 1024  # bounces and reports larger than this are refused (552)
+    ses_topic_arns: str = ""  # SNS topics whose notifications are believed; empty: none
+    sns_cert_url_pattern: str = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/SimpleNotificationService-[A-Za-z0-9]+\.pem$"
+
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -63,6 +71,15 @@ class Settings(BaseSettings):
     @property
     def secret_key_list(self) -> list[str]:
         return [k.strip() for k in self.secret_keys.split(",") if k.strip()]
+
+    @field_validator("bounce_domain")
+    @classmethod
+    def _no_empty_domain(cls, value: str | None) -> str | None:
+        return value.strip().lower() or None if value else None
+
+    @property
+    def ses_topic_arn_list(self) -> list[str]:
+        return [a.strip() for a in self.ses_topic_arns.split(",") if a.strip()]
 
     @property
     def is_production(self) -> bool:

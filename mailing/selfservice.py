@@ -21,12 +21,22 @@ from sqlmodel import Session, SQLModel, col, select
 from mailing import consent, links, subscribers
 from mailing.addresses import Address
 from mailing.config import get_settings
+from mailing.deliverability.returnpath import for_notice
 from mailing.emails import TO, Prepared, prepare
 from mailing.mailer import Mailer
 from mailing.metrics import ERASURES, UNSUBSCRIBES
-from mailing.models import ConsentEvent, Delivery, ErasureLog, Subscriber, Update, utcnow
+from mailing.models import (
+    ConsentEvent,
+    Delivery,
+    ErasureLog,
+    SoftBounce,
+    Subscriber,
+    Update,
+    utcnow,
+)
 from mailing.ratelimit import get_limiter
 from mailing.states import (
+    SUPPRESSED_SUBSCRIBER,
     ConsentEventKind,
     DeliveryStatus,
     SubscriberStatus,
@@ -124,6 +134,7 @@ EXPORT_SECTIONS: dict[str, str] = {
     "subscriber_theme": "themes",
     "consent_event": "consent_ledger",
     "delivery": "deliveries",
+    "soft_bounce": "soft_bounces",
 }
 
 
@@ -167,6 +178,15 @@ def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
                 "sent_at": _iso(d.sent_at),
             }
             for d, u in deliveries
+        ],
+        # Temporary delivery failures counted towards a bounce (the code only, no message).
+        "soft_bounces": [
+            {"update_id": b.update_id, "status": b.status_code, "at": _iso(b.occurred_at)}
+            for b in session.exec(
+                select(SoftBounce)
+                .where(SoftBounce.subscriber_id == subscriber.id)
+                .order_by(col(SoftBounce.id))
+            ).all()
         ],
     }
 
@@ -217,7 +237,8 @@ def send_erase_link(session: Session, subscriber_id: int) -> bool:
         return False
     prepared, to = built
     with Mailer() as mailer:
-        mailer.send(prepared.envelope_from, to, prepared.personalise({TO: to}))
+        sender = for_notice(prepared.envelope_from, subscriber_id)
+        mailer.send(sender, to, prepared.personalise({TO: to}))
     return True
 
 
@@ -287,9 +308,9 @@ def purge(session: Session, now: datetime) -> PurgeResult:
 
     - A pending sign-up whose newest confirmation link has expired is deleted outright: the
       person never agreed, so nothing of them is kept (not even a suppression hash).
-    - An unsubscribed person is reduced to the suppression hash once the retention period has
-      passed since they unsubscribed, unless they have asked to subscribe again meanwhile (their
-      confirmation link must keep working).
+    - An unsubscribed (or bounced) person is reduced to the suppression hash once the retention
+      period has passed since they left, unless they have asked to subscribe again meanwhile
+      (their confirmation link must keep working).
     """
     settings = get_settings()
     confirm_cutoff = now - timedelta(days=settings.confirm_max_age_days) - UNCONFIRMED_GRACE
@@ -314,7 +335,8 @@ def purge(session: Session, now: datetime) -> PurgeResult:
     )
     lapsed = session.exec(
         select(Subscriber)
-        .where(Subscriber.status == SubscriberStatus.UNSUBSCRIBED)
+        # A bounced address is suppressed like an unsubscribed one, and kept no longer.
+        .where(col(Subscriber.status).in_(SUPPRESSED_SUBSCRIBER))
         .where(
             sa.func.coalesce(Subscriber.unsubscribed_at, Subscriber.updated_at) < retention_cutoff
         )

@@ -31,6 +31,7 @@ from mailing import links, updates
 from mailing import staff as staff_audit
 from mailing.config import get_settings
 from mailing.db import get_engine
+from mailing.deliverability.returnpath import for_delivery
 from mailing.mailer import Deferred, Mailer, PermanentFailure, TransientFailure
 from mailing.models import Update, utcnow
 from mailing.states import (
@@ -301,7 +302,10 @@ def deliver_batch(update_id: int, first_id: int, last_id: int) -> BatchOutcome:
                 copies.append((row, prepared.personalise(values)))
             for row, raw in copies:
                 try:
-                    mailer.send(prepared.envelope_from, row.email, raw)
+                    sender = for_delivery(
+                        prepared.envelope_from, row.delivery_id, row.subscriber_id
+                    )
+                    mailer.send(sender, row.email, raw)
                 except PermanentFailure as exc:
                     result.failed.append({"id": row.delivery_id, "e": str(exc)[:200]})
                     continue

@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 from mailing import consent, links, subscribers
 from mailing.addresses import Address
 from mailing.config import get_settings
+from mailing.deliverability.returnpath import for_notice
 from mailing.emails import TO, Prepared, prepare
 from mailing.mailer import Mailer
 from mailing.models import Subscriber, SubscriberTheme, utcnow
@@ -184,7 +185,8 @@ def send_notice(session: Session, email: EmailToSend) -> bool:
     built = build_notice(session, email)
     if built is None:
         return False
-    _, prepared, values = built
+    subscriber, prepared, values = built
+    sender = for_notice(prepared.envelope_from, subscriber.id)
     with Mailer() as mailer:
-        mailer.send(prepared.envelope_from, values[TO], prepared.personalise(values))
+        mailer.send(sender, values[TO], prepared.personalise(values))
     return True
