@@ -7,9 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.controller import Controller
-
-from mailing.devcapture import _free_port
+from tests.sending_support import SinkServer
 
 
 @dataclass
@@ -47,15 +45,6 @@ class Mailbox:
             return {r for _, r, _ in self.received}
 
 
-class MailboxServer:
-    def __init__(self, mailbox: Mailbox | None = None) -> None:
-        self.mailbox = mailbox or Mailbox()
-        self.port = _free_port()
-        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
-
-    def __enter__(self) -> MailboxServer:
-        self.controller.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.controller.stop()
+def mailbox_server(mailbox: Mailbox | None = None) -> SinkServer:
+    """The mailbox on a loopback port: `with mailbox_server() as server: server.sink...`."""
+    return SinkServer(mailbox or Mailbox())  # type: ignore[arg-type]
