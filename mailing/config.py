@@ -11,6 +11,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"  # noqa: S105
 MIN_SECRET_KEY_LENGTH = 32
+# Amazon SNS signing certificates are served only from these hosts (tests point elsewhere).
+SNS_CERT_URL_PATTERN = (
+    r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
+    r"SimpleNotificationService-[A-Za-z0-9]+\.pem$"
+)
 
 
 class ConfigError(RuntimeError):
@@ -61,7 +66,7 @@ class Settings(BaseSettings):
     soft_bounce_window_days: int = 30  # ... within this many days
     inbound_max_bytes: int = 1024 * 1024  # bounces and reports larger than this are refused (552)
     ses_topic_arns: str = ""  # SNS topics whose notifications are believed; empty: none
-    sns_cert_url_pattern: str = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/SimpleNotificationService-[A-Za-z0-9]+\.pem$"
+    sns_cert_url_pattern: str = SNS_CERT_URL_PATTERN  # where SNS signing certificates come from
 
     @field_validator("base_url")
     @classmethod
