@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from mailing import sending, updates
 from mailing.addresses import InvalidAddress, normalise
+from mailing.deliverability import figures as deliverability
 from mailing.mailer import PermanentFailure, TransientFailure
 from mailing.models import Staff, Update
 from mailing.staff import may, staff_for_token
@@ -99,6 +100,7 @@ def _view(session: Session, update: Update) -> dict[str, Any]:
         cancelled=live.cancelled,
         pending=live.pending,
     )
+    body.update(deliverability.for_update(session, update.id))
     return body
 
 
