@@ -18,6 +18,7 @@ from mailing.deliverability.classify import Kind, classify
 from mailing.models import ConsentEvent, SoftBounce, Subscriber, utcnow
 from mailing.states import ConsentEventKind, DeliveryStatus, SubscriberStatus
 from mailing.tokens import Purpose
+from tests.conftest import DATABASE_URL
 from tests.deliverability_support import (
     DOMAIN,
     another_update,
@@ -266,8 +267,11 @@ def test_mail_to_the_mailto_unsubscribe_address_unsubscribes(inbound, session):
 # --- Hostile input ------------------------------------------------------------------------------
 
 
-def test_a_forged_or_altered_ref_changes_nothing(inbound):
+def test_a_forged_or_altered_ref_changes_nothing(inbound, session):
+    from mailing import links
+
     [copy] = sent_update(1)
+    subscriber = session.get(Subscriber, copy.subscriber_id)
     before_rows = table_snapshot()
     before = metric("mailing_inbound_messages_total", outcome="forged")
     other = returnpath.Ref(returnpath.RefKind.DELIVERY, copy.subscriber_id, copy.delivery_id)
@@ -277,6 +281,8 @@ def test_a_forged_or_altered_ref_changes_nothing(inbound):
         f"bounce+{returnpath.encode(other)[:-1]}@{DOMAIN}",
         f"bounce+garbage@{DOMAIN}",
         f"unsubscribe+not.a.token@{DOMAIN}",
+        # A real token for another purpose (the preferences link) does not unsubscribe.
+        f"unsubscribe+{links.token_for(Purpose.MANAGE, subscriber)}@{DOMAIN}",
     ]
     for to in forged:
         send_to(inbound, to, messages.dsn(to, copy.email))
@@ -341,3 +347,43 @@ def test_classification_keeps_no_address_from_the_diagnostic():
     verdict = classify(raw)
     assert verdict.kind == Kind.HARD and verdict.status == "5.1.1"
     assert "Secret" not in verdict.diagnostic and "@" not in verdict.diagnostic
+
+
+def test_with_the_database_down_the_sender_is_asked_to_try_again(inbound, settings_env):
+    from mailing.db import reset_engine
+
+    [copy] = sent_update(1)
+    raw = messages.dsn(copy.return_path, copy.email)
+    before = metric("mailing_inbound_messages_total", outcome="error")
+    try:
+        settings_env(database_url="postgresql+psycopg://postgres@127.0.0.1:9/nowhere")
+        reset_engine()
+        with pytest.raises(smtplib.SMTPDataError) as deferred:
+            send_to(inbound, copy.return_path, raw)
+        assert deferred.value.smtp_code == 451
+    finally:
+        settings_env(database_url=DATABASE_URL)
+        reset_engine()
+    assert metric("mailing_inbound_messages_total", outcome="error") == before + 1
+    # The retry, once the database is back, does the work.
+    send_to(inbound, copy.return_path, raw)
+    assert subscriber_status(copy.subscriber_id) == SubscriberStatus.BOUNCED
+
+
+def test_nothing_inbound_logs_an_address_or_a_token(inbound, session, caplog):
+    import logging
+
+    from mailing import links
+
+    [bounced, complainer, leaver] = sent_update(3)
+    token = links.token_for(Purpose.UNSUBSCRIBE, session.get(Subscriber, leaver.subscriber_id))
+    mailto = returnpath.mailto_unsubscribe(token)
+    with caplog.at_level(logging.DEBUG):
+        send_to(inbound, bounced.return_path, messages.dsn(bounced.return_path, bounced.email))
+        raw = messages.arf(complainer.return_path, complainer.email, complainer.return_path)
+        send_to(inbound, complainer.return_path, raw)
+        send_to(inbound, mailto, messages.auto_reply(mailto), mail_from=leaver.email)
+        send_to(inbound, f"bounce+forged@{DOMAIN}", messages.dsn("x", bounced.email))
+    logged = caplog.text
+    for secret in (bounced.email, complainer.email, leaver.email, token, bounced.ref):
+        assert secret not in logged

@@ -29,6 +29,9 @@ from mailing.deliverability.classify import Kind, classify
 from mailing.metrics import INBOUND_MESSAGES
 
 log = logging.getLogger(__name__)
+# aiosmtpd logs every command (RCPT TO holds a return path or an unsubscribe token) at INFO and
+# every line of every message at DEBUG: only its errors may reach our logs.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 MAX_RECIPIENTS = 50
 
