@@ -79,3 +79,26 @@ def test_the_inbound_command_refuses_to_start_without_a_bounce_domain(database):
     result = CliRunner().invoke(main, ["inbound", "--port", "0"])
     assert result.exit_code == 2
     assert "MAILING_BOUNCE_DOMAIN" in result.output
+
+
+def test_bounce_and_complaint_rates_over_time_are_given_per_sent_update(database, settings_env):
+    from sqlmodel import Session
+
+    from mailing.db import get_engine
+    from mailing.deliverability import figures
+    from mailing.models import Update
+    from mailing.states import UpdateStatus
+    from tests.deliverability_support import another_update
+
+    settings_env(bounce_domain=DOMAIN)
+    first = sent_update(4)
+    second = another_update()
+    with session_scope() as session:
+        rules.hard_bounce(session, returnpath.decode(first[0].ref), "5.1.1", "", utcnow())
+        rules.complaint(session, returnpath.decode(second[1].ref))
+        for copy in (first[0], second[0]):
+            update = session.get(Update, _update_of(copy.delivery_id))
+            update.status, update.sent_at = UpdateStatus.SENT, utcnow()
+    with Session(get_engine()) as session:
+        series = figures.over_time(session)
+    assert [(p["bounce_rate"], p["complaint_rate"]) for p in series] == [(0.25, 0.0), (0.0, 0.25)]

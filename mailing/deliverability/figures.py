@@ -11,8 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailing.models import Delivery, Subscriber
-from mailing.states import DELIVERED, DeliveryStatus, SubscriberStatus
+from mailing.models import Delivery, Subscriber, Update
+from mailing.states import DELIVERED, DeliveryStatus, SubscriberStatus, UpdateStatus
 
 # The 2024 bulk-sender rules keep spam complaints under 0.1 %; hard bounces over 2 % mark a list
 # that needs cleaning.
@@ -60,3 +60,30 @@ def for_update(session: Session, update_id: int) -> dict[str, Any]:
         "complaint_rate": round(complaint_rate, 5),
         "deliverability_warnings": warnings,
     }
+
+
+def over_time(session: Session, limit: int = 52) -> list[dict[str, Any]]:
+    """Bounce and complaint rates of the last `limit` sent updates, oldest first (for a chart)."""
+    rows = session.execute(
+        sa.select(
+            col(Update.id),
+            col(Update.sent_at),
+            sa.func.count(),
+            sa.func.sum(sa.case((col(Delivery.status) == DeliveryStatus.BOUNCED, 1), else_=0)),
+            sa.func.sum(sa.case((col(Delivery.status) == DeliveryStatus.COMPLAINED, 1), else_=0)),
+        )
+        .join(Delivery, col(Delivery.update_id) == Update.id)
+        .where(col(Update.status) == UpdateStatus.SENT, col(Delivery.status).in_(DELIVERED))
+        .group_by(col(Update.id), col(Update.sent_at))
+        .order_by(col(Update.sent_at).desc(), col(Update.id).desc())
+        .limit(limit)
+    ).all()
+    return [
+        {
+            "update_id": update_id,
+            "sent_at": sent_at.isoformat() if sent_at else None,
+            "bounce_rate": round(int(bounced or 0) / total, 5),
+            "complaint_rate": round(int(complained or 0) / total, 5),
+        }
+        for update_id, sent_at, total, bounced, complained in reversed(rows)
+    ]
