@@ -387,3 +387,26 @@ def test_nothing_inbound_logs_an_address_or_a_token(inbound, session, caplog):
     logged = caplog.text
     for secret in (bounced.email, complainer.email, leaver.email, token, bounced.ref):
         assert secret not in logged
+
+
+def test_a_bounced_confirmation_email_leaves_the_pending_sign_up_alone(inbound):
+    from tests.sending_support import add_subscribers
+
+    add_subscribers(1, ["healthy-minds"], status=SubscriberStatus.PENDING.value, prefix="new")
+    with get_engine().connect() as conn:
+        sid = conn.execute(sa.select(Subscriber.id)).scalar_one()
+    to = returnpath.for_notice("updates@example.org", sid)
+    before = table_snapshot()
+    send_to(inbound, to, messages.dsn(to, "new0@example.net", "5.1.1"))
+    assert table_snapshot() == before
+    assert subscriber_status(sid) == SubscriberStatus.PENDING
+
+
+def test_a_not_spam_report_is_not_a_complaint(inbound):
+    [copy] = sent_update(1)
+    raw = messages.arf(copy.return_path, copy.email, copy.return_path).replace(
+        b"Feedback-Type: abuse", b"Feedback-Type: not-spam"
+    )
+    send_to(inbound, copy.return_path, raw)
+    assert subscriber_status(copy.subscriber_id) == SubscriberStatus.ACTIVE
+    assert delivery_status(copy.delivery_id) == DeliveryStatus.SENT
