@@ -91,7 +91,7 @@ def test_ten_unknown_recipients_of_two_hundred_bounce_and_the_next_update_goes_t
         assert start(first) == 200
         wait_sent(first)
         mailbox.sink.wait_for(190, timeout=120)
-        wait_until(lambda: _count(SubscriberStatus.BOUNCED) == 10, 120, "10 subscribers bounced")
+        mta.wait_until(lambda: _count(SubscriberStatus.BOUNCED) == 10, 120, "10 bounced")
         with get_engine().connect() as conn:
             bounced = conn.execute(
                 sa.select(Subscriber.email)
@@ -129,7 +129,7 @@ def test_mail_the_mta_cannot_deliver_in_time_becomes_a_soft_bounce(
                     conn.execute(sa.select(sa.func.count()).select_from(SoftBounce)).scalar_one()
                 )
 
-        wait_until(counted, 120, "postfix to give up and the soft bounce to be counted")
+        mta.wait_until(counted, 120, "postfix to give up and the soft bounce to be counted")
     assert _count(SubscriberStatus.ACTIVE) == 1
 
 
@@ -159,4 +159,4 @@ def test_a_complaint_report_and_a_mailto_unsubscribe_through_the_mta_unsubscribe
             )
             mailto = f"unsubscribe+{token}@{DOMAIN}"
             smtp.sendmail(leaver, [mailto], messages.auto_reply(mailto))
-        wait_until(lambda: _count(SubscriberStatus.UNSUBSCRIBED) == 2, 60, "both unsubscribed")
+        mta.wait_until(lambda: _count(SubscriberStatus.UNSUBSCRIBED) == 2, 60, "both unsubscribed")

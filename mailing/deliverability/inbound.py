@@ -76,7 +76,7 @@ class Handler:
         rcpt_options: list[str],
     ) -> str:
         if address.rpartition("@")[2].lower() != self.domain:
-            INBOUND_MESSAGES.labels("refused_recipient").inc()
+            INBOUND_MESSAGES.labels(rules.Outcome.REFUSED_RECIPIENT).inc()
             return "550 5.7.1 Relaying denied: only mail for the bounce domain is taken here"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
@@ -90,13 +90,13 @@ class Handler:
         try:
             await loop.run_in_executor(None, _receive_all, recipients, raw)
         except sa.exc.SQLAlchemyError as exc:
-            INBOUND_MESSAGES.labels("error").inc()
+            INBOUND_MESSAGES.labels(rules.Outcome.ERROR).inc()
             log.warning(
                 "inbound: database unavailable (%s); asked the sender to retry", type(exc).__name__
             )
             return "451 4.3.0 Temporarily unable to process; try again later"
         except Exception:
-            INBOUND_MESSAGES.labels("error").inc()
+            INBOUND_MESSAGES.labels(rules.Outcome.ERROR).inc()
             log.exception("inbound: could not process a message; asked the sender to retry")
             return "451 4.3.0 Temporarily unable to process; try again later"
         return "250 OK"
@@ -112,7 +112,7 @@ class _Receiver(SMTP):
 
     async def push(self, status: Any) -> None:
         if str(status).startswith("552"):
-            INBOUND_MESSAGES.labels("too_big").inc()
+            INBOUND_MESSAGES.labels(rules.Outcome.TOO_BIG).inc()
         await super().push(status)
 
 

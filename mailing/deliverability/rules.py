@@ -46,6 +46,11 @@ class Outcome(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     IGNORED = "ignored"  # not a bounce or report, or about no one we still hold
     FORGED = "forged"  # a ref or token that does not verify
+    # Refused before any rule runs (the labels of mailing_inbound_messages_total, all in one place):
+    REFUSED_RECIPIENT = "refused_recipient"  # not in the bounce domain: never relayed
+    TOO_BIG = "too_big"  # over inbound_max_bytes
+    ERROR = "error"  # the database was down (or a bug): the sender was asked to retry
+    UNSIGNED = "unsigned"  # a webhook call whose SNS signature did not verify
 
 
 def take(

@@ -19,11 +19,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mailing.devcapture import _free_port
+from tests.sending_support import wait_until
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 
@@ -162,3 +164,10 @@ class Postfix:
     def log(self) -> str:
         path = self.root / "maillog"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll `check` with a deadline; on failure the assertion carries postfix's own log."""
+        try:
+            wait_until(check, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- postfix log ---\n{self.log()[-4000:]}") from None

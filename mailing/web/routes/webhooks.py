@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from mailing.deliverability import ses, sns
+from mailing.deliverability import rules, ses, sns
 from mailing.metrics import INBOUND_MESSAGES
 from mailing.web.deps import SessionDep
 
@@ -36,7 +36,7 @@ def ses_notification(
     try:
         fields = sns.verify(json.loads(body))
     except (ValueError, sns.Rejected) as exc:
-        INBOUND_MESSAGES.labels("unsigned").inc()
+        INBOUND_MESSAGES.labels(rules.Outcome.UNSIGNED).inc()
         log.info("ses webhook: refused (%s)", exc if isinstance(exc, sns.Rejected) else "not JSON")
         raise HTTPException(403, "The SNS signature did not verify.") from exc
     except sns.CertificateUnavailable as exc:
