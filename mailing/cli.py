@@ -350,5 +350,18 @@ def _show_progress(update_id: int) -> None:
     )
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=2525, show_default=True, type=int)
+@_guarded
+def inbound(host: str, port: int) -> None:
+    """Take bounces, complaint reports and mailto: unsubscribes for MAILING_BOUNCE_DOMAIN (SMTP)."""
+    from mailing import logs
+    from mailing.deliverability.inbound import serve
+
+    logs.setup()
+    serve(host, port)
+
+
 if __name__ == "__main__":
     main()

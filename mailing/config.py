@@ -13,6 +13,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"  # noqa: S105
 MIN_SECRET_KEY_LENGTH = 32
+# Amazon SNS signing certificates are served only from these hosts (tests point elsewhere).
+SNS_CERT_URL_PATTERN = (
+    r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
+    r"SimpleNotificationService-[A-Za-z0-9]+\.pem$"
+)
 
 
 class ConfigError(RuntimeError):
@@ -67,6 +72,14 @@ class Settings(BaseSettings):
     # Staff sign-in (issue 14): API tokens expire this many days after they are issued.
     api_token_days: int = Field(default=90, ge=1, le=3650)
 
+    # Deliverability (issue 13): return paths, `mailing inbound`, the SES webhook.
+    bounce_domain: str | None = None  # unset: envelope sender is the From address, no mailto
+    soft_bounce_limit: int = 3  # soft bounces, each on a different update, that count as hard ...
+    soft_bounce_window_days: int = 30  # ... within this many days
+    inbound_max_bytes: int = 1024 * 1024  # bounces and reports larger than this are refused (552)
+    ses_topic_arns: str = ""  # SNS topics whose notifications are believed; empty: none
+    sns_cert_url_pattern: str = SNS_CERT_URL_PATTERN  # where SNS signing certificates come from
+
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -75,6 +88,15 @@ class Settings(BaseSettings):
     @property
     def secret_key_list(self) -> list[str]:
         return [k.strip() for k in self.secret_keys.split(",") if k.strip()]
+
+    @field_validator("bounce_domain")
+    @classmethod
+    def _no_empty_domain(cls, value: str | None) -> str | None:
+        return value.strip().lower() or None if value else None
+
+    @property
+    def ses_topic_arn_list(self) -> list[str]:
+        return [a.strip() for a in self.ses_topic_arns.split(",") if a.strip()]
 
     @property
     def trusted_proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:

@@ -27,6 +27,7 @@ from sqlmodel import Session
 from mailing import digests, links, updates
 from mailing.config import get_settings
 from mailing.db import get_engine
+from mailing.deliverability.returnpath import for_notice
 from mailing.emails import Prepared
 from mailing.mailer import Deferred, Mailer, PermanentFailure, TransientFailure
 from mailing.models import WeeklyDigest, utcnow
@@ -179,7 +180,8 @@ def deliver_batch(first_id: int, last_id: int) -> Outcome:
                         result.cancelled.append(row.digest_id)
                         continue
                     try:
-                        mailer.send(prepared.envelope_from, row.email, _copy(prepared, row))
+                        sender = for_notice(prepared.envelope_from, row.subscriber_id)
+                        mailer.send(sender, row.email, _copy(prepared, row))
                     except PermanentFailure:
                         result.failed.append(row.digest_id)
                         continue

@@ -24,6 +24,7 @@ from email.utils import formatdate, parseaddr
 from typing import Any
 
 from mailing.config import Settings, get_settings
+from mailing.deliverability.returnpath import mailto_unsubscribe
 from mailing.rendering import render
 
 _MARKER = secrets.token_hex(4)
@@ -96,7 +97,7 @@ def prepare(
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = placeholder(MESSAGE_ID)
     for key, value in (headers or {}).items():
-        msg[key] = _no_breaks(value)
+        msg[key] = _no_breaks(_with_mailto(value) if key == "List-Unsubscribe" else value)
     msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
     raw = msg.as_bytes(policy=SMTP.clone(max_line_length=998))
@@ -123,6 +124,17 @@ def _placeholders_in(text: str, html: str, headers: Mapping[str, str] | None) ->
         text + html + "".join((headers or {}).values()) + placeholder(TO) + placeholder(MESSAGE_ID)
     ).encode()
     return {m.decode() for m in PLACEHOLDER.findall(blob)}
+
+
+_UNSUBSCRIBE_TOKEN = re.compile(r"/unsubscribe/(@@" + _MARKER + r"[A-Z_]+@@)>")
+
+
+def _with_mailto(value: str) -> str:
+    """With MAILING_BOUNCE_DOMAIN set, List-Unsubscribe also offers `mailto:` (RFC 2369) with the
+    same token as its https link: a mail program without one-click support can still unsubscribe."""
+    match = _UNSUBSCRIBE_TOKEN.search(value)
+    address = mailto_unsubscribe(match.group(1)) if match else None
+    return f"{value}, <mailto:{address}>" if address else value
 
 
 def _no_breaks(value: str) -> str:

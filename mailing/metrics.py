@@ -41,6 +41,19 @@ TASK_LATENCY = Histogram(
     registry=REGISTRY,
 )
 
+# Deliverability (issue 13): counted where the bounce or report is taken in (`mailing inbound`
+# or the SES webhook).
+BOUNCES = Counter(
+    "mailing_bounces_total", "Bounces taken in, by kind (hard, soft)", ["kind"], registry=REGISTRY
+)
+COMPLAINTS = Counter("mailing_complaints_total", "Spam complaints taken in", registry=REGISTRY)
+INBOUND_MESSAGES = Counter(
+    "mailing_inbound_messages_total",
+    "Messages offered to `mailing inbound` and the SES webhook, by outcome",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
 RATE_WINDOW = timedelta(minutes=1)
 _task_started: dict[str, float] = {}
 

@@ -294,6 +294,23 @@ class DigestWeek(SQLModel, table=True):
     digests: int = 0
 
 
+class SoftBounce(SQLModel, table=True):
+    """A temporary delivery failure (4.x.x) of one update to one subscriber: enough of them on
+    different updates within the window count as a hard bounce. Holds a status code, never the
+    bounce message, and goes with the subscriber on erasure."""
+
+    __tablename__ = "soft_bounce"
+    __table_args__ = (
+        sa.UniqueConstraint("subscriber_id", "update_id", name="uq_soft_bounce_subscriber_update"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True, ondelete="CASCADE")
+    update_id: int = Field(foreign_key="theme_update.id", ondelete="CASCADE")
+    status_code: str = Field(max_length=16)  # the DSN Status, e.g. 4.2.2
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+
 # Tables whose rows can hold or point at a subscriber's personal data. The export and erasure
 # tests check every table with a subscriber_id column appears here, so none is forgotten.
 PERSONAL_DATA_TABLES: tuple[str, ...] = (
@@ -303,6 +320,7 @@ PERSONAL_DATA_TABLES: tuple[str, ...] = (
     "delivery",
     "notice",
     "weekly_digest",
+    "soft_bounce",
 )
 
 

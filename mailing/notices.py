@@ -15,6 +15,7 @@ from sqlmodel import Session
 from mailing import links, outbox, subscribers
 from mailing.config import get_settings
 from mailing.db import session_scope
+from mailing.deliverability.returnpath import for_notice
 from mailing.digests import list_headers
 from mailing.emails import TO, Prepared, prepare
 from mailing.frequency import DESCRIPTIONS
@@ -128,7 +129,8 @@ def send(notice_id: int) -> bool:
         if built is not None:
             prepared, to = built
             with Mailer() as mailer:
-                mailer.send(prepared.envelope_from, to, prepared.personalise({TO: to}))
+                sender = for_notice(prepared.envelope_from, notice.subscriber_id)
+                mailer.send(sender, to, prepared.personalise({TO: to}))
         outbox.done(session, notice)
         log.info(
             "notice %s (%s) for subscriber %s: %s",

@@ -30,12 +30,14 @@ from mailing.models import (
     Delivery,
     ErasureLog,
     Notice,
+    SoftBounce,
     Subscriber,
     Update,
     utcnow,
 )
 from mailing.ratelimit import get_limiter
 from mailing.states import (
+    SUPPRESSED_SUBSCRIBER,
     ConsentEventKind,
     DeliveryStatus,
     NoticeKind,
@@ -135,6 +137,7 @@ EXPORT_SECTIONS: dict[str, str] = {
     "delivery": "deliveries",
     "notice": "emails_waiting",
     "weekly_digest": "weekly_summaries",
+    "soft_bounce": "soft_bounces",
 }
 
 
@@ -187,6 +190,15 @@ def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             for d, u in deliveries
         ],
         "weekly_summaries": digests.export_rows(session, subscriber.id),
+        # Temporary delivery failures counted towards a bounce (the code only, no message).
+        "soft_bounces": [
+            {"update_id": b.update_id, "status": b.status_code, "at": _iso(b.occurred_at)}
+            for b in session.exec(
+                select(SoftBounce)
+                .where(SoftBounce.subscriber_id == subscriber.id)
+                .order_by(col(SoftBounce.id))
+            ).all()
+        ],
     }
 
 
@@ -296,9 +308,9 @@ def purge(session: Session, now: datetime) -> PurgeResult:
 
     - A pending sign-up whose newest confirmation link has expired is deleted outright: the
       person never agreed, so nothing of them is kept (not even a suppression hash).
-    - An unsubscribed person is reduced to the suppression hash once the retention period has
-      passed since they unsubscribed, unless they have asked to subscribe again meanwhile (their
-      confirmation link must keep working).
+    - An unsubscribed (or bounced) person is reduced to the suppression hash once the retention
+      period has passed since they left, unless they have asked to subscribe again meanwhile
+      (their confirmation link must keep working).
     """
     settings = get_settings()
     confirm_cutoff = now - timedelta(days=settings.confirm_max_age_days) - UNCONFIRMED_GRACE
@@ -323,7 +335,8 @@ def purge(session: Session, now: datetime) -> PurgeResult:
     )
     lapsed = session.exec(
         select(Subscriber)
-        .where(Subscriber.status == SubscriberStatus.UNSUBSCRIBED)
+        # A bounced address is suppressed like an unsubscribed one, and kept no longer.
+        .where(col(Subscriber.status).in_(SUPPRESSED_SUBSCRIBER))
         .where(
             sa.func.coalesce(Subscriber.unsubscribed_at, Subscriber.updated_at) < retention_cutoff
         )

@@ -10,7 +10,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from mailing import links
 from mailing.db import get_engine
-from mailing.models import PERSONAL_DATA_TABLES, utcnow
+from mailing.models import PERSONAL_DATA_TABLES, SoftBounce, utcnow
 from mailing.selfservice import EXPORT_SECTIONS
 from mailing.states import DeliveryStatus
 from mailing.subscribers import link_check
@@ -55,7 +55,8 @@ def test_every_table_that_holds_a_subscribers_data_is_in_the_export(client, smtp
     sub = active_subscriber(client, smtp, session, "complete@example.org", ["healthy-minds"])
     client.post(_path(links.url_for(Purpose.MANAGE, sub)), json={"themes": ["healthy-places"]})
     add_delivery(session, sub.id, subject="One", status=DeliveryStatus.SENT, sent_at=utcnow())
-    add_delivery(session, sub.id, subject="Two")
+    two = add_delivery(session, sub.id, subject="Two")
+    session.add(SoftBounce(subscriber_id=sub.id, update_id=two.update_id, status_code="4.2.2"))
     from mailing import outbox
     from mailing.states import NoticeKind
 

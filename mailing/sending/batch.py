@@ -27,6 +27,7 @@ from sqlmodel import Session
 from mailing import links
 from mailing.config import get_settings
 from mailing.db import get_engine
+from mailing.deliverability.returnpath import for_delivery
 from mailing.mailer import Deferred, PermanentFailure, TransientFailure, thread_mailer
 from mailing.models import Update, table_of, utcnow
 from mailing.ratelimit import send_rate
@@ -187,7 +188,10 @@ def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> Bat
                 copies.append((row, prepared.personalise(values)))
             for row, raw in copies:
                 try:
-                    mailer.send(prepared.envelope_from, row.email, raw)
+                    sender = for_delivery(
+                        prepared.envelope_from, row.delivery_id, row.subscriber_id
+                    )
+                    mailer.send(sender, row.email, raw)
                 except PermanentFailure as exc:
                     result.failed.append((row.delivery_id, str(exc)[:200]))
                     continue

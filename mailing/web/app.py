@@ -26,6 +26,7 @@ from mailing.web.routes import (
     ops,
     selfservice,
     subscriptions,
+    webhooks,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def create_app() -> FastAPI:
     app.include_router(embed.router)
     app.include_router(admin_api.router)  # the staff JSON API: /admin/updates, /admin/stats
     app.include_router(console.router)  # /admin pages; the JSON API keeps /admin/updates
+    app.include_router(webhooks.router)  # POST /webhooks/ses (SNS-signed SES notifications)
     if not settings.is_production:
         app.include_router(dev.router)
     app.mount("/static", StaticFiles(directory=templates_dir() / "static"), name="static")

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session
 
 from mailing import archive, figures, sending, test_sends, updates
+from mailing.deliverability import figures as deliverability
 from mailing.errors import Invalid
 from mailing.models import Staff, Update, utcnow
 from mailing.staff.apitokens import TokenExpired, staff_for_token
@@ -90,6 +91,7 @@ def _view(session: Session, update_id: int) -> dict[str, Any]:
     for derived in ("done", "percent", "summary"):
         body.pop(derived)
     body["published"] = update.published
+    body.update(deliverability.for_update(session, update_id))
     return body
 
 
