@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
 from mailing import archive, figures, updates
+from mailing.deliverability import figures as deliverability
 from mailing.mailer import PermanentFailure, TransientFailure
 from mailing.models import Update
 from mailing.sending.progress import recent_updates
@@ -30,10 +31,19 @@ router = console_router()
 @router.get("")
 def dashboard(who: Who, session: SessionDep) -> Response:
     recent = recent_updates(session)
+    # The latest sends whose bounce or complaint rate is over the mailbox providers' limits.
+    warnings = [
+        (update, found)
+        for update in recent[:20]
+        if update.status == UpdateStatus.SENT and update.id is not None
+        for found in [deliverability.for_update(session, update.id)["deliverability_warnings"]]
+        if found
+    ]
     return console_page(
         "dashboard",
         who,
         updates=recent,
+        deliverability_warnings=warnings,
         active_total=figures.active_total(session),
         drafts=sum(1 for u in recent if u.status == UpdateStatus.DRAFT),
         sent_count=sum(1 for u in recent if u.status != UpdateStatus.DRAFT),

@@ -6,6 +6,7 @@ from fastapi.responses import Response
 
 from mailing import figures
 from mailing.audit import audit_entries
+from mailing.deliverability import figures as deliverability
 from mailing.states import StaffRole
 from mailing.web.deps import SessionDep
 from mailing.web.routes.console.common import Who, console_page, console_router
@@ -23,6 +24,7 @@ def figures_page(who: Who, session: SessionDep) -> Response:
         counts=figures.counts_by_theme(session),
         history=history,
         chart=figures.chart(history),
+        rates=deliverability.over_time(session),
         nav="figures",
     )
 

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlmodel import Session
 
 from mailing import london, sending, updates
+from mailing.deliverability import figures as deliverability
 from mailing.errors import Conflict, Invalid
 from mailing.models import Update, utcnow
 from mailing.sending.progress import failed_deliveries
@@ -184,6 +185,7 @@ def progress_page(update_id: RowId, who: Who, session: SessionDep) -> Response:
         who,
         update=update,
         p=sending.progress(session, update_id),
+        deliverability=deliverability.for_update(session, update_id),
         scheduled_for=london.describe(update.send_at) if update.send_at else None,
         can_send=who.staff.role in (StaffRole.SENDER, StaffRole.ADMIN),
         failures=failed_deliveries(session, update_id, show_addresses=show),
