@@ -12,8 +12,6 @@ database, an SMTP sink. Nobody calls the reconciler by hand.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,16 +23,6 @@ from tests.test_redis_faults import private_redis as private_redis
 from tests.test_sending_faults import _kill
 
 RECOVERY_LIMIT = 90.0
-PRODUCTION_KEY = "production-recovery-test-key-0123456789abcdefghijklmnop"
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    running = Services(tmp_path)
-    try:
-        yield running
-    finally:
-        running.stop_all()
 
 
 def _defaults_env(redis: PrivateRedis, smtp_port: int) -> dict[str, str]:

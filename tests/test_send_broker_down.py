@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -76,3 +77,33 @@ def test_the_cli_accepts_a_send_while_the_broker_is_down(database: str, tmp_path
     assert "accepted for 3 recipients" in result.stdout
     assert "within a minute" in result.stdout
     assert update_row(update_id).status.value == "sending"
+
+
+def test_the_console_accepts_a_send_while_the_broker_is_down(
+    database: str, tmp_path: Path, session: Any
+) -> None:
+    from tests.test_console import csrf_of, fingerprint_of, make_staff, sign_in
+
+    add_subscribers(2, ["healthy-living"], prefix="consoledown")
+    update_id = draft(themes=["healthy-living"])
+    make_staff(session, "down-sender@gla.example", "sender")
+    env = {**_env(), "MAILING_SECRET_KEYS": os.environ["MAILING_SECRET_KEYS"]}
+    proc, base = _serve(env, str(tmp_path))
+    try:
+        with httpx.Client(base_url=base, timeout=60) as console:
+            assert sign_in(console, "down-sender@gla.example").status_code == 303
+            page = console.get(f"/admin/drafts/{update_id}/send")
+            answer = console.post(
+                f"/admin/drafts/{update_id}/send",
+                data={"csrf_token": csrf_of(page.text), "fingerprint": fingerprint_of(page.text)},
+                follow_redirects=False,
+            )
+            progress = console.get(f"/admin/drafts/{update_id}/progress")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"/admin/drafts/{update_id}/progress"
+    assert progress.status_code == 200 and "Sending" in progress.text
+    assert update_row(update_id).status.value == "sending"
+    assert count("delivery", f"WHERE update_id = {update_id}") == 2
