@@ -353,13 +353,27 @@ def _show_progress(update_id: int) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=2525, show_default=True, type=int)
+@click.option(
+    "--metrics-port",
+    default=0,
+    type=int,
+    help="also serve this process's metrics (bounces, complaints, messages) on 127.0.0.1",
+)
 @_guarded
-def inbound(host: str, port: int) -> None:
+def inbound(host: str, port: int, metrics_port: int) -> None:
     """Take bounces, complaint reports and mailto: unsubscribes for MAILING_BOUNCE_DOMAIN (SMTP)."""
     from mailing import logs
     from mailing.deliverability.inbound import serve
 
     logs.setup()
+    if metrics_port:
+        # Loopback only: the counters of this process, for a Prometheus on the same host (the
+        # API's /metrics serves the API's counters and the database figures).
+        from prometheus_client import start_http_server
+
+        from mailing.metrics import REGISTRY
+
+        start_http_server(metrics_port, addr="127.0.0.1", registry=REGISTRY)
     serve(host, port)
 
 

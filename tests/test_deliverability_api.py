@@ -102,3 +102,53 @@ def test_bounce_and_complaint_rates_over_time_are_given_per_sent_update(database
     with Session(get_engine()) as session:
         series = figures.over_time(session)
     assert [(p["bounce_rate"], p["complaint_rate"]) for p in series] == [(0.25, 0.0), (0.0, 0.25)]
+
+
+def test_the_inbound_process_serves_its_own_counters_on_loopback(database, settings_env, tmp_path):
+    """`mailing inbound --metrics-port P`: its bounce, complaint and message counters, which
+    live in that process, are scraped from 127.0.0.1:P."""
+    import os
+    import smtplib
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from mailing.devcapture import _free_port
+    from tests.sending_support import wait_until
+
+    settings_env(env="production", bounce_domain="bounce.test")
+    port, metrics_port = _free_port(), _free_port()
+    metrics = ["--metrics-port", str(metrics_port)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailing.cli", "inbound", "--port", str(port), *metrics],
+        env=dict(os.environ),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def listening() -> bool:
+        assert process.poll() is None, "mailing inbound exited"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_until(listening, 30, "mailing inbound to listen")
+        with smtplib.SMTP("127.0.0.1", port) as smtp:
+            smtp.sendmail("mailer-daemon@example.org", ["bounce+garbage@bounce.test"], b"Hi\r\n")
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "mailing_inbound_messages_total{" in text
+    counted = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("mailing_inbound_messages_total{")
+    ]
+    assert sum(counted) >= 1

@@ -6,6 +6,7 @@ Counts only, read from the delivery rows (the source of truth); no personal data
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -87,3 +88,56 @@ def over_time(session: Session, limit: int = 52) -> list[dict[str, Any]]:
         }
         for update_id, sent_at, total, bounced, complained in reversed(rows)
     ]
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    label: str  # e.g. "#12: 0.40 %"
+    over: bool  # over the warning threshold
+
+
+@dataclass(frozen=True)
+class RateChart:
+    """Positions for a server-drawn SVG bar chart of one rate per send (the template draws it)."""
+
+    width: int
+    height: int
+    bars: list[Bar]
+    threshold_y: float
+    threshold_label: str
+    top_label: str
+
+
+def rate_chart(
+    rates: list[dict[str, Any]], key: str, threshold: float, width: int = 640, height: int = 160
+) -> RateChart:
+    left, top, bottom = 48, 12, 20
+    plot_w, plot_h = width - left - 8, height - top - bottom
+    peak = max([threshold * 2, *(float(r[key]) for r in rates)])
+    slot = plot_w / max(1, len(rates))
+    bars = []
+    for i, r in enumerate(rates):
+        value = float(r[key])
+        h = plot_h * value / peak
+        bars.append(
+            Bar(
+                x=left + i * slot + slot * 0.15,
+                y=top + plot_h - h,
+                width=max(1.0, slot * 0.7),
+                height=h,
+                label=f"#{r['update_id']}: {value * 100:.2f} %",
+                over=value > threshold,
+            )
+        )
+    return RateChart(
+        width=width,
+        height=height,
+        bars=bars,
+        threshold_y=top + plot_h - plot_h * threshold / peak,
+        threshold_label=f"{threshold * 100:g} %",
+        top_label=f"{peak * 100:.2g} %",
+    )

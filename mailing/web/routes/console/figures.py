@@ -18,13 +18,26 @@ router = console_router()
 def figures_page(who: Who, session: SessionDep) -> Response:
     # Read-only: today's figures are counted live; beat stores the snapshot hourly.
     history = figures.active_history(session, live_today=True)
+    rates = deliverability.over_time(session)
     return console_page(
         "figures",
         who,
         counts=figures.counts_by_theme(session),
         history=history,
         chart=figures.chart(history),
-        rates=deliverability.over_time(session),
+        rates=rates,
+        rate_charts=[
+            (
+                "Hard-bounce rate of each send",
+                deliverability.rate_chart(rates, "bounce_rate", deliverability.BOUNCE_RATE_WARNING),
+            ),
+            (
+                "Complaint rate of each send",
+                deliverability.rate_chart(
+                    rates, "complaint_rate", deliverability.COMPLAINT_RATE_WARNING
+                ),
+            ),
+        ],
         nav="figures",
     )
 
