@@ -7,9 +7,9 @@ each subscriber in that transaction, sends, and marks the rows in the same trans
 unsubscribe or erasure either commits first (the summary is cancelled, never sent) or waits for
 the chunk; a worker killed mid-chunk loses its transaction and at most that chunk is sent again.
 `run` (beat, every reconcile interval) plans a due week and re-drives rows whose task was lost:
-pending rows handed out more than REDRIVE_AFTER ago are handed out again (a duplicate task finds
-them sent or locked and does nothing, so a long queue costs at most one spare task per batch
-per REDRIVE_AFTER).
+pending rows handed out more than MAILING_SEND_STALL_SECONDS ago are handed out again once no
+summary has been sent for that long (a duplicate task finds them sent or locked and does
+nothing); while summaries are going out, only rows handed out over REDRIVE_AFTER ago are.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[int, int], None]  # (first_digest_id, last_digest_id)
 TABLE: sa.Table = WeeklyDigest.__table__  # type: ignore[attr-defined]
-# Summaries are sent once a week in a few minutes: a batch not done this long after it was handed
-# out is taken to be lost.
+# Even while other summaries are going out, a batch not done this long after it was handed out
+# is taken to be lost (the whole week's summaries take a few minutes).
 REDRIVE_AFTER = timedelta(minutes=5)
 
 
@@ -78,10 +78,17 @@ def dispatch(session: Session, publish: Publish, now: datetime, stale_before: da
 
 
 def run(session: Session, now: datetime, publish: Publish) -> int:
-    """Beat's job: plan the due week (once), then enqueue whatever is pending and not in hand."""
+    """Beat's job: plan the due week (once), then enqueue whatever is pending and not in hand.
+
+    Rows handed out before are handed out again only when no summary at all has been sent for
+    MAILING_SEND_STALL_SECONDS (as for updates, mailing/sending/reconcile.py): while a worker
+    makes progress, queued batches are only waiting their turn.
+    """
     digests.plan(session, now)
     session.commit()
-    stale_before = now - REDRIVE_AFTER
+    quiet_since = now - timedelta(seconds=get_settings().send_stall_seconds)
+    latest = session.execute(sa.select(sa.func.max(TABLE.c.sent_at))).scalar()
+    stale_before = quiet_since if latest is None or latest < quiet_since else now - REDRIVE_AFTER
     return dispatch(session, publish, now, stale_before)
 
 

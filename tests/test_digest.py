@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from sqlmodel import Session
 
 from mailing import digest_sending, digests
+from mailing.config import get_settings
 from mailing.db import get_engine
 from mailing.models import utcnow
 from tests.conftest import drain_worker
@@ -120,9 +121,9 @@ def test_summaries_whose_task_was_lost_are_re_driven_once(client, smtp):
     assert _run(until + timedelta(minutes=1), lambda a, b: lost.append((a, b))) == 1
     drain_worker()
     assert _summaries(smtp) == []
-    # Before the claim timeout the row is someone's: left alone.
-    assert _run(until + timedelta(minutes=2)) == 0
-    later = until + timedelta(minutes=1, seconds=601)
+    # Within the stall period the row is presumed queued: left alone.
+    assert _run(until + timedelta(minutes=1, seconds=10)) == 0
+    later = until + timedelta(minutes=1, seconds=get_settings().send_stall_seconds + 1)
     assert _run(later) == 1
     drain_worker()
     assert len(_summaries(smtp)) == 1
