@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -88,9 +89,24 @@ def worker(ctx: click.Context) -> None:
     app = configure()
     # No banner on stdout and INFO task events: every line the worker writes is a JSON event.
     argv = ["--quiet", "worker", "--loglevel", "INFO", *ctx.args]
+    reserved = None
     if not any(a == "-Q" or a.startswith("--queues") for a in ctx.args):
         argv += ["-Q", ",".join(QUEUES)]
-    app.worker_main(argv)
+        # Sign-up mail is never stuck behind a send: besides the pool that takes every queue,
+        # one process takes only `transactional` (confirmations, welcomes, links).
+        command = [sys.executable, "-m", "mailing.cli", "worker", "-Q", "transactional"]
+        reserved = subprocess.Popen(  # noqa: S603 (our own command, no input in it)
+            [*command, "--concurrency", "1", "-n", "notices@%h"]
+        )
+    try:
+        app.worker_main(argv)
+    finally:
+        if reserved is not None:
+            reserved.terminate()
+            try:
+                reserved.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                reserved.kill()
 
 
 @main.command()
