@@ -224,13 +224,22 @@ def _next_retry_in(session: Session, update_id: int) -> float | None:
     """Seconds until the earliest deferred delivery is due again (None: nothing is waiting;
     whatever is still pending is being sent by another batch)."""
     now = utcnow()
-    due = session.execute(
-        sa.select(sa.func.min(DELIVERY.c.retry_at)).where(
+    # Any deferred row, due already or not: one that fell due after this batch's last claim
+    # must still get a task (countdown 0), or it would wait for the reconciler.
+    # Rows another batch holds right now are skipped: theirs to settle.
+    earliest = (
+        sa.select(DELIVERY.c.retry_at)
+        .where(
             DELIVERY.c.update_id == update_id,
             DELIVERY.c.status == DeliveryStatus.PENDING.value,
-            DELIVERY.c.retry_at > now,
+            DELIVERY.c.retry_at.is_not(None),
         )
-    ).scalar()
+        .order_by(DELIVERY.c.retry_at)
+        .limit(1)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        earliest = earliest.with_for_update(skip_locked=True)
+    due = session.execute(earliest).scalar()
     if due is None:
         return None
     if due.tzinfo is None:
