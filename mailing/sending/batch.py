@@ -41,7 +41,6 @@ from mailing.states import (
     UpdateTransitions,
     transition,
 )
-from mailing.tokens import Purpose
 from mailing.updates import email as update_email
 
 log = logging.getLogger(__name__)
@@ -130,8 +129,7 @@ class _LinkSubject:
 
 
 def _tokens(row: _Row) -> tuple[str, str]:
-    who = _LinkSubject(row.subscriber_id, row.token_version, row.email_key)
-    return links.token_for(Purpose.UNSUBSCRIBE, who), links.token_for(Purpose.MANAGE, who)
+    return links.mail_tokens(_LinkSubject(row.subscriber_id, row.token_version, row.email_key))
 
 
 def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> BatchOutcome:
