@@ -82,11 +82,23 @@ _CLAIM_COLUMNS = sa.select(
 
 
 def _claimable(update_id: int, now: Any) -> sa.ColumnElement[bool]:
+    # The shape pins the plan to ix_delivery_pending (an update's pending rows in id order), which
+    # reads one chunk's rows however far the send has gone. With `update_id = x` the planner
+    # treats update_id as a constant, so the primary key also gives "id order" and, with no
+    # statistics yet for the rows start_send just wrote, it walks the primary key past every row
+    # already sent (half the database CPU of a 100k send). A range on update_id is not an
+    # equality, so only the partial index yields (update_id, id) order without a sort; the status
+    # is written into the SQL so that even a prepared (generic) plan can prove the index's
+    # predicate. tests/test_send_plan.py reads the plan.
     return sa.and_(
-        DELIVERY.c.update_id == update_id,
-        DELIVERY.c.status == DeliveryStatus.PENDING.value,
+        DELIVERY.c.update_id >= update_id,
+        DELIVERY.c.update_id <= update_id,
+        DELIVERY.c.status == sa.literal(DeliveryStatus.PENDING.value, literal_execute=True),
         sa.or_(DELIVERY.c.retry_at.is_(None), DELIVERY.c.retry_at <= now),
     )
+
+
+_CLAIM_ORDER = (DELIVERY.c.update_id, DELIVERY.c.id)
 
 
 def _still_sending(conn: Connection, update_id: int) -> bool:
@@ -98,7 +110,7 @@ def _claim(conn: Connection, update_id: int, limit: int) -> list[_Row]:
     """Lock up to `limit` ready pending deliveries of the update for this transaction."""
     now = utcnow()
     where = _claimable(update_id, now)
-    ordered = _CLAIM_COLUMNS.where(where).order_by(DELIVERY.c.id).limit(limit)
+    ordered = _CLAIM_COLUMNS.where(where).order_by(*_CLAIM_ORDER).limit(limit)
     if conn.dialect.name == "postgresql":
         # The chunk's "sent" marks need not wait for a disk flush (4 ms a commit here): a worker
         # crash still loses the whole transaction, and a database crash can lose only the last
@@ -108,7 +120,7 @@ def _claim(conn: Connection, update_id: int, limit: int) -> list[_Row]:
     else:
         # SQLite has one writer: writing first takes the database's write lock, held until commit,
         # so no unsubscribe can commit while this chunk is being sent.
-        ids = sa.select(DELIVERY.c.id).where(where).order_by(DELIVERY.c.id).limit(limit)
+        ids = sa.select(DELIVERY.c.id).where(where).order_by(*_CLAIM_ORDER).limit(limit)
         conn.execute(
             sa.update(DELIVERY)
             .where(DELIVERY.c.id.in_(ids.scalar_subquery()))
