@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -257,7 +258,11 @@ class _Chunk:
     unreachable: list[_Row] = field(default_factory=list)  # the relay could not be reached
 
 
-def _ids(where: list[int]) -> sa.ColumnElement[bool]:
+def _ids(conn: Connection, where: list[int]) -> sa.ColumnElement[bool]:
+    if conn.dialect.name == "postgresql":
+        # One array parameter rather than an IN list of a chunk's ids: no per-id bind parameter
+        # to build, expand and convert on every chunk, and one statement text for any chunk size.
+        return DELIVERY.c.id == sa.any_(sa.literal(where, ARRAY(sa.Integer)))
     return DELIVERY.c.id.in_(where)
 
 
@@ -269,11 +274,11 @@ def _settle(conn: Connection, update_id: int, result: _Chunk, max_attempts: int)
             conn,
             DELIVERY,
             DeliveryTransitions.SEND,
-            _ids(result.sent),
+            _ids(conn, result.sent),
             {"sent_at": now, "attempts": attempt},
         )
     if result.cancelled:
-        transition(conn, DELIVERY, DeliveryTransitions.CANCEL, _ids(result.cancelled))
+        transition(conn, DELIVERY, DeliveryTransitions.CANCEL, _ids(conn, result.cancelled))
     for delivery_id, error in result.failed:
         transition(
             conn,
@@ -288,7 +293,7 @@ def _settle(conn: Connection, update_id: int, result: _Chunk, max_attempts: int)
         wait = backoff_seconds(max(r.attempts for r in retried))
         conn.execute(
             sa.update(DELIVERY)
-            .where(_ids([r.delivery_id for r in retried]))
+            .where(_ids(conn, [r.delivery_id for r in retried]))
             .values(attempts=attempt, retry_at=now + timedelta(seconds=wait))
         )
     gave_up = 0
@@ -300,7 +305,7 @@ def _settle(conn: Connection, update_id: int, result: _Chunk, max_attempts: int)
             DELIVERY,
             DeliveryTransitions.FAIL,
             sa.and_(
-                _ids([r.delivery_id for r in result.deferred]),
+                _ids(conn, [r.delivery_id for r in result.deferred]),
                 DELIVERY.c.attempts >= max_attempts,
             ),
             {"error": f"deferred {max_attempts} times"},
