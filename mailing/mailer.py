@@ -133,6 +133,9 @@ _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~@-]+\Z")
 def _path(address: str) -> bytes:
     if _PLAIN_ADDRESS.match(address):
         return b"<" + address.encode("ascii") + b">"
+    if "\r" in address or "\n" in address:
+        # smtplib's putcmd refuses these too: a line break would inject an SMTP command.
+        raise ValueError("line break in an envelope address")
     return smtplib.quoteaddr(address).encode("ascii")
 
 

@@ -111,5 +111,18 @@ def test_copies_arrive_byte_for_byte_and_refusals_are_classified(sink_class):
     assert sink.received[1][1] == AWKWARD + b"\r\n"
 
 
+def test_an_envelope_address_with_a_line_break_sends_nothing():
+    sink = PipeliningSink()
+    with SinkServer(sink) as relay, Mailer(_relay_settings(relay.port)) as mailer:
+        for hostile in ["x@example.net\r\nRCPT TO:<y@example.net>", "x@example.net>\nDATA"]:
+            with pytest.raises(ValueError):
+                mailer.send("bounce@example.org", hostile, AWKWARD)
+            with pytest.raises(ValueError):
+                mailer.send(hostile, "first@example.net", AWKWARD)
+        mailer.send("bounce@example.org", "first@example.net", AWKWARD)
+        sink.wait_for(1, timeout=10)
+    assert [r for r, _ in sink.received] == ["first@example.net"]
+
+
 def _relay_settings(port: int) -> Any:
     return get_settings().model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": port})
