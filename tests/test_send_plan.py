@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from mailing.db import get_engine
+from mailing.models import utcnow
 from mailing.sending import batch
 from mailing.states import DeliveryTransitions, transition
 from tests.sending_support import add_subscribers, draft, start
@@ -36,7 +37,7 @@ def _claim_statement(update_id: int) -> tuple[str, Any]:
     sa.event.listen(engine, "before_cursor_execute", capture)
     try:
         with engine.connect() as conn, conn.begin() as transaction:
-            assert len(batch._claim(conn, update_id, CHUNK)) == CHUNK
+            assert len(batch._claim(conn, update_id, CHUNK, utcnow())) == CHUNK
             transaction.rollback()
     finally:
         sa.event.remove(engine, "before_cursor_execute", capture)

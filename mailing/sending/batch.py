@@ -107,9 +107,8 @@ def _still_sending(conn: Connection, update_id: int) -> bool:
     return status == UpdateStatus.SENDING.value
 
 
-def _claim(conn: Connection, update_id: int, limit: int) -> list[_Row]:
-    """Lock up to `limit` ready pending deliveries of the update for this transaction."""
-    now = utcnow()
+def _claim(conn: Connection, update_id: int, limit: int, now: Any) -> list[_Row]:
+    """Lock up to `limit` pending deliveries of the update, due at `now`, for this transaction."""
     where = _claimable(update_id, now)
     ordered = _CLAIM_COLUMNS.where(where).order_by(*_CLAIM_ORDER).limit(limit)
     if conn.dialect.name == "postgresql":
@@ -172,6 +171,7 @@ def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> Bat
     mailer = thread_mailer()
     rate = send_rate()
     chunk = max(1, settings.send_commit_chunk)
+    claimed_at = utcnow()
     while True:
         if time.monotonic() >= deadline:
             outcome.more = True
@@ -183,7 +183,8 @@ def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> Bat
             if not _still_sending(conn, update_id):
                 outcome.stopped = True
                 break
-            rows = _claim(conn, update_id, chunk)
+            claimed_at = utcnow()
+            rows = _claim(conn, update_id, chunk, claimed_at)
             if not rows:
                 break
             result = _Chunk()
@@ -227,19 +228,21 @@ def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> Bat
         return outcome
     with Session(get_engine(), expire_on_commit=False) as session, session.begin():
         if not finish_if_done(session, update_id):
-            outcome.retry_in = _next_retry_in(session, update_id)
+            outcome.retry_in = _next_retry_in(session, update_id, claimed_at)
     return outcome
 
 
-def _next_retry_in(session: Session, update_id: int) -> float | None:
-    """Seconds until the earliest deferred delivery is due again (None: nothing is waiting;
-    whatever is still pending is being sent by another batch)."""
+def _next_retry_in(session: Session, update_id: int, claimed_at: Any) -> float | None:
+    """Seconds until the earliest deferred delivery the last claim (at `claimed_at`) could not
+    take is due (0 if it is due already; None: nothing is waiting, whatever is still pending is
+    being sent by another batch). Counting from the claim's instant, not from now, keeps a
+    delivery that fell due in between from being left with no batch to send it."""
     now = utcnow()
     due = session.execute(
         sa.select(sa.func.min(DELIVERY.c.retry_at)).where(
             DELIVERY.c.update_id == update_id,
             DELIVERY.c.status == DeliveryStatus.PENDING.value,
-            DELIVERY.c.retry_at > now,
+            DELIVERY.c.retry_at > claimed_at,
         )
     ).scalar()
     if due is None:
