@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -54,7 +55,14 @@ def normalise(raw: str) -> Address:
 
 
 def keyed_hash(key: str, secret: str) -> str:
-    return hmac.new(secret.encode(), b"address:" + key.encode(), hashlib.sha256).hexdigest()
+    mac = _keyed_state(secret).copy()  # a send hashes every recipient's address: key it once
+    mac.update(key.encode())
+    return mac.hexdigest()
+
+
+@lru_cache(maxsize=8)
+def _keyed_state(secret: str) -> hmac.HMAC:
+    return hmac.new(secret.encode(), b"address:", hashlib.sha256)
 
 
 def keyed_hashes(key: str, secrets: list[str]) -> list[str]:

@@ -12,16 +12,26 @@ from sqlmodel import Session
 from mailing import subscribers
 from mailing.config import get_settings
 from mailing.models import Subscriber
-from mailing.tokens import InvalidToken, Purpose, sign, verify
+from mailing.tokens import TIMED, InvalidToken, Purpose, sign, sign_link, verify
 
 
 def token_for(purpose: Purpose, subscriber: subscribers.LinkSubject) -> str:
-    payload = {
-        "s": subscriber.id,
-        "v": subscriber.token_version,
-        "h": subscribers.link_check(subscriber),
-    }
-    return sign(purpose, payload)
+    check = subscribers.link_check(subscriber)
+    if purpose not in TIMED and subscriber.id is not None:
+        return sign_link(purpose, subscriber.id, subscriber.token_version, check)
+    return sign(purpose, {"s": subscriber.id, "v": subscriber.token_version, "h": check})
+
+
+def mail_tokens(subscriber: subscribers.LinkSubject) -> tuple[str, str]:
+    """The unsubscribe and preferences tokens of one copy of an email (the address digest they
+    share is computed once)."""
+    assert subscriber.id is not None
+    check = subscribers.link_check(subscriber)
+    version = subscriber.token_version
+    return (
+        sign_link(Purpose.UNSUBSCRIBE, subscriber.id, version, check),
+        sign_link(Purpose.MANAGE, subscriber.id, version, check),
+    )
 
 
 def url_for(purpose: Purpose, subscriber: Subscriber) -> str:

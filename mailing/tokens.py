@@ -9,7 +9,10 @@ address, open their data or erase it: a forwarded update never does.
 
 from __future__ import annotations
 
+import base64
+import hmac
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -64,6 +67,54 @@ def _serializer_for(
 
 def sign(purpose: Purpose, payload: dict[str, Any], settings: Settings | None = None) -> str:
     return str(_serializer(purpose, settings or get_settings()).dumps(payload))
+
+
+def sign_link(
+    purpose: Purpose, subscriber_id: int, version: int, check: str, settings: Settings | None = None
+) -> str:
+    """`sign(purpose, {"s": subscriber_id, "v": version, "h": check})`, byte for byte, for a
+    purpose whose links never expire; about four times cheaper (a send signs two per email)."""
+    keys = tuple((settings or get_settings()).secret_key_list)
+    return _link_signer_for(purpose, keys).sign(subscriber_id, version, check)
+
+
+@dataclass(frozen=True)
+class _LinkSigner:
+    """What itsdangerous recomputes for every token, computed once: the key derived from the
+    salt and the signing key, held as a keyed HMAC state; each token copies it. The payload's
+    compact JSON is written directly (its values are integers and a hex digest, which JSON
+    never escapes). Built only when it reproduces itsdangerous's own output (see below)."""
+
+    purpose: Purpose
+    keys: tuple[str, ...]
+    mac: Any  # hmac.HMAC keyed with the derived key, nothing hashed yet
+    exact: bool  # False: this itsdangerous signs differently, so every token takes `sign`
+
+    def sign(self, subscriber_id: int, version: int, check: str) -> str:
+        if not self.exact or not (check.isascii() and check.isalnum()):
+            payload = {"s": subscriber_id, "v": version, "h": check}
+            return str(_serializer_for(self.purpose, self.keys).dumps(payload))
+        body = f'{{"s":{int(subscriber_id)},"v":{int(version)},"h":"{check}"}}'
+        value = base64.urlsafe_b64encode(body.encode()).rstrip(b"=")
+        mac = self.mac.copy()
+        mac.update(value)
+        signature = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
+        return (value + b"." + signature).decode()
+
+
+@lru_cache(maxsize=16)
+def _link_signer_for(purpose: Purpose, keys: tuple[str, ...]) -> _LinkSigner:
+    serializer = _serializer_for(purpose, keys)
+    if isinstance(serializer, URLSafeTimedSerializer):
+        raise ValueError(f"{purpose} links expire: sign them with sign()")
+    signer = serializer.make_signer()
+    mac = hmac.new(signer.derive_key(), digestmod="sha1")
+    fast = _LinkSigner(purpose, keys, mac, exact=True)
+    # The shortcut assumes itsdangerous's defaults (django-concat key, HMAC-SHA1, "." separator,
+    # compact JSON, no compression for so short a payload): check them against the real thing.
+    sample = (123456789, 7, "0123456789abcdef")
+    expected = serializer.dumps({"s": sample[0], "v": sample[1], "h": sample[2]})
+    return fast if fast.sign(*sample) == expected else _LinkSigner(purpose, keys, mac, False)
 
 
 def verify(purpose: Purpose, token: str, settings: Settings | None = None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import hmac
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from mailing.config import get_settings
 
@@ -47,8 +48,14 @@ def _body(ref: Ref) -> str:
 
 
 def _mac(body: str, key: str) -> str:
-    digest = hmac.new(key.encode(), SALT + body.encode(), hashlib.sha256).digest()
-    return base64.b32encode(digest).decode().lower()[:MAC_CHARS]
+    mac = _keyed(key).copy()  # one per copy of an update sent: key the HMAC once per process
+    mac.update(body.encode())
+    return base64.b32encode(mac.digest()).decode().lower()[:MAC_CHARS]
+
+
+@lru_cache(maxsize=8)
+def _keyed(key: str) -> hmac.HMAC:
+    return hmac.new(key.encode(), SALT, hashlib.sha256)
 
 
 def encode(ref: Ref) -> str:

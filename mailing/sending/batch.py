@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -41,7 +42,6 @@ from mailing.states import (
     UpdateTransitions,
     transition,
 )
-from mailing.tokens import Purpose
 from mailing.updates import email as update_email
 
 log = logging.getLogger(__name__)
@@ -83,11 +83,23 @@ _CLAIM_COLUMNS = sa.select(
 
 
 def _claimable(update_id: int, now: Any) -> sa.ColumnElement[bool]:
+    # The shape pins the plan to ix_delivery_pending (an update's pending rows in id order), which
+    # reads one chunk's rows however far the send has gone. With `update_id = x` the planner
+    # treats update_id as a constant, so the primary key also gives "id order" and, with no
+    # statistics yet for the rows start_send just wrote, it walks the primary key past every row
+    # already sent (half the database CPU of a 100k send). A range on update_id is not an
+    # equality, so only the partial index yields (update_id, id) order without a sort; the status
+    # is written into the SQL so that even a prepared (generic) plan can prove the index's
+    # predicate. tests/test_send_plan.py reads the plan.
     return sa.and_(
-        DELIVERY.c.update_id == update_id,
-        DELIVERY.c.status == DeliveryStatus.PENDING.value,
+        DELIVERY.c.update_id >= update_id,
+        DELIVERY.c.update_id <= update_id,
+        DELIVERY.c.status == sa.literal(DeliveryStatus.PENDING.value, literal_execute=True),
         sa.or_(DELIVERY.c.retry_at.is_(None), DELIVERY.c.retry_at <= now),
     )
+
+
+_CLAIM_ORDER = (DELIVERY.c.update_id, DELIVERY.c.id)
 
 
 def _still_sending(conn: Connection, update_id: int) -> bool:
@@ -95,11 +107,10 @@ def _still_sending(conn: Connection, update_id: int) -> bool:
     return status == UpdateStatus.SENDING.value
 
 
-def _claim(conn: Connection, update_id: int, limit: int) -> list[_Row]:
-    """Lock up to `limit` ready pending deliveries of the update for this transaction."""
-    now = utcnow()
+def _claim(conn: Connection, update_id: int, limit: int, now: Any) -> list[_Row]:
+    """Lock up to `limit` pending deliveries of the update, due at `now`, for this transaction."""
     where = _claimable(update_id, now)
-    ordered = _CLAIM_COLUMNS.where(where).order_by(DELIVERY.c.id).limit(limit)
+    ordered = _CLAIM_COLUMNS.where(where).order_by(*_CLAIM_ORDER).limit(limit)
     if conn.dialect.name == "postgresql":
         # The chunk's "sent" marks need not wait for a disk flush (4 ms a commit here): a worker
         # crash still loses the whole transaction, and a database crash can lose only the last
@@ -109,7 +120,7 @@ def _claim(conn: Connection, update_id: int, limit: int) -> list[_Row]:
     else:
         # SQLite has one writer: writing first takes the database's write lock, held until commit,
         # so no unsubscribe can commit while this chunk is being sent.
-        ids = sa.select(DELIVERY.c.id).where(where).order_by(DELIVERY.c.id).limit(limit)
+        ids = sa.select(DELIVERY.c.id).where(where).order_by(*_CLAIM_ORDER).limit(limit)
         conn.execute(
             sa.update(DELIVERY)
             .where(DELIVERY.c.id.in_(ids.scalar_subquery()))
@@ -130,8 +141,7 @@ class _LinkSubject:
 
 
 def _tokens(row: _Row) -> tuple[str, str]:
-    who = _LinkSubject(row.subscriber_id, row.token_version, row.email_key)
-    return links.token_for(Purpose.UNSUBSCRIBE, who), links.token_for(Purpose.MANAGE, who)
+    return links.mail_tokens(_LinkSubject(row.subscriber_id, row.token_version, row.email_key))
 
 
 def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> BatchOutcome:
@@ -161,6 +171,7 @@ def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> Bat
     mailer = thread_mailer()
     rate = send_rate()
     chunk = max(1, settings.send_commit_chunk)
+    claimed_at = utcnow()
     while True:
         if time.monotonic() >= deadline:
             outcome.more = True
@@ -172,7 +183,8 @@ def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> Bat
             if not _still_sending(conn, update_id):
                 outcome.stopped = True
                 break
-            rows = _claim(conn, update_id, chunk)
+            claimed_at = utcnow()
+            rows = _claim(conn, update_id, chunk, claimed_at)
             if not rows:
                 break
             result = _Chunk()
@@ -216,23 +228,23 @@ def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> Bat
         return outcome
     with Session(get_engine(), expire_on_commit=False) as session, session.begin():
         if not finish_if_done(session, update_id):
-            outcome.retry_in = _next_retry_in(session, update_id)
+            outcome.retry_in = _next_retry_in(session, update_id, claimed_at)
     return outcome
 
 
-def _next_retry_in(session: Session, update_id: int) -> float | None:
-    """Seconds until the earliest deferred delivery is due again (None: nothing is waiting;
-    whatever is still pending is being sent by another batch)."""
+def _next_retry_in(session: Session, update_id: int, claimed_at: Any) -> float | None:
+    """Seconds until the earliest deferred delivery the last claim (at `claimed_at`) could not
+    take is due (0 if it is due already; None: nothing is waiting, whatever is still pending is
+    being sent by another batch). Counting from the claim's instant, not from now, keeps a
+    delivery that fell due in between from being left with no batch to send it."""
     now = utcnow()
-    # Any deferred row, due already or not: one that fell due after this batch's last claim
-    # must still get a task (countdown 0), or it would wait for the reconciler.
     # Rows another batch holds right now are skipped: theirs to settle.
     earliest = (
         sa.select(DELIVERY.c.retry_at)
         .where(
             DELIVERY.c.update_id == update_id,
             DELIVERY.c.status == DeliveryStatus.PENDING.value,
-            DELIVERY.c.retry_at.is_not(None),
+            DELIVERY.c.retry_at > claimed_at,
         )
         .order_by(DELIVERY.c.retry_at)
         .limit(1)
@@ -256,7 +268,11 @@ class _Chunk:
     unreachable: list[_Row] = field(default_factory=list)  # the relay could not be reached
 
 
-def _ids(where: list[int]) -> sa.ColumnElement[bool]:
+def _ids(conn: Connection, where: list[int]) -> sa.ColumnElement[bool]:
+    if conn.dialect.name == "postgresql":
+        # One array parameter rather than an IN list of a chunk's ids: no per-id bind parameter
+        # to build, expand and convert on every chunk, and one statement text for any chunk size.
+        return DELIVERY.c.id == sa.any_(sa.literal(where, ARRAY(sa.Integer)))
     return DELIVERY.c.id.in_(where)
 
 
@@ -268,11 +284,11 @@ def _settle(conn: Connection, update_id: int, result: _Chunk, max_attempts: int)
             conn,
             DELIVERY,
             DeliveryTransitions.SEND,
-            _ids(result.sent),
+            _ids(conn, result.sent),
             {"sent_at": now, "attempts": attempt},
         )
     if result.cancelled:
-        transition(conn, DELIVERY, DeliveryTransitions.CANCEL, _ids(result.cancelled))
+        transition(conn, DELIVERY, DeliveryTransitions.CANCEL, _ids(conn, result.cancelled))
     for delivery_id, error in result.failed:
         transition(
             conn,
@@ -287,7 +303,7 @@ def _settle(conn: Connection, update_id: int, result: _Chunk, max_attempts: int)
         wait = backoff_seconds(max(r.attempts for r in retried))
         conn.execute(
             sa.update(DELIVERY)
-            .where(_ids([r.delivery_id for r in retried]))
+            .where(_ids(conn, [r.delivery_id for r in retried]))
             .values(attempts=attempt, retry_at=now + timedelta(seconds=wait))
         )
     gave_up = 0
@@ -299,7 +315,7 @@ def _settle(conn: Connection, update_id: int, result: _Chunk, max_attempts: int)
             DELIVERY,
             DeliveryTransitions.FAIL,
             sa.and_(
-                _ids([r.delivery_id for r in result.deferred]),
+                _ids(conn, [r.delivery_id for r in result.deferred]),
                 DELIVERY.c.attempts >= max_attempts,
             ),
             {"error": f"deferred {max_attempts} times"},
