@@ -17,7 +17,6 @@ import argparse
 import multiprocessing as mp
 import os
 import queue
-import signal
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from send import add_subscribers, clear_broker, run_sink  # noqa: E402
-from throwaway import drop_database, free_port, make_database  # noqa: E402
+from throwaway import drop_database, free_port, make_database, stop_groups  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -178,12 +177,7 @@ def main() -> None:
                 f"p99 {percentile(values, 99):.2f}s, max {max(values):.2f}s"
             )
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_groups(procs)
         sink.terminate()
         from mailing.db import reset_engine
 

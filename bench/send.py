@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import signal
 import smtplib
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from throwaway import drop_database, free_port, make_database  # noqa: E402
+from throwaway import drop_database, free_port, make_database, stop_groups  # noqa: E402
 
 # --- A minimal SMTP sink (one process, asyncio): counts messages, remembers the last one's time
 
@@ -323,12 +322,7 @@ def main() -> None:
         )
         print(f"final: sent={live.sent} failed={live.failed} pending={live.pending}")
     finally:
-        for p in workers:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_groups(workers)
         sink.terminate()
         from mailing.db import reset_engine
 

@@ -1,8 +1,12 @@
-"""What both benchmarks set up: a free loopback port and a throwaway PostgreSQL database."""
+"""What the benchmarks set up and tear down: a free loopback port, a throwaway PostgreSQL
+database, and process groups to stop."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 import uuid
 
 import sqlalchemy as sa
@@ -30,3 +34,13 @@ def drop_database(server_url: str, name: str) -> None:
     with engine.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
+
+
+def stop_groups(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process group (a worker and its pool children), SIGKILL if it lingers."""
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(p.pid, signal.SIGKILL)
