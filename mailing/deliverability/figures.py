@@ -47,11 +47,7 @@ def for_update(session: Session, update_id: int) -> dict[str, Any]:
     ).scalar_one()
     bounce_rate = bounced / handed_over if handed_over else 0.0
     complaint_rate = complained / handed_over if handed_over else 0.0
-    warnings = []
-    if complaint_rate > COMPLAINT_RATE_WARNING:
-        warnings.append("complaint rate over 0.1 %")
-    if bounce_rate > BOUNCE_RATE_WARNING:
-        warnings.append("hard-bounce rate over 2 %")
+    warnings = warnings_for(bounce_rate, complaint_rate)
     return {
         "delivered": handed_over - bounced,
         "bounced": bounced,
@@ -61,6 +57,16 @@ def for_update(session: Session, update_id: int) -> dict[str, Any]:
         "complaint_rate": round(complaint_rate, 5),
         "deliverability_warnings": warnings,
     }
+
+
+def warnings_for(bounce_rate: float, complaint_rate: float) -> list[str]:
+    """What a send's rates are over (the mailbox providers' limits)."""
+    warnings = []
+    if complaint_rate > COMPLAINT_RATE_WARNING:
+        warnings.append("complaint rate over 0.1 %")
+    if bounce_rate > BOUNCE_RATE_WARNING:
+        warnings.append("hard-bounce rate over 2 %")
+    return warnings
 
 
 def over_time(session: Session, limit: int = 52) -> list[dict[str, Any]]:
