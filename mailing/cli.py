@@ -64,7 +64,7 @@ def serve(host: str, port: int, workers: int) -> None:
     logs.setup()
     configure()  # fails early, clearly, when no broker is configured
     uvicorn.run(
-        "mailing.web.app:create_app",
+        "mailing.web.app:serving_app",
         factory=True,
         host=host,
         port=port,
@@ -164,11 +164,11 @@ def dev(host: str, port: int) -> None:
 
     import uvicorn
 
-    from mailing.web.app import create_app
+    from mailing.web.app import serving_app
 
     base = get_settings().base_url
     click.echo(f"\n  Sign-up page:  {base}/\n  Outbox:        {base}/dev/outbox\n")
-    uvicorn.run(create_app(), host=host, port=port, log_config=None, proxy_headers=False)
+    uvicorn.run(serving_app(), host=host, port=port, log_config=None, proxy_headers=False)
     if capture is not None:
         capture.stop()
 

@@ -7,12 +7,14 @@ when, and how (channel and page). This is our evidence for the ICO and part of t
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from mailing.models import ConsentEvent, ConsentText, utcnow
+from mailing.models import ConsentEvent, ConsentText, table_of, utcnow
 from mailing.states import ConsentEventKind, Frequency
 
 CONSENT_VERSION = "2026-11-v1"
@@ -48,6 +50,8 @@ PRIVACY_NOTICE = Wording("privacy_notice", PRIVACY_NOTICE_VERSION, PRIVACY_NOTIC
 
 # Texts known to be stored, so the sign-up path does not look them up on every request.
 _stored: set[str] = set()
+CONSENT_EVENT = table_of(ConsentEvent)
+_APPEND = sa.insert(CONSENT_EVENT)
 
 
 def forget_stored_texts() -> None:
@@ -77,6 +81,19 @@ def _ensure_text(session: Session, wording: Wording) -> str:
     return wording.sha256
 
 
+@dataclass(frozen=True)
+class Event:
+    """One event for the ledger, as `record` takes it."""
+
+    subscriber_id: int
+    kind: ConsentEventKind
+    channel: str
+    themes: list[str]
+    source: str | None = None
+    with_wording: bool = True
+    frequency: Frequency | None = None
+
+
 def record(
     session: Session,
     subscriber_id: int,
@@ -87,21 +104,41 @@ def record(
     source: str | None = None,
     with_wording: bool = True,
     frequency: Frequency | None = None,
-) -> ConsentEvent:
+) -> None:
     """Append one event to the ledger. Events that give consent carry the wording shown."""
-    event = ConsentEvent(
-        subscriber_id=subscriber_id,
-        kind=kind,
-        occurred_at=utcnow(),
-        channel=channel,
-        source=(source or None) and source[:500],
-        themes=",".join(themes),
-        frequency=frequency,
-        consent_text_sha256=_ensure_text(session, CONSENT) if with_wording else None,
-        privacy_notice_sha256=_ensure_text(session, PRIVACY_NOTICE) if with_wording else None,
+    record_many(
+        session, [Event(subscriber_id, kind, channel, themes, source, with_wording, frequency)]
     )
-    session.add(event)
-    return event
+
+
+def record_many(session: Session, events: Sequence[Event]) -> None:
+    """Append events to the ledger in one statement, in the caller's transaction.
+
+    A Core insert, built once, on the session's connection: the ledger is append-only, so no
+    ORM object is needed, and the unit of work's flush cost more than the insert itself."""
+    if not events:
+        return
+    now = utcnow()
+    wording: dict[bool, tuple[str | None, str | None]] = {False: (None, None)}
+    if any(e.with_wording for e in events):
+        wording[True] = (_ensure_text(session, CONSENT), _ensure_text(session, PRIVACY_NOTICE))
+    session.connection().execute(
+        _APPEND,
+        [
+            {
+                "subscriber_id": e.subscriber_id,
+                "kind": e.kind,
+                "occurred_at": now,
+                "channel": e.channel,
+                "source": (e.source or None) and e.source[:500],
+                "themes": ",".join(e.themes),
+                "frequency": e.frequency,
+                "consent_text_sha256": wording[e.with_wording][0],
+                "privacy_notice_sha256": wording[e.with_wording][1],
+            }
+            for e in events
+        ],
+    )
 
 
 def ledger(session: Session, subscriber_id: int) -> list[dict[str, object]]:

@@ -6,7 +6,8 @@ is transient (retry later). Nothing here logs an address.
 A message goes out with smtplib's low-level commands rather than `sendmail`, which re-parses
 both addresses and dot-stuffs the whole message with a regex for every copy. When the relay
 offers PIPELINING (RFC 2920), MAIL FROM, RCPT TO and DATA go in one write and their three
-answers are read together: two round trips a message instead of four. Any answer out of
+answers are read together: two round trips a message instead of four; `send_many` also writes
+one message's content with the next one's envelope, one round trip a message. Any answer out of
 sequence drops the connection, which makes the relay discard the transaction, so a message is
 only ever accepted by its final 250.
 """
@@ -17,6 +18,7 @@ import re
 import smtplib
 import ssl
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -96,6 +98,79 @@ class Mailer:
                     continue
                 raise TransientFailure(f"connection lost: {type(exc).__name__}") from exc
 
+    def send_many(self, messages: Sequence[Message]) -> list[Exception | None]:
+        """Send messages in order; one outcome for each message attempted: None when the relay
+        took it, or the PermanentFailure, Deferred or TransientFailure that `send` would raise.
+        An unreachable relay ends the list early, its TransientFailure last: the messages after
+        it were not attempted.
+
+        When the relay offers PIPELINING, a message's content and the next message's envelope
+        go in one write and their four answers are read together: one round trip a message
+        instead of two. Trouble with the connection itself (a drop, a 421, a garbled answer)
+        hands the message it concerns to `send`, which reconnects once, so every failure is
+        classified as `send` classifies it, and a message is still only ever taken by its 250.
+        """
+        outcomes: list[Exception | None] = []
+        while len(outcomes) < len(messages):
+            if self._smtp is not None and _offers_pipelining(self._smtp):
+                self._pipeline(messages, outcomes)
+                if len(outcomes) == len(messages):
+                    break
+            try:
+                self.send(*messages[len(outcomes)])
+                outcomes.append(None)
+            except (PermanentFailure, Deferred) as exc:
+                outcomes.append(exc)
+            except TransientFailure as exc:
+                outcomes.append(exc)
+                break
+        return outcomes
+
+    def _pipeline(self, messages: Sequence[Message], outcomes: list[Exception | None]) -> None:
+        """Send from messages[len(outcomes)] on, appending each settled outcome; returns at the
+        end or, with the connection dropped, at the first message whose fate is unknown."""
+        smtp = self._smtp
+        assert smtp is not None
+        start = len(outcomes)
+        envelopes = [_envelope(smtp, sender, to, raw) for sender, to, raw in messages[start:]]
+        content = b""  # the previous message's, once its envelope was accepted
+        try:
+            for k, envelope in enumerate(envelopes):
+                smtp.send(content + envelope)
+                if content:
+                    outcomes.append(self._settled(_reply(smtp), 250))
+                replies = [_reply(smtp) for _ in range(3)]
+                refused = next(
+                    (code for code, ok in zip(replies, _ACCEPTED, strict=True) if code not in ok),
+                    None,
+                )
+                if refused is None:
+                    content = _stuffed(messages[start + k][2])
+                    continue
+                content = b""
+                outcomes.append(self._settled(refused, 0))
+                if 354 in replies:  # DATA accepted after a refusal: close, as sendmail does
+                    raise _Lost
+                smtp.rset()
+            if content:
+                smtp.send(content)
+                outcomes.append(self._settled(_reply(smtp), 250))
+        except (_Lost, TimeoutError, smtplib.SMTPException, OSError):
+            self._drop()
+
+    def _settled(self, code: int, accepted: int) -> Exception | None:
+        """The outcome an answer gives a message: None for `accepted`, a failure for 4xx or
+        5xx; anything else (421, garbage) means the connection cannot be trusted."""
+        if code == accepted:
+            return None
+        if code == 421 or not 400 <= code < 600:
+            raise _Lost
+        try:
+            self._raise_for(code)
+        except (PermanentFailure, Deferred) as exc:
+            return exc
+        return None  # unreachable: _raise_for always raises
+
     def _raise_for(self, code: int) -> None:
         if 500 <= code < 600:
             raise PermanentFailure(f"refused: {code}")
@@ -150,18 +225,46 @@ def _stuffed(raw: bytes) -> bytes:
     return body + b".\r\n"
 
 
+Message = tuple[str, str, bytes]  # the envelope sender, the recipient, the message
+_ACCEPTED = ((250,), (250, 251), (354,))  # what MAIL FROM, RCPT TO and DATA answer when all is well
+
+
+class _Lost(Exception):
+    """The connection can no longer be trusted to say what became of a message."""
+
+
+def _offers_pipelining(smtp: smtplib.SMTP) -> bool:
+    smtp.ehlo_or_helo_if_needed()
+    return bool(smtp.has_extn("pipelining"))
+
+
+def _reply(smtp: smtplib.SMTP) -> int:
+    return smtp.getreply()[0]
+
+
+def _envelope_lines(smtp: smtplib.SMTP, envelope_from: str, to: str, raw: bytes) -> list[bytes]:
+    size = b" SIZE=%d" % len(raw) if smtp.has_extn("size") else b""  # as sendmail does
+    return [
+        b"MAIL FROM:" + _path(envelope_from) + size + b"\r\n",
+        b"RCPT TO:" + _path(to) + b"\r\n",
+        b"DATA\r\n",
+    ]
+
+
+def _envelope(smtp: smtplib.SMTP, envelope_from: str, to: str, raw: bytes) -> bytes:
+    return b"".join(_envelope_lines(smtp, envelope_from, to, raw))
+
+
 def _transact(smtp: smtplib.SMTP, envelope_from: str, to: str, raw: bytes) -> None:
     """One message, raising the exceptions `sendmail` raises for the same answers."""
     smtp.ehlo_or_helo_if_needed()
-    size = b" SIZE=%d" % len(raw) if smtp.has_extn("size") else b""  # as sendmail does
-    mail = b"MAIL FROM:" + _path(envelope_from) + size + b"\r\n"
-    rcpt = b"RCPT TO:" + _path(to) + b"\r\n"
+    mail, rcpt, data = _envelope_lines(smtp, envelope_from, to, raw)
     if smtp.has_extn("pipelining"):
-        smtp.send(mail + rcpt + b"DATA\r\n")
+        smtp.send(mail + rcpt + data)
         replies = [smtp.getreply() for _ in range(3)]
     else:
         replies = []
-        for command in (mail, rcpt, b"DATA\r\n"):
+        for command in (mail, rcpt, data):
             smtp.send(command)
             replies.append(smtp.getreply())
             if replies[-1][0] not in (250, 251, 354):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ class Verdict:
 
 class Limiter(Protocol):
     def hit(self, key: str, limit: int, window: int) -> Verdict: ...
+    def hit_many(self, keys: Sequence[str], limit: int, window: int) -> list[Verdict]: ...
     def forget(self, key_prefix: str, key: str) -> None: ...
 
 
@@ -44,6 +46,9 @@ class MemoryLimiter:
                 self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
         return Verdict(count <= limit, max(1, math.ceil(reset - now)))
 
+    def hit_many(self, keys: Sequence[str], limit: int, window: int) -> list[Verdict]:
+        return [self.hit(key, limit, window) for key in keys]
+
     def forget(self, key_prefix: str, key: str) -> None:
         with self._lock:
             for k in [k for k in self._counts if k.startswith(key_prefix) and k.endswith(key)]:
@@ -57,13 +62,23 @@ class RedisLimiter:
         self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
     def hit(self, key: str, limit: int, window: int) -> Verdict:
-        full = f"mailing:rl:{key}"
-        pipe = self._redis.pipeline()
-        pipe.incr(full)
-        pipe.expire(full, window, nx=True)
-        pipe.ttl(full)
-        count, _, ttl = pipe.execute()
-        return Verdict(int(count) <= limit, max(1, int(ttl) if int(ttl) > 0 else window))
+        return self.hit_many([key], limit, window)[0]
+
+    def hit_many(self, keys: Sequence[str], limit: int, window: int) -> list[Verdict]:
+        """Count a hit on each key, in one round trip."""
+        if not keys:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            full = f"mailing:rl:{key}"
+            pipe.incr(full)
+            pipe.expire(full, window, nx=True)
+            pipe.ttl(full)
+        answers = pipe.execute()
+        return [
+            Verdict(int(count) <= limit, max(1, int(ttl) if int(ttl) > 0 else window))
+            for count, ttl in zip(answers[0::3], answers[2::3], strict=True)
+        ]
 
     def forget(self, key_prefix: str, key: str) -> None:
         for k in self._redis.scan_iter(match=f"mailing:rl:{key_prefix}*{key}"):

@@ -129,7 +129,11 @@ _barrier_task = _register_barrier_task()
 def drain_worker(timeout: float = 30.0) -> None:
     """Wait until the worker has run everything queued so far, on every queue (FIFO per queue)."""
     from workers.celery_app import QUEUES
+    from workers.enqueue import notice_publisher
 
+    # Notices the web handed to its publisher go to the broker first, then the barriers.
+    if not notice_publisher.wait(timeout):
+        raise RuntimeError("the web's notice publisher did not publish in time")
     events = []
     for queue in QUEUES:
         key = uuid.uuid4().hex

@@ -165,6 +165,16 @@ class Sink:
         return [(r, message_from_bytes(raw, policy=policy.default)) for r, raw in got]  # type: ignore[misc]
 
 
+class PipeliningSink(Sink):
+    """The test relay, also offering PIPELINING (RFC 2920) in its EHLO answer."""
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 class SinkServer:
     """A Sink on a loopback port (a fixed one can be given, to bring a relay 'back up')."""
 

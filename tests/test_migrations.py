@@ -25,14 +25,13 @@ def test_consent_ledger_is_append_only(session):
     sub = Subscriber(email="ledger@example.org", email_key="ledger@example.org")
     session.add(sub)
     session.flush()
-    event = record(
-        session, sub.id, ConsentEventKind.REQUESTED, channel="api", themes=["healthy-minds"]
-    )
+    record(session, sub.id, ConsentEventKind.REQUESTED, channel="api", themes=["healthy-minds"])
     session.commit()
+    event_id = session.execute(sa.select(ConsentEvent.id)).scalar_one()
     with pytest.raises(sa.exc.DatabaseError):
         session.execute(
             sa.update(ConsentEvent)
-            .where(ConsentEvent.id == event.id)
+            .where(ConsentEvent.id == event_id)
             .values(themes="healthy-places")
         )
         session.commit()

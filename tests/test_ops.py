@@ -53,7 +53,7 @@ def test_metrics_count_events_and_read_figures_from_the_database(client, smtp):
 def test_metrics_time_the_tasks_workers_run(client, smtp):
     from tests.conftest import drain_worker
 
-    key = ("mailing_task_seconds_count", (("task", "workers.tasks.send_notice"),))
+    key = ("mailing_task_seconds_count", (("task", "workers.tasks.send_notices"),))
     before = _samples(client.get("/metrics").text).get(key, 0)
     subscribe(client, "timed@example.org")
     smtp.outbox.wait_for(1)

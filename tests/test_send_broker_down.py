@@ -107,3 +107,26 @@ def test_the_console_accepts_a_send_while_the_broker_is_down(
     assert progress.status_code == 200 and "Sending" in progress.text
     assert update_row(update_id).status.value == "sending"
     assert count("delivery", f"WHERE update_id = {update_id}") == 2
+
+
+def test_a_sign_up_while_the_broker_is_down_is_stored_and_its_email_left_to_the_reconciler(
+    database: str, tmp_path: Path
+) -> None:
+    """A sign-up needs the database, not the broker: its notice row is committed with it, and
+    the web's publisher, failing to reach the broker, leaves the row for the reconciler."""
+    env = {**_env(), "MAILING_SECRET_KEYS": os.environ["MAILING_SECRET_KEYS"]}
+    proc, base = _serve(env, str(tmp_path))
+    try:
+        answer = httpx.post(
+            f"{base}/subscriptions",
+            json={"email": "brokerdown@example.org", "consent": True},
+            timeout=60,
+        )
+    finally:
+        proc.terminate()  # a clean exit waits for the publisher's last try
+        _, stderr = proc.communicate(timeout=30)
+    assert answer.status_code == 202
+    assert count("subscriber", "WHERE email_key = 'brokerdown@example.org'") == 1
+    assert count("notice", "WHERE kind = 'confirm'") == 1  # the reconciler publishes it later
+    assert "could not publish 1 notices; the reconciler will re-drive them" in stderr
+    assert "brokerdown" not in stderr

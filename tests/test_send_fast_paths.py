@@ -19,12 +19,12 @@ from itsdangerous import URLSafeSerializer
 from mailing import links
 from mailing.config import get_settings
 from mailing.deliverability import returnpath
-from mailing.mailer import Deferred, Mailer, PermanentFailure
+from mailing.mailer import Deferred, Mailer, PermanentFailure, TransientFailure
 from mailing.sending.batch import _LinkSubject
 from mailing.subscribers import link_check
 from mailing.tokens import InvalidToken, Purpose, sign, sign_link, verify
 from tests.conftest import TEST_SECRET
-from tests.sending_support import Sink, SinkServer
+from tests.sending_support import PipeliningSink, Sink, SinkServer
 
 NEVER_EXPIRE = [Purpose.UNSUBSCRIBE, Purpose.MANAGE]
 
@@ -78,16 +78,6 @@ def test_return_path_macs_are_unchanged():
     assert returnpath.decode(returnpath.encode(ref)) == ref
 
 
-class PipeliningSink(Sink):
-    """The test relay, also offering PIPELINING (RFC 2920) in its EHLO answer."""
-
-    async def handle_EHLO(
-        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
-    ) -> list[str]:
-        session.host_name = hostname
-        return [*responses[:-1], "250-PIPELINING", responses[-1]]
-
-
 AWKWARD = (
     b"From: a@example.org\r\nTo: b@example.net\r\nSubject: dots\r\n\r\n"
     b".a line that starts with a dot\r\n..two\r\n.\r\nlast line without a line break"
@@ -122,6 +112,73 @@ def test_an_envelope_address_with_a_line_break_sends_nothing():
         mailer.send("bounce@example.org", "first@example.net", AWKWARD)
         sink.wait_for(1, timeout=10)
     assert [r for r, _ in sink.received] == ["first@example.net"]
+
+
+def _batch(*recipients: str) -> list[tuple[str, str, bytes]]:
+    return [("bounce@example.org", r, AWKWARD + b"\r\n" + r.encode() + b"\r\n") for r in recipients]
+
+
+@pytest.mark.parametrize("sink_class", [Sink, PipeliningSink], ids=["plain", "pipelining"])
+def test_send_many_gives_each_message_the_outcome_send_gives_it(sink_class):
+    """One message's content and the next one's envelope share a write when the relay allows
+    it: a refusal or a deferral still settles only its own message, in order."""
+    sink = sink_class(refuse={"gone@example.net"}, defer={"busy@example.net": 1})
+    batch = _batch("a@example.net", "gone@example.net", "busy@example.net", "b@example.net")
+    batch += _batch("busy@example.net", "c@example.net")
+    with SinkServer(sink) as relay, Mailer(_relay_settings(relay.port)) as mailer:
+        outcomes = mailer.send_many(batch)
+        sink.wait_for(4, timeout=10)
+    kinds = [type(o).__name__ if o else None for o in outcomes]
+    assert kinds == [None, "PermanentFailure", "Deferred", None, None, None]
+    taken = [batch[i] for i in (0, 3, 4, 5)]  # the refusal and the first deferral are not
+    assert sink.received == [(to, raw) for _, to, raw in taken]
+
+
+class DroppingSink(PipeliningSink):
+    """Closes the connection instead of answering the DATA of chosen recipients, `times` times
+    each: the message was not taken, and the client cannot know that."""
+
+    def __init__(self, drop: dict[str, int]) -> None:
+        super().__init__()
+        self.drop = drop
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        recipient = envelope.rcpt_tos[0]
+        if self.drop.get(recipient, 0) > 0:
+            self.drop[recipient] -= 1
+            server.transport.close()
+            return "421 closing"
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_connection_lost_mid_pipeline_resends_only_the_message_it_left_unknown():
+    sink = DroppingSink({"lost@example.net": 1})
+    batch = _batch("a@example.net", "b@example.net", "lost@example.net", "c@example.net")
+    with SinkServer(sink) as relay, Mailer(_relay_settings(relay.port)) as mailer:
+        mailer.send("bounce@example.org", "warm@example.net", AWKWARD)  # pipelining from here
+        outcomes = mailer.send_many(batch)
+        sink.wait_for(5, timeout=10)
+    assert outcomes == [None, None, None, None]
+    assert [r for r, _ in sink.received] == [
+        "warm@example.net",
+        "a@example.net",
+        "b@example.net",
+        "lost@example.net",
+        "c@example.net",
+    ]
+
+
+def test_a_relay_that_keeps_dropping_ends_send_many_early_as_unreachable():
+    sink = DroppingSink({"lost@example.net": 5})
+    batch = _batch("a@example.net", "lost@example.net", "never@example.net")
+    with SinkServer(sink) as relay, Mailer(_relay_settings(relay.port)) as mailer:
+        mailer.send("bounce@example.org", "warm@example.net", AWKWARD)
+        outcomes = mailer.send_many(batch)
+        sink.wait_for(2, timeout=10)
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], TransientFailure) and not isinstance(outcomes[1], Deferred)
+    assert len(outcomes) == 2  # the message after an unreachable relay was not attempted
+    assert [r for r, _ in sink.received] == ["warm@example.net", "a@example.net"]
 
 
 def _relay_settings(port: int) -> Any:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from mailing.db import get_engine
 from tests.helpers import count
 from tests.sending_support import (
+    PipeliningSink,
     Sink,
     SinkServer,
     add_subscribers,
@@ -58,12 +59,16 @@ def test_the_relay_down_for_a_while_then_up_loses_nothing_and_sends_no_duplicate
     assert (update.sent, update.failed) == (300, 0)
 
 
+RELAYS = pytest.mark.parametrize("relay", [Sink, PipeliningSink], ids=["plain", "pipelining"])
+
+
+@RELAYS
 def test_550_for_some_recipients_fails_those_and_delivers_the_rest(
-    settings_env: Callable[..., None], worker: Any
+    settings_env: Callable[..., None], worker: Any, relay: type[Sink]
 ) -> None:
     emails = add_subscribers(200, ["healthy-places"])
     refused = set(emails[::17])
-    with SinkServer(Sink(refuse=refused)) as server:
+    with SinkServer(relay(refuse=refused)) as server:
         settings_env(smtp_host="127.0.0.1", smtp_port=server.port)
         update_id = draft(themes=["healthy-places"])
         start(update_id)
@@ -80,12 +85,13 @@ def test_550_for_some_recipients_fails_those_and_delivers_the_rest(
     assert all("550" in e and a == 1 for e, a in errors)  # permanent: tried once, never retried
 
 
+@RELAYS
 def test_a_450_for_some_recipients_retries_only_those_until_they_are_taken(
-    settings_env: Callable[..., None], worker: Any
+    settings_env: Callable[..., None], worker: Any, relay: type[Sink]
 ) -> None:
     emails = add_subscribers(120, ["healthy-minds"])
     busy = {e: 2 for e in emails[::10]}  # each refused twice with 450, then taken
-    with SinkServer(Sink(defer=dict(busy))) as server:
+    with SinkServer(relay(defer=dict(busy))) as server:
         settings_env(
             smtp_host="127.0.0.1",
             smtp_port=server.port,

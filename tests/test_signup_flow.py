@@ -164,16 +164,17 @@ def test_simultaneous_signups_for_one_new_address_make_one_subscriber(database):
     assert len(owners) == 1
 
 
-def test_more_simultaneous_signups_than_threads_all_land(client, smtp):
-    """Requests beyond the sign-up threads wait their turn on the event loop; none is lost."""
+def test_more_simultaneous_signups_than_a_batch_all_land(client, smtp):
+    """Requests beyond the batches being written wait their turn on the event loop, and go in
+    later batches; none is lost, each gets its own email."""
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
 
-    from mailing.web.routes.subscriptions import SIGNUP_THREADS
+    from mailing.web.signup_batch import SignupBatcher
 
-    n = SIGNUP_THREADS * 3
+    n = SignupBatcher.MAX_BATCH * SignupBatcher.WRITERS + 7
 
     async def sign_up_all() -> list[int]:
         transport = httpx.ASGITransport(app=client.app)

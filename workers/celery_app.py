@@ -40,6 +40,7 @@ def configure(settings: Settings | None = None, *, embedded: bool = False) -> Ce
         task_default_queue="transactional",
         task_routes={
             "workers.tasks.send_notice": {"queue": "transactional"},
+            "workers.tasks.send_notices": {"queue": "transactional"},
             "workers.tasks.send_update_batch": {"queue": "updates"},
             "workers.tasks.reconcile": {"queue": "housekeeping"},
             "workers.tasks.purge": {"queue": "housekeeping"},

@@ -29,6 +29,23 @@ def send_notice(self: Task, notice_id: int) -> bool:
 
 
 @app.task
+def send_notices(notice_ids: list[int]) -> None:
+    """Several notices gathered by the web's publisher, sent in turn. One that the relay defers
+    goes on as its own `send_notice` task, with that task's retries; one that fails otherwise
+    stays in the outbox for the reconciler."""
+    from mailing import notices
+    from workers.enqueue import SEND_NOTICE
+
+    for notice_id in notice_ids:
+        try:
+            notices.send(int(notice_id))
+        except TransientFailure:
+            app.send_task(SEND_NOTICE, args=(notice_id,), queue="transactional", countdown=5)
+        except Exception:
+            log.exception("notice %s could not be sent; the reconciler will try again", notice_id)
+
+
+@app.task
 def purge() -> None:
     """Storage limitation, hourly from beat: expired sign-ups and lapsed unsubscribes go."""
     from mailing.db import session_scope

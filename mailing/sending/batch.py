@@ -29,7 +29,7 @@ from mailing import links
 from mailing.config import get_settings
 from mailing.db import get_engine
 from mailing.deliverability.returnpath import for_delivery
-from mailing.mailer import Deferred, PermanentFailure, TransientFailure, thread_mailer
+from mailing.mailer import Deferred, PermanentFailure, thread_mailer
 from mailing.models import Update, table_of, utcnow
 from mailing.ratelimit import send_rate
 from mailing.sending.recipients import DELIVERY, SUBSCRIBER
@@ -198,26 +198,30 @@ def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> Bat
                 unsubscribe_token, manage_token = _tokens(row)
                 values = update_email.recipient_values(row.email, unsubscribe_token, manage_token)
                 copies.append((row, prepared.personalise(values)))
-            for row, raw in copies:
-                try:
-                    sender = for_delivery(
-                        prepared.envelope_from, row.delivery_id, row.subscriber_id
+            sent = mailer.send_many(
+                [
+                    (
+                        for_delivery(prepared.envelope_from, row.delivery_id, row.subscriber_id),
+                        row.email,
+                        raw,
                     )
-                    mailer.send(sender, row.email, raw)
-                except PermanentFailure as exc:
-                    result.failed.append((row.delivery_id, str(exc)[:200]))
-                    continue
-                except Deferred:
+                    for row, raw in copies
+                ]
+            )
+            for (row, _), failure in zip(copies, sent, strict=False):
+                if failure is None:
+                    result.sent.append(row.delivery_id)
+                elif isinstance(failure, PermanentFailure):
+                    result.failed.append((row.delivery_id, str(failure)[:200]))
+                elif isinstance(failure, Deferred):
                     result.deferred.append(row)
-                    continue
-                except TransientFailure as exc:
-                    # Any other transient failure means the relay is unreachable: stop the batch.
+                else:
+                    # Any other transient failure means the relay is unreachable: the batch
+                    # stops (send_many attempted nothing after it).
                     result.unreachable.append(row)
                     mailer.close()
                     outcome.deferred = True
-                    log.warning("update %s: relay unreachable (%s); will retry", update_id, exc)
-                    break
-                result.sent.append(row.delivery_id)
+                    log.warning("update %s: relay unreachable (%s); will retry", update_id, failure)
             _settle(conn, update_id, result, settings.send_max_retries)
         outcome.sent += len(result.sent)
         outcome.failed += len(result.failed)

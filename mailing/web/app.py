@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import anyio
 import kombu.exceptions
 import redis.exceptions
 import sqlalchemy.exc
@@ -28,6 +32,7 @@ from mailing.web.routes import (
     subscriptions,
     webhooks,
 )
+from workers.enqueue import notice_publisher
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +47,20 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    # Notices gathered but not yet published go before the process ends (uvicorn ends on a
+    # signal it re-raises, so atexit cannot be relied on); one it cannot publish is the
+    # reconciler's.
+    await anyio.to_thread.run_sync(notice_publisher.wait)
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     settings.check()
     app = FastAPI(
+        lifespan=_lifespan,
         title="Health Inequalities Strategy updates",
         version="1",
         # In production neither the schema nor its viewer is served: both map the API for anyone.
@@ -99,4 +114,16 @@ def create_app() -> FastAPI:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(SignupCORS)  # outside BodyLimit: a 413 still carries CORS headers
     app.add_middleware(SecurityHeaders, production=settings.is_production)
+    return app
+
+
+def serving_app() -> FastAPI:
+    """The app as `mailing serve` and `mailing dev` run it, one per process: what start-up made
+    is then frozen out of the garbage collector's reach (gc.freeze), so a full collection no
+    longer walks every module, route and template, pausing every request under way for tens of
+    milliseconds. Measured with bench/subscribe.py at 32 connections, two runs each, back to
+    back: sign-up p99 135 and 160 ms without, 74 and 73 ms with; throughput the same."""
+    app = create_app()
+    gc.collect()
+    gc.freeze()
     return app

@@ -28,7 +28,7 @@ from mailing.tokens import EXPORT_MAX_AGE_SECONDS, InvalidToken, Purpose
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
 from mailing.web.forms import FormErrors, frequency_field, read_body, text_field, theme_list
 from mailing.web.pages import invalid_link, page
-from workers.enqueue import publish_notice
+from workers.enqueue import notice_publisher
 
 router = APIRouter(tags=["subscribers"])
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ def _email_link(
     notice_id = selfservice.request_link(session, subscriber, kind)
     session.commit()
     if notice_id is not None:
-        publish_notice(notice_id)
+        notice_publisher.submit(notice_id)
         log.info("subscriber %s asked for an emailed %s", subscriber.id, kind.value)
     if is_json or wants_json(request):
         return JSONResponse({"status": "accepted"}, status_code=202)
@@ -342,6 +342,6 @@ def _send_erase_link(address: Address) -> None:
         with session_scope() as session:
             notice_id = selfservice.request_erasure(session, address)
         if notice_id is not None:
-            publish_notice(notice_id)
+            notice_publisher.submit(notice_id)
     except Exception:  # the answer is already sent; the person can ask again
         log.exception("could not queue an erase link")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from weakref import WeakKeyDictionary
+from collections.abc import Sequence
 
-import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
@@ -14,18 +12,19 @@ from mailing import consent, subscribers, subscriptions
 from mailing.config import get_settings
 from mailing.db import session_scope
 from mailing.metrics import CONFIRMATIONS, SIGNUPS
+from mailing.subscriptions import SignupRequest
 from mailing.themes import theme_titles
 from mailing.tokens import InvalidToken, Purpose, verify
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
-from mailing.web.forms import FormErrors, Signup, SubscriptionIn, parse_signup, read_body
+from mailing.web.forms import FormErrors, SubscriptionIn, parse_signup, read_body
 from mailing.web.pages import invalid_link, page
-from workers.enqueue import publish_notice
+from mailing.web.signup_batch import batcher_for_loop
+from workers.enqueue import notice_publisher
 
 router = APIRouter(tags=["residents"])
 log = logging.getLogger(__name__)
 
 ACCEPTED = {"status": "pending"}
-SIGNUP_THREADS = 4
 
 
 def signup_page(
@@ -73,9 +72,14 @@ async def subscribe(request: Request) -> Response:
             return exc.json()
         return signup_page(422, exc.errors, exc.values)
     if not signup.honeypot:
-        await anyio.to_thread.run_sync(
-            _accept, signup, "api" if body.is_json else "form", limiter=_signup_limiter()
+        request_ = SignupRequest(
+            signup.address,
+            signup.themes,
+            "api" if body.is_json else "form",
+            signup.source,
+            signup.frequency,
         )
+        await batcher_for_loop(_write).accept(request_)
     else:
         SIGNUPS.labels("honeypot").inc()
     if body.is_json:
@@ -83,34 +87,16 @@ async def subscribe(request: Request) -> Response:
     return RedirectResponse("/check-your-email", status_code=303)
 
 
-_limiters: WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = WeakKeyDictionary()
-
-
-def _signup_limiter() -> anyio.CapacityLimiter:
-    """A few threads per process do the database and broker work of sign-ups; the rest wait on
-    the event loop. More threads only fight over the GIL: under load, throughput falls and the
-    slowest answers get slower. One limiter per event loop, as its waiters belong to a loop."""
-    loop = asyncio.get_running_loop()
-    limiter = _limiters.get(loop)
-    if limiter is None:
-        limiter = _limiters[loop] = anyio.CapacityLimiter(SIGNUP_THREADS)
-    return limiter
-
-
-def _accept(signup: Signup, channel: str) -> None:
+def _write(requests: Sequence[SignupRequest]) -> list[int | None]:
+    """Store sign-ups in one transaction, then hand their notices to the publisher."""
     with session_scope() as session:
-        notice_id = subscriptions.request_subscription(
-            session,
-            signup.address,
-            signup.themes,
-            channel=channel,
-            source=signup.source,
-            frequency=signup.frequency,
-        )
-    SIGNUPS.labels("capped" if notice_id is None else "accepted").inc()
-    if notice_id is not None:
-        # Committed with the request: if the broker loses this, the reconciler sends it.
-        publish_notice(notice_id)
+        notice_ids = subscriptions.request_subscriptions(session, requests)
+    for notice_id in notice_ids:
+        SIGNUPS.labels("capped" if notice_id is None else "accepted").inc()
+        if notice_id is not None:
+            # Committed with the request: if the broker loses this, the reconciler sends it.
+            notice_publisher.submit(notice_id)
+    return notice_ids
 
 
 @router.get("/check-your-email", include_in_schema=False)
@@ -145,7 +131,7 @@ def confirm(token: str, request: Request, session: SessionDep) -> Response:
         CONFIRMATIONS.inc()
         log.info("subscriber %s confirmed", subscriber.id)
         # Queued in the outbox with the confirmation: if the broker loses this, it still goes.
-        publish_notice(welcome)
+        notice_publisher.submit(welcome)
     if wants_json(request):
         return JSONResponse({"status": "active", "themes": themes})
     return page("confirmed", themes=theme_titles(themes))
