@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from tests.helpers import subscribe
+from tests.helpers import count, subscribe
 from workers.enqueue import NoticePublisher
 
 
@@ -45,3 +45,20 @@ def test_sign_ups_in_one_burst_are_each_sent_their_email(client, smtp):
         assert subscribe(client, email).status_code == 202
     received = smtp.outbox.wait_for(len(emails))
     assert sorted(to for m in received for to in m.to) == sorted(emails)
+
+
+def test_a_confirmation_the_relay_defers_is_retried_on_its_own_and_arrives(
+    settings_env, worker, client
+):
+    """`send_notices` hands a deferred notice to its own `send_notice` task, with retries."""
+    from tests.sending_support import Sink, SinkServer, wait_until
+
+    sink = Sink(defer={"deferred@example.org": 1})
+    with SinkServer(sink) as relay:
+        settings_env(smtp_host="127.0.0.1", smtp_port=relay.port)
+        assert subscribe(client, "deferred@example.org").status_code == 202
+        assert subscribe(client, "prompt@example.org").status_code == 202
+        sink.wait_for(2, timeout=60)
+    assert sorted(sink.recipients()) == ["deferred@example.org", "prompt@example.org"]
+    # Each row goes with the commit after its email: both sent, both rows gone.
+    wait_until(lambda: count("notice") == 0, timeout=10, what="the outbox to empty")
