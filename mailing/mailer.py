@@ -165,16 +165,10 @@ class Mailer:
             return None
         if code == 421 or not 400 <= code < 600:
             raise _Lost
-        try:
-            self._raise_for(code)
-        except (PermanentFailure, Deferred) as exc:
-            return exc
-        return None  # unreachable: _raise_for always raises
+        return _failure_for(code)
 
     def _raise_for(self, code: int) -> None:
-        if 500 <= code < 600:
-            raise PermanentFailure(f"refused: {code}")
-        raise Deferred(f"deferred: {code}")
+        raise _failure_for(code)
 
     def _reset(self) -> None:
         try:
@@ -227,6 +221,13 @@ def _stuffed(raw: bytes) -> bytes:
 
 Message = tuple[str, str, bytes]  # the envelope sender, the recipient, the message
 _ACCEPTED = ((250,), (250, 251), (354,))  # what MAIL FROM, RCPT TO and DATA answer when all is well
+
+
+def _failure_for(code: int) -> PermanentFailure | Deferred:
+    """A refusal for one message: 5xx permanent, 4xx deferred."""
+    if 500 <= code < 600:
+        return PermanentFailure(f"refused: {code}")
+    return Deferred(f"deferred: {code}")
 
 
 class _Lost(Exception):
