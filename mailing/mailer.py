@@ -63,14 +63,22 @@ class Mailer:
         self.close()
 
     def _connect(self) -> smtplib.SMTP:
+        """A greeted (and, if configured, encrypted and logged-in) connection. A relay that
+        refuses our EHLO and HELO refuses us, not a recipient: that is an unreachable relay,
+        and the half-open connection is closed rather than kept (smtplib would not greet it
+        again, so every later command would be answered 503)."""
         s = self.settings
+        smtp: smtplib.SMTP | None = None
         try:
             smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
             if s.smtp_starttls:
                 smtp.starttls(context=ssl.create_default_context())
             if s.smtp_username:
                 smtp.login(s.smtp_username, s.smtp_password or "")
+            smtp.ehlo_or_helo_if_needed()  # (again after STARTTLS, which forgets the greeting)
         except (OSError, smtplib.SMTPException) as exc:
+            if smtp is not None:
+                smtp.close()
             raise TransientFailure(f"cannot reach relay: {type(exc).__name__}") from exc
         return smtp
 

@@ -175,6 +175,38 @@ class PipeliningSink(Sink):
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
 
+class GreetingRefusingSink(Sink):
+    """A relay that answers 554 to EHLO and HELO on its first `refusals` connections (as one
+    does while it is listed, or before its access rules allow us), then greets normally."""
+
+    def __init__(self, refusals: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.refusals = refusals  # connections still to refuse
+        self.greetings_refused = 0
+
+    def _refuse(self, session: Any) -> bool:
+        with self.lock:
+            if not hasattr(session, "refused"):
+                session.refused = self.refusals > 0
+                self.refusals -= session.refused
+            self.greetings_refused += session.refused
+            return bool(session.refused)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        if self._refuse(session):
+            return ["554 5.7.1 Not accepting mail from you right now"]
+        session.host_name = hostname
+        return responses
+
+    async def handle_HELO(self, server: Any, session: Any, envelope: Any, hostname: str) -> str:
+        if self._refuse(session):
+            return "554 5.7.1 Not accepting mail from you right now"
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+
 class SinkServer:
     """A Sink on a loopback port (a fixed one can be given, to bring a relay 'back up')."""
 

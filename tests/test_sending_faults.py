@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,8 +16,10 @@ import pytest
 import sqlalchemy as sa
 
 from mailing.db import get_engine
+from mailing.models import Update
 from tests.helpers import count
 from tests.sending_support import (
+    GreetingRefusingSink,
     PipeliningSink,
     Sink,
     SinkServer,
@@ -59,6 +62,23 @@ def test_the_relay_down_for_a_while_then_up_loses_nothing_and_sends_no_duplicate
     assert (update.sent, update.failed) == (300, 0)
 
 
+def _send_with_quick_retries(
+    settings_env: Callable[..., None], server: SinkServer, theme: str
+) -> tuple[Update, Counter[str]]:
+    """Send an update on `theme` through this relay, retrying after 0.2 s (at most 1 s);
+    returns the update once sent and how many copies each recipient got."""
+    settings_env(
+        smtp_host="127.0.0.1",
+        smtp_port=server.port,
+        send_retry_backoff=0.2,
+        send_retry_backoff_max=1,
+    )
+    update_id = draft(themes=[theme])
+    start(update_id)
+    update = wait_sent(update_id, timeout=60)
+    return update, server.sink.recipients()
+
+
 RELAYS = pytest.mark.parametrize("relay", [Sink, PipeliningSink], ids=["plain", "pipelining"])
 
 
@@ -92,16 +112,7 @@ def test_a_450_for_some_recipients_retries_only_those_until_they_are_taken(
     emails = add_subscribers(120, ["healthy-minds"])
     busy = {e: 2 for e in emails[::10]}  # each refused twice with 450, then taken
     with SinkServer(relay(defer=dict(busy))) as server:
-        settings_env(
-            smtp_host="127.0.0.1",
-            smtp_port=server.port,
-            send_retry_backoff=0.2,
-            send_retry_backoff_max=1,
-        )
-        update_id = draft(themes=["healthy-minds"])
-        start(update_id)
-        update = wait_sent(update_id, timeout=60)
-        got = server.sink.recipients()
+        update, got = _send_with_quick_retries(settings_env, server, "healthy-minds")
     assert set(got) == set(emails)
     assert max(got.values()) == 1
     assert (update.sent, update.failed) == (120, 0)
@@ -230,3 +241,20 @@ def test_a_worker_killed_mid_send_loses_nothing_and_repeats_at_most_one_chunk(
     assert duplicates <= get_settings().send_commit_chunk
     assert (update.sent, update.failed) == (KILL_N, 0)
     assert count("delivery", "WHERE status = 'sent'") == KILL_N
+
+
+def test_a_relay_refusing_our_greeting_is_unreachable_for_a_while_not_a_refusal_of_recipients(
+    settings_env: Callable[..., None], worker: Any
+) -> None:
+    """554 to EHLO and HELO says the relay will not talk to us (yet), nothing about the
+    recipients: the send waits and retries, nobody is marked failed, and the half-greeted
+    connection is not reused (on it every later command would be answered 503)."""
+    emails = add_subscribers(60, ["healthy-living"])
+    relay = GreetingRefusingSink(refusals=2)
+    with SinkServer(relay) as server:
+        update, got = _send_with_quick_retries(settings_env, server, "healthy-living")
+    assert relay.greetings_refused >= 2  # EHLO and HELO on the first connection, at least
+    assert relay.refusals == 0
+    assert set(got) == set(emails)
+    assert max(got.values()) == 1
+    assert (update.sent, update.failed) == (60, 0)
