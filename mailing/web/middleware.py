@@ -182,7 +182,10 @@ class SecurityHeaders:
         rid = uuid.uuid4().hex[:16]
         token = request_id.set(rid)
         private = holds_token(scope.get("path", ""))
-        status = 500
+        status = 0  # until an answer starts
+        # No answer and no error: the client hung up before it could be given one (in the
+        # middle of sending its body, say). Logged as nginx does, 499, not as our failure.
+        unanswered = 499
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -201,7 +204,11 @@ class SecurityHeaders:
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_headers)
+        except BaseException:
+            unanswered = 500  # the server answers 500 for what raised
+            raise
         finally:
+            status = status or unanswered
             elapsed = time.perf_counter() - started
             route = _route_of(scope)
             REQUEST_LATENCY.labels(route).observe(elapsed)
