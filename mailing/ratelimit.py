@@ -6,6 +6,7 @@ Keys never hold a raw address: callers pass a keyed hash.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
+from weakref import WeakKeyDictionary
 
 from mailing.config import get_settings
 
@@ -25,6 +27,7 @@ class Verdict:
 
 class Limiter(Protocol):
     def hit(self, key: str, limit: int, window: int) -> Verdict: ...
+    async def hit_async(self, key: str, limit: int, window: int) -> Verdict: ...
     def hit_many(self, keys: Sequence[str], limit: int, window: int) -> list[Verdict]: ...
     def forget(self, key_prefix: str, key: str) -> None: ...
 
@@ -46,6 +49,9 @@ class MemoryLimiter:
                 self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
         return Verdict(count <= limit, max(1, math.ceil(reset - now)))
 
+    async def hit_async(self, key: str, limit: int, window: int) -> Verdict:
+        return self.hit(key, limit, window)  # a dict under a lock: nothing to wait for
+
     def hit_many(self, keys: Sequence[str], limit: int, window: int) -> list[Verdict]:
         return [self.hit(key, limit, window) for key in keys]
 
@@ -59,30 +65,56 @@ class RedisLimiter:
     def __init__(self, url: str) -> None:
         import redis
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._url = url
+        self._redis = redis.Redis.from_url(url, **REDIS_TIMEOUTS)
+        # An asyncio client belongs to the loop it first ran on: one per loop.
+        self._async: WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = WeakKeyDictionary()
 
     def hit(self, key: str, limit: int, window: int) -> Verdict:
         return self.hit_many([key], limit, window)[0]
+
+    async def hit_async(self, key: str, limit: int, window: int) -> Verdict:
+        """`hit` from the event loop: no hand-off to a thread (a request's per-IP limit paid one,
+        a fifth of a sign-up's latency at 8 connections), and the loop is never blocked."""
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            import redis.asyncio
+
+            client = self._async[loop] = redis.asyncio.Redis.from_url(self._url, **REDIS_TIMEOUTS)
+        pipe = client.pipeline(transaction=False)
+        _count_hits(pipe, [key], window)
+        return _verdicts(await pipe.execute(), limit, window)[0]
 
     def hit_many(self, keys: Sequence[str], limit: int, window: int) -> list[Verdict]:
         """Count a hit on each key, in one round trip."""
         if not keys:
             return []
         pipe = self._redis.pipeline(transaction=False)
-        for key in keys:
-            full = f"mailing:rl:{key}"
-            pipe.incr(full)
-            pipe.expire(full, window, nx=True)
-            pipe.ttl(full)
-        answers = pipe.execute()
-        return [
-            Verdict(int(count) <= limit, max(1, int(ttl) if int(ttl) > 0 else window))
-            for count, ttl in zip(answers[0::3], answers[2::3], strict=True)
-        ]
+        _count_hits(pipe, keys, window)
+        return _verdicts(pipe.execute(), limit, window)
 
     def forget(self, key_prefix: str, key: str) -> None:
         for k in self._redis.scan_iter(match=f"mailing:rl:{key_prefix}*{key}"):
             self._redis.delete(k)
+
+
+REDIS_TIMEOUTS: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
+
+
+def _count_hits(pipe: Any, keys: Sequence[str], window: int) -> None:
+    for key in keys:
+        full = f"mailing:rl:{key}"
+        pipe.incr(full)
+        pipe.expire(full, window, nx=True)
+        pipe.ttl(full)
+
+
+def _verdicts(answers: list[Any], limit: int, window: int) -> list[Verdict]:
+    return [
+        Verdict(int(count) <= limit, max(1, int(ttl) if int(ttl) > 0 else window))
+        for count, ttl in zip(answers[0::3], answers[2::3], strict=True)
+    ]
 
 
 @lru_cache

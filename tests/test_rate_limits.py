@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
+import pytest
 from fastapi.testclient import TestClient
 
+from mailing.devcapture import _free_port
 from mailing.ratelimit import MemoryLimiter, RedisLimiter, get_limiter
 from mailing.web.app import create_app
 from tests.conftest import REDIS
-from tests.helpers import count, subscribe
+from tests.helpers import count, subscribe, table_snapshot
 
 
 def test_ip_limit_answers_429_with_retry_after(client, settings_env, smtp):
@@ -56,3 +61,31 @@ def test_rate_limit_keys_hold_no_raw_address(client, smtp):
         keys = list(limiter._counts)
     assert any(k.startswith(("confirm-mail:", "mailing:rl:confirm-mail:")) for k in keys), keys
     assert not any("keyed" in k or "example.org" in k for k in keys), keys
+
+
+@pytest.mark.skipif(not REDIS, reason="needs Redis (MAILING_TEST_REDIS_URL)")
+def test_the_event_loops_hits_count_in_the_same_bucket_as_the_threads_on_any_loop():
+    """The per-IP limit is counted from the event loop (`hit_async`) with a client per loop
+    (an asyncio client cannot move between loops: a test client, or a server restarted in
+    the same process, runs a new one); both kinds of hit share one bucket."""
+    limiter = RedisLimiter(REDIS)
+    key = f"ip:loops-{uuid.uuid4().hex}"
+    verdicts = [limiter.hit(key, 3, 60), limiter.hit(key, 3, 60)]
+    verdicts += [asyncio.run(limiter.hit_async(key, 3, 60)) for _ in range(2)]  # two loops
+    assert [v.allowed for v in verdicts] == [True, True, True, False]
+    assert 1 <= verdicts[-1].retry_after <= 60
+
+
+def test_with_the_rate_limit_store_unreachable_a_sign_up_is_503_and_stores_nothing(
+    database, smtp, worker, settings_env
+):
+    settings_env(redis_url=f"redis://127.0.0.1:{_free_port()}/0")  # nothing listens there
+    before = table_snapshot()
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+        answer = subscribe(client, "store-down@example.org")
+        form = client.post(
+            "/subscriptions", data={"email": "store-down@example.org", "consent": "on"}
+        )
+    assert answer.status_code == form.status_code == 503
+    assert answer.headers["retry-after"] == "5"
+    assert table_snapshot() == before

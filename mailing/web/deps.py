@@ -87,10 +87,10 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def limit_public_post(request: Request) -> None:
+async def limit_public_post(request: Request) -> None:
     """MAILING_RATE_LIMIT_PER_IP public POSTs per client IP per minute, then 429."""
     settings = get_settings()
-    verdict = get_limiter().hit(
+    verdict = await get_limiter().hit_async(
         f"ip:{client_ip(request)}", settings.rate_limit_per_ip, IP_WINDOW_SECONDS
     )
     if not verdict.allowed:
