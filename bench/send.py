@@ -31,7 +31,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from throwaway import drop_database, free_port, make_database, stop_groups  # noqa: E402
+from throwaway import (  # noqa: E402
+    cpu_seconds,
+    drop_database,
+    free_port,
+    make_database,
+    processes_cpu,
+    stop_groups,
+)
 
 from mailing.mailer import _stuffed  # noqa: E402
 
@@ -182,25 +189,6 @@ def peak_rss_kib(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def processes_cpu(name: str) -> float:
-    """CPU seconds so far of every process with this command name (PostgreSQL's backends,
-    Redis) that this user can read; those that end in between are not counted."""
-    total = 0.0
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and (proc / "comm").read_text().strip() == name:
-                total += cpu_seconds(int(proc.name))
-        except OSError:
-            continue
-    return total
 
 
 def blast(port: int, messages: list[bytes], envelope_from: str, rcpts: list[str]) -> None:

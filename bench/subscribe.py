@@ -33,7 +33,13 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from throwaway import drop_database, free_port, make_database  # noqa: E402
+from throwaway import (  # noqa: E402
+    drop_database,
+    free_port,
+    make_database,
+    processes_cpu,
+    tree_cpu,
+)
 
 MAILING = [sys.executable, "-m", "mailing.cli"]
 
@@ -121,6 +127,17 @@ async def drive(
     start = time.perf_counter()
     await asyncio.gather(*(one_connection() for _ in range(concurrency)))
     return time.perf_counter() - start, latencies, statuses, accepted
+
+
+def _cpu(server: int) -> list[float]:
+    """CPU seconds so far: the server (with its workers), PostgreSQL, Redis, this client."""
+    times = os.times()
+    return [
+        tree_cpu(server),
+        processes_cpu("postgres"),
+        processes_cpu("redis-server"),
+        times.user + times.system,
+    ]
 
 
 def report(name: str, elapsed: float, latencies: list[float], statuses: dict[int, int]) -> float:
@@ -225,6 +242,7 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1)  # py-spy attaches before the load starts
+        cpu_before = _cpu(server.pid)
         s_elapsed, s_lat, s_status, accepted = asyncio.run(
             drive(
                 port,
@@ -235,12 +253,18 @@ def main() -> None:
                 args.per_connection,
             )
         )
+        cpu = [after - before for after, before in zip(_cpu(server.pid), cpu_before, strict=True)]
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             profiler.wait(timeout=30)
         h_rps = report("GET /healthz", h_elapsed, h_lat, h_status)
         s_rps = report("POST /subscriptions", s_elapsed, s_lat, s_status)
         print(f"sign-ups / healthz throughput ratio: {s_rps / h_rps:.2f}")
+        print(
+            f"CPU during the sign-ups: server {cpu[0]:.1f}s ({cpu[0] * 1e6 / args.n:.0f} us each), "
+            f"PostgreSQL {cpu[1]:.1f}s, Redis {cpu[2]:.1f}s, client {cpu[3]:.1f}s, "
+            f"of {os.cpu_count()} cores x {s_elapsed:.1f}s"
+        )
         p99 = percentile(s_lat, 99) * 1000
         print(
             f"target (sign-ups >= 0.15 of /healthz, p99 < 100 ms): "

