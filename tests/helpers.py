@@ -41,3 +41,31 @@ def subscribe(client: Any, email: str, themes: list[str] | None = None, **extra:
         body["themes"] = themes
     body.update(extra)
     return client.post("/subscriptions", json=body)
+
+
+def self_signed_pem(key: Any, common_name: str, *, ip: str | None = None) -> bytes:
+    """A self-signed certificate (PEM) for this key, valid from a day ago for 30 days; with
+    `ip`, for that address too (a TLS client checks it against the host it connected to)."""
+    from datetime import UTC, datetime, timedelta
+    from ipaddress import ip_address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+    )
+    if ip is not None:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ip_address(ip))]), critical=False
+        ).add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)

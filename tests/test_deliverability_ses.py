@@ -9,15 +9,13 @@ import functools
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 from sqlmodel import select
 
 from mailing.config import SNS_CERT_URL_PATTERN
@@ -31,7 +29,7 @@ from tests.deliverability_support import (
     sent_update,
     subscriber_status,
 )
-from tests.helpers import table_snapshot
+from tests.helpers import self_signed_pem, table_snapshot
 
 TOPIC = "arn:aws:sns:eu-west-2:123456789012:mailing-ses"
 CERT_PATH = "/SimpleNotificationService-0123456789abcdef.pem"
@@ -43,29 +41,13 @@ def _key(name: str) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def _certificate(key: rsa.RSAPrivateKey) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.test")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 class SnsHost:
     """The loopback stand-in for sns.<region>.amazonaws.com: serves the signing certificate and
     answers subscription confirmations, counting both."""
 
     def __init__(self) -> None:
         self.key = _key("sns")
-        self.pem = _certificate(self.key)
+        self.pem = self_signed_pem(self.key, "sns.test")
         self.cert_fetches = 0
         self.confirmations: list[str] = []
         host = self
