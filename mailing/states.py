@@ -182,13 +182,23 @@ def transition(
 ) -> int:
     """Apply `t` to the rows of `table` that match `where` and are in one of its source statuses;
     returns how many rows changed. `values` may set other columns in the same statement."""
-    statement = (
+    result = conn.execute(transition_statement(table, t, where, values))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def transition_statement(
+    table: sa.Table,
+    t: Transition[Any],
+    where: ColumnElement[bool],
+    values: Mapping[str, Any] | None = None,
+) -> sa.Update:
+    """The UPDATE that `transition` runs, for a hot path to build once with bound parameters
+    and execute many times (it answers the same: only rows in a source status change)."""
+    return (
         sa.update(table)
         .where(where, table.c.status.in_([s.value for s in t.source]))
         .values(status=t.target.value, **(values or {}))
     )
-    result = conn.execute(statement)
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def values_of(enum: type[StrEnum]) -> list[str]:

@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
+import mailing.sending.chunk_sql as sql
 from mailing import links
 from mailing.config import get_settings
 from mailing.db import get_engine
@@ -32,7 +33,7 @@ from mailing.deliverability.returnpath import for_delivery
 from mailing.mailer import Deferred, PermanentFailure, thread_mailer
 from mailing.models import Update, table_of, utcnow
 from mailing.ratelimit import send_rate
-from mailing.sending.recipients import DELIVERY, SUBSCRIBER
+from mailing.sending.recipients import DELIVERY
 from mailing.states import (
     DELIVERED,
     DeliveryStatus,
@@ -71,63 +72,22 @@ class _Row:
     attempts: int
 
 
-_CLAIM_COLUMNS = sa.select(
-    DELIVERY.c.id,
-    DELIVERY.c.subscriber_id,
-    SUBSCRIBER.c.status,
-    SUBSCRIBER.c.email,
-    SUBSCRIBER.c.email_key,
-    SUBSCRIBER.c.token_version,
-    DELIVERY.c.attempts,
-).join_from(DELIVERY, SUBSCRIBER, SUBSCRIBER.c.id == DELIVERY.c.subscriber_id)
-
-
-def _claimable(update_id: int, now: Any) -> sa.ColumnElement[bool]:
-    # The shape pins the plan to ix_delivery_pending (an update's pending rows in id order), which
-    # reads one chunk's rows however far the send has gone. With `update_id = x` the planner
-    # treats update_id as a constant, so the primary key also gives "id order" and, with no
-    # statistics yet for the rows start_send just wrote, it walks the primary key past every row
-    # already sent (half the database CPU of a 100k send). A range on update_id is not an
-    # equality, so only the partial index yields (update_id, id) order without a sort; the status
-    # is written into the SQL so that even a prepared (generic) plan can prove the index's
-    # predicate. tests/test_send_plan.py reads the plan.
-    return sa.and_(
-        DELIVERY.c.update_id >= update_id,
-        DELIVERY.c.update_id <= update_id,
-        DELIVERY.c.status == sa.literal(DeliveryStatus.PENDING.value, literal_execute=True),
-        sa.or_(DELIVERY.c.retry_at.is_(None), DELIVERY.c.retry_at <= now),
-    )
-
-
-_CLAIM_ORDER = (DELIVERY.c.update_id, DELIVERY.c.id)
-
-
 def _still_sending(conn: Connection, update_id: int) -> bool:
-    status = conn.execute(sa.select(UPDATE.c.status).where(UPDATE.c.id == update_id)).scalar()
+    status = conn.execute(sql.STATUS, {"the_update": update_id}).scalar()
     return status == UpdateStatus.SENDING.value
 
 
 def _claim(conn: Connection, update_id: int, limit: int, now: Any) -> list[_Row]:
-    """Lock up to `limit` pending deliveries of the update, due at `now`, for this transaction."""
-    where = _claimable(update_id, now)
-    ordered = _CLAIM_COLUMNS.where(where).order_by(*_CLAIM_ORDER).limit(limit)
-    if conn.dialect.name == "postgresql":
-        # The chunk's "sent" marks need not wait for a disk flush (4 ms a commit here): a worker
-        # crash still loses the whole transaction, and a database crash can lose only the last
-        # fraction of a second of marks, which means sending those again, never losing them.
-        conn.execute(sa.text("SET LOCAL synchronous_commit = off"))
-        query = ordered.with_for_update(of=DELIVERY, skip_locked=True)
+    """Lock up to `limit` pending deliveries of the update, due at `now`, for this transaction
+    (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: its one write lock, taken by writing first, so
+    no unsubscribe can commit while this chunk is being sent)."""
+    params = {"the_update": update_id, "due_at": now, "chunk_size": limit}
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        conn.execute(sql.SYNC_COMMIT_OFF)
     else:
-        # SQLite has one writer: writing first takes the database's write lock, held until commit,
-        # so no unsubscribe can commit while this chunk is being sent.
-        ids = sa.select(DELIVERY.c.id).where(where).order_by(*_CLAIM_ORDER).limit(limit)
-        conn.execute(
-            sa.update(DELIVERY)
-            .where(DELIVERY.c.id.in_(ids.scalar_subquery()))
-            .values(attempts=DELIVERY.c.attempts)
-        )
-        query = ordered
-    return [_Row(*r) for r in conn.execute(query).all()]
+        conn.execute(sql.LOCK_CLAIMABLE, params)
+    return [_Row(*r) for r in conn.execute(sql.CLAIM[postgres], params).all()]
 
 
 @dataclass(frozen=True)
@@ -283,14 +243,9 @@ def _ids(conn: Connection, where: list[int]) -> sa.ColumnElement[bool]:
 def _settle(conn: Connection, update_id: int, result: _Chunk, max_attempts: int) -> None:
     now = utcnow()
     attempt = DELIVERY.c.attempts + 1
+    postgres = conn.dialect.name == "postgresql"
     if result.sent:
-        transition(
-            conn,
-            DELIVERY,
-            DeliveryTransitions.SEND,
-            _ids(conn, result.sent),
-            {"sent_at": now, "attempts": attempt},
-        )
+        conn.execute(sql.MARK_SENT[postgres], {"chunk_ids": result.sent, "settled_at": now})
     if result.cancelled:
         transition(conn, DELIVERY, DeliveryTransitions.CANCEL, _ids(conn, result.cancelled))
     for delivery_id, error in result.failed:
@@ -324,15 +279,14 @@ def _settle(conn: Connection, update_id: int, result: _Chunk, max_attempts: int)
             ),
             {"error": f"deferred {max_attempts} times"},
         )
-    # One statement: the counts and the heartbeat that tells the reconciler this send is alive.
     conn.execute(
-        sa.update(UPDATE)
-        .where(UPDATE.c.id == update_id)
-        .values(
-            sent=UPDATE.c.sent + len(result.sent),
-            failed=UPDATE.c.failed + len(result.failed) + gave_up,
-            heartbeat_at=now,
-        )
+        sql.ADD_COUNTS,
+        {
+            "the_update": update_id,
+            "sent_now": len(result.sent),
+            "failed_now": len(result.failed) + gave_up,
+            "settled_at": now,
+        },
     )
 
 
