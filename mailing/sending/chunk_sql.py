@@ -1,9 +1,10 @@
 """The statements a send runs for every commit chunk, built once with bound parameters.
 
 A chunk is 50 emails and a 100,000-recipient send runs 2,000 of them: building each statement
-anew (clauses, their cache key) cost a worker more CPU than the rest of the claim and the settle
-together. Each statement is built here once per dialect (True: PostgreSQL) and executed with the
-chunk's values as parameters; what they say is unchanged.
+anew (its clauses, their cache key) was about half the CPU the status check, the claim and the
+settle cost a worker. Each is built here once per dialect (True: PostgreSQL) and executed with
+the chunk's values as parameters; what they say is unchanged (worker CPU an email 86-97 µs
+before, 69-73 µs after, bench/send.py back to back).
 """
 
 from __future__ import annotations
