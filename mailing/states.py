@@ -179,10 +179,13 @@ def transition(
     t: Transition[Any],
     where: ColumnElement[bool],
     values: Mapping[str, Any] | None = None,
+    *,
+    params: Mapping[str, Any] | None = None,
 ) -> int:
     """Apply `t` to the rows of `table` that match `where` and are in one of its source statuses;
-    returns how many rows changed. `values` may set other columns in the same statement."""
-    result = conn.execute(transition_statement(table, t, where, values))
+    returns how many rows changed. `values` may set other columns in the same statement;
+    `params` are the values of bound parameters in `where` or `values`."""
+    result = conn.execute(transition_statement(table, t, where, values), params)
     return int(getattr(result, "rowcount", 0) or 0)
 
 

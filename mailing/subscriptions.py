@@ -120,8 +120,10 @@ def request_subscriptions(session: Session, requests: Sequence[SignupRequest]) -
             if (subscriber_id := created.get(requests[i].address.key)) is not None:
                 found[i] = (subscriber_id, SubscriberStatus.PENDING)
     for i in sorted(range(len(requests)), key=lambda i: (requests[i].address.key, i)):
-        if i not in found:
-            found[i] = _pending_or_existing(session, requests[i].address, requests[i].themes)
+        if i not in found:  # its address met the unique key above: known, or earlier in the batch
+            found[i] = _pending_or_existing(
+                session, requests[i].address, requests[i].themes, known=True
+            )
     consent.record_many(
         session,
         [
@@ -174,19 +176,22 @@ def _pending_row(address: Address, now: datetime) -> dict[str, object]:
 
 
 def _pending_or_existing(
-    session: Session, address: Address, themes: list[str]
+    session: Session, address: Address, themes: list[str], *, known: bool = False
 ) -> tuple[int, SubscriberStatus]:
     """The subscriber for this address, created pending if new: one statement in the usual case.
 
     `INSERT ... ON CONFLICT DO NOTHING` lets the unique key decide a race between two requests
     for a new address (the loser waits for the winner's commit, then reads its row), with no
     look-up before it and no savepoint. A pending subscriber's themes follow the latest request;
-    an active or unsubscribed one's change only through a signed link.
+    an active or unsubscribed one's change only through a signed link. `known`: the caller's
+    own insert for this address just met the unique key, so the look-up comes first.
     """
     connection = session.connection()
     create = _CREATE_PENDING[connection.dialect.name == "postgresql"]
-    for _ in range(2):  # a second go only if the row was erased between the two statements
-        created = connection.execute(create, _pending_row(address, utcnow())).scalar()
+    for attempt in range(2):  # a second go only if the row was erased between the statements
+        created = None
+        if not (known and attempt == 0):
+            created = connection.execute(create, _pending_row(address, utcnow())).scalar()
         if created is not None:
             if themes:
                 connection.execute(

@@ -63,7 +63,7 @@ def test_the_relay_down_for_a_while_then_up_loses_nothing_and_sends_no_duplicate
 
 
 def _send_with_quick_retries(
-    settings_env: Callable[..., None], server: SinkServer, theme: str
+    settings_env: Callable[..., None], server: SinkServer, theme: str, **settings: object
 ) -> tuple[Update, Counter[str]]:
     """Send an update on `theme` through this relay, retrying after 0.2 s (at most 1 s);
     returns the update once sent and how many copies each recipient got."""
@@ -72,6 +72,7 @@ def _send_with_quick_retries(
         smtp_port=server.port,
         send_retry_backoff=0.2,
         send_retry_backoff_max=1,
+        **settings,
     )
     update_id = draft(themes=[theme])
     start(update_id)
@@ -127,6 +128,28 @@ def test_a_450_for_some_recipients_retries_only_those_until_they_are_taken(
         )
     assert all(attempts[e] == 3 for e in busy)
     assert all(attempts[e] == 1 for e in emails if e not in busy)
+
+
+@RELAYS
+def test_a_recipient_the_relay_always_defers_is_failed_after_the_last_try(
+    settings_env: Callable[..., None], worker: Any, relay: type[Sink]
+) -> None:
+    emails = add_subscribers(40, ["healthy-places"])
+    stuck = emails[7]
+    with SinkServer(relay(defer={stuck: 1000})) as server:
+        update, got = _send_with_quick_retries(
+            settings_env, server, "healthy-places", send_max_retries=3
+        )
+    assert set(got) == set(emails) - {stuck}
+    assert (update.sent, update.failed) == (39, 1)
+    with get_engine().connect() as conn:
+        failed = conn.execute(
+            sa.text(
+                "SELECT s.email, d.attempts, d.error FROM delivery d "
+                "JOIN subscriber s ON s.id = d.subscriber_id WHERE d.status = 'failed'"
+            )
+        ).all()
+    assert [tuple(f) for f in failed] == [(stuck, 3, "deferred 3 times")]
 
 
 @pytest.fixture

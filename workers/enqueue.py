@@ -23,9 +23,15 @@ SEND_NOTICES = "workers.tasks.send_notices"
 SEND_UPDATE_BATCH = "workers.tasks.send_update_batch"
 
 
-def publish_notice(notice_id: int) -> None:
-    """A notice row was committed: a worker sends it."""
-    app.send_task(SEND_NOTICE, args=(notice_id,), queue="transactional", retry_policy=PUBLISH_RETRY)
+def publish_notice(notice_id: int, countdown: float = 0) -> None:
+    """A notice row was committed: a worker sends it (after `countdown` seconds)."""
+    app.send_task(
+        SEND_NOTICE,
+        args=(notice_id,),
+        queue="transactional",
+        countdown=countdown or None,
+        retry_policy=PUBLISH_RETRY,
+    )
 
 
 def publish_notices(notice_ids: Sequence[int]) -> None:

@@ -34,13 +34,13 @@ def send_notices(notice_ids: list[int]) -> None:
     goes on as its own `send_notice` task, with that task's retries; one that fails otherwise
     stays in the outbox for the reconciler."""
     from mailing import notices
-    from workers.enqueue import SEND_NOTICE
+    from workers.enqueue import publish_notice
 
     for notice_id in notice_ids:
         try:
             notices.send(int(notice_id))
         except TransientFailure:
-            app.send_task(SEND_NOTICE, args=(notice_id,), queue="transactional", countdown=5)
+            publish_notice(notice_id, countdown=5)
         except Exception as exc:  # the name only: an exception's text may quote an address
             log.warning(
                 "notice %s could not be sent (%s); the reconciler will try again",

@@ -21,7 +21,6 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -232,22 +231,21 @@ class _Chunk:
     unreachable: list[_Row] = field(default_factory=list)  # the relay could not be reached
 
 
-def _ids(conn: Connection, where: list[int]) -> sa.ColumnElement[bool]:
-    if conn.dialect.name == "postgresql":
-        # One array parameter rather than an IN list of a chunk's ids: no per-id bind parameter
-        # to build, expand and convert on every chunk, and one statement text for any chunk size.
-        return DELIVERY.c.id == sa.any_(sa.literal(where, ARRAY(sa.Integer)))
-    return DELIVERY.c.id.in_(where)
-
-
 def _settle(conn: Connection, update_id: int, result: _Chunk, max_attempts: int) -> None:
     now = utcnow()
     attempt = DELIVERY.c.attempts + 1
     postgres = conn.dialect.name == "postgresql"
+    chunk_ids = sql.CHUNK_IDS[postgres]
     if result.sent:
         conn.execute(sql.MARK_SENT[postgres], {"chunk_ids": result.sent, "settled_at": now})
     if result.cancelled:
-        transition(conn, DELIVERY, DeliveryTransitions.CANCEL, _ids(conn, result.cancelled))
+        transition(
+            conn,
+            DELIVERY,
+            DeliveryTransitions.CANCEL,
+            chunk_ids,
+            params={"chunk_ids": result.cancelled},
+        )
     for delivery_id, error in result.failed:
         transition(
             conn,
@@ -262,8 +260,9 @@ def _settle(conn: Connection, update_id: int, result: _Chunk, max_attempts: int)
         wait = backoff_seconds(max(r.attempts for r in retried))
         conn.execute(
             sa.update(DELIVERY)
-            .where(_ids(conn, [r.delivery_id for r in retried]))
-            .values(attempts=attempt, retry_at=now + timedelta(seconds=wait))
+            .where(chunk_ids)
+            .values(attempts=attempt, retry_at=now + timedelta(seconds=wait)),
+            {"chunk_ids": [r.delivery_id for r in retried]},
         )
     gave_up = 0
     if result.deferred:
@@ -273,11 +272,9 @@ def _settle(conn: Connection, update_id: int, result: _Chunk, max_attempts: int)
             conn,
             DELIVERY,
             DeliveryTransitions.FAIL,
-            sa.and_(
-                _ids(conn, [r.delivery_id for r in result.deferred]),
-                DELIVERY.c.attempts >= max_attempts,
-            ),
+            sa.and_(chunk_ids, DELIVERY.c.attempts >= max_attempts),
             {"error": f"deferred {max_attempts} times"},
+            params={"chunk_ids": [r.delivery_id for r in result.deferred]},
         )
     conn.execute(
         sql.ADD_COUNTS,

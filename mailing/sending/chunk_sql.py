@@ -68,8 +68,9 @@ LOCK_CLAIMABLE = (
     .values(attempts=DELIVERY.c.attempts)
 )
 
-# The chunk's deliveries: one array parameter on PostgreSQL (no per-id bind parameter to build,
-# expand and convert), an expanding IN list on SQLite.
+# Some of the chunk's deliveries (parameter `chunk_ids`), for every statement that settles them:
+# one array parameter on PostgreSQL (no per-id bind parameter to build, expand and convert, and
+# one statement text for any number), an expanding IN list on SQLite.
 CHUNK_IDS = {
     True: DELIVERY.c.id == sa.any_(sa.bindparam("chunk_ids", type_=ARRAY(sa.Integer))),
     False: DELIVERY.c.id.in_(sa.bindparam("chunk_ids", expanding=True)),
