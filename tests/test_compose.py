@@ -55,3 +55,13 @@ def test_dockerfile_runs_commands_that_exist():
     text = (ROOT / "Dockerfile").read_text()
     assert 'CMD ["mailing", "serve"' in text
     assert "serve" in main.commands
+
+
+def test_inbound_is_opt_in_and_says_what_it_needs():
+    """The inbound service binds port 25 and needs MAILING_BOUNCE_DOMAIN: a plain `up` leaves it
+    out, and with its profile a missing domain stops compose with a message, not a restart loop."""
+    services = _compose()["services"]
+    inbound = services["inbound"]
+    assert inbound["profiles"] == ["inbound"]
+    assert inbound["environment"]["MAILING_BOUNCE_DOMAIN"].startswith("${MAILING_BOUNCE_DOMAIN:?")
+    assert all("profiles" not in s for n, s in services.items() if n != "inbound")

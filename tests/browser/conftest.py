@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.browser.contrast import contrast_problems
 from tests.conftest import reload_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -170,7 +171,8 @@ _console_errors: dict[int, list[str]] = {}
 
 
 def check_accessibility(page: Any) -> None:
-    """Run axe-core on the page as it is now; fail listing every WCAG 2.2 A/AA violation.
+    """Run axe-core on the page as it is now, and the contrast check of tests/browser/contrast.py
+    (loaded, hovered and focused); fail listing every WCAG 2.2 A/AA violation.
 
     The pages' CSP allows no inline script, so axe goes in through the DevTools protocol
     (page.evaluate), which a CSP does not govern. It also fails if the page reported a CSP
@@ -191,10 +193,14 @@ def check_accessibility(page: Any) -> None:
         targets = "; ".join(" ".join(json.dumps(t) for t in node["target"]) for node in v["nodes"])
         problems.append(f"- {v['id']} ({v['impact']}): {v['help']}\n    nodes: {targets}")
     blocked = [e for e in _console_errors.get(id(page), []) if "Content Security Policy" in e]
+    low_contrast = contrast_problems(page)
     report = ""
     if problems:
         report += f"axe-core found {len(problems)} violation(s) on {page.url}:\n"
         report += "\n".join(problems) + "\n"
+    if low_contrast:
+        report += f"text below its contrast ratio on {page.url}:\n"
+        report += "\n".join(low_contrast) + "\n"
     if blocked:
         report += "the page broke its Content-Security-Policy:\n" + "\n".join(blocked)
     if report:
