@@ -65,3 +65,41 @@ def test_inbound_is_opt_in_and_says_what_it_needs():
     assert inbound["profiles"] == ["inbound"]
     assert inbound["environment"]["MAILING_BOUNCE_DOMAIN"].startswith("${MAILING_BOUNCE_DOMAIN:?")
     assert all("profiles" not in s for n, s in services.items() if n != "inbound")
+
+
+def _normal(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _locked(lock: str) -> set[str]:
+    names = set()
+    for line in (ROOT / lock).read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            names.add(_normal(line.split("==")[0].split("[")[0]))
+    return names
+
+
+def test_every_dependency_is_locked_with_hashes_and_installed_from_the_lock():
+    """A dependency added to pyproject.toml without `bash scripts/lock` fails here, not in a
+    build that silently resolves something else."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(specs: list[str]) -> set[str]:
+        return {_normal(re.split(r"[<>=\[ ;]", s, maxsplit=1)[0]) for s in specs}
+
+    runtime = names(project["dependencies"])
+    assert runtime <= _locked("requirements.lock"), runtime - _locked("requirements.lock")
+    everything = runtime | names(project["optional-dependencies"]["test"]) | {"hatchling"}
+    assert everything <= _locked("requirements-test.lock")
+    for lock in ("requirements.lock", "requirements-test.lock"):
+        text = (ROOT / lock).read_text()
+        assert "--hash=sha256:" in text
+        pins = [ln for ln in text.splitlines() if "==" in ln and not ln.startswith(" ")]
+        assert all(ln.rstrip().endswith("\\") for ln in pins), "every pin carries hashes"
+    assert "--require-hashes" in (ROOT / "Dockerfile").read_text()
+    assert "--require-hashes" in (ROOT / "scripts" / "_venv.sh").read_text()

@@ -28,7 +28,10 @@ _MEASURE = """
     b: top.b * top.a + under.b * (1 - top.a), a: 1,
   });
   const lum = ({r, g, b}) => {
-    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    const f = (v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    };
     return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
   };
   const behind = (el) => {
@@ -44,7 +47,8 @@ _MEASURE = """
     return bg;
   };
   const hidden = (el, s) => {
-    if (s.visibility === "hidden" || s.display === "none" || parseFloat(s.opacity) === 0) return true;
+    if (s.visibility === "hidden" || s.display === "none") return true;
+    if (parseFloat(s.opacity) === 0) return true;
     const r = el.getBoundingClientRect();
     if (r.width <= 1 || r.height <= 1) return true;
     for (let e = el; e; e = e.parentElement) {
