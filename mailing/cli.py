@@ -159,8 +159,9 @@ def dev(host: str, port: int) -> None:
     start_embedded_worker(app)
     from workers.embedded import start_embedded_schedule
 
-    # No beat in dev: the weekly summary still goes on Saturday morning while dev runs.
-    start_embedded_schedule(app, ("weekly-digests",))
+    # No beat process in dev: every job beat runs is sent from here at the same intervals, so
+    # scheduled updates start, summaries go and the purge runs while dev runs.
+    start_embedded_schedule(app, tuple(app.conf.beat_schedule))
 
     import uvicorn
 

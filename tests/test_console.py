@@ -706,3 +706,36 @@ def test_an_admin_cannot_disable_themselves(client, session):
     assert "You cannot disable yourself" in answer.text
     session.refresh(me)
     assert me.disabled_at is None
+
+
+def test_an_overdue_scheduled_update_is_flagged_on_the_dashboard_and_its_page(client, session):
+    """Nothing starts a scheduled update when no beat runs: the console says so once its time
+    has passed by more than two reconciler rounds, and not before."""
+    from datetime import timedelta
+
+    from mailing.models import Update, utcnow
+    from mailing.states import UpdateStatus
+
+    signed_in_client(client, session)
+    now = utcnow()
+    late = Update(
+        subject="Late news",
+        body="b",
+        themes="healthy-minds",
+        status=UpdateStatus.SCHEDULED,
+        send_at=now - timedelta(minutes=5),
+    )
+    soon = Update(
+        subject="Soon news",
+        body="b",
+        themes="healthy-minds",
+        status=UpdateStatus.SCHEDULED,
+        send_at=now - timedelta(seconds=30),
+    )
+    session.add_all([late, soon])
+    session.commit()
+    dashboard = client.get("/admin").text
+    flagged = dashboard.split("Scheduled updates have not started")[1].split("</ul>")[0]
+    assert "Late news" in flagged and "Soon news" not in flagged
+    assert "This update is overdue" in client.get(f"/admin/drafts/{late.id}/progress").text
+    assert "This update is overdue" not in client.get(f"/admin/drafts/{soon.id}/progress").text

@@ -85,3 +85,57 @@ def test_dev_signs_up_and_confirms_through_the_outbox(dev_server):
     confirmed = httpx.post(link)
     assert confirmed.status_code == 200 and "You are subscribed" in confirmed.text
     assert (cwd / "var" / "mailing.db").exists()  # SQLite under ./var/
+
+
+def test_dev_runs_beat_jobs_so_a_scheduled_update_goes_out(dev_server):
+    """`mailing dev` runs no beat process: its own schedule must start a scheduled update."""
+    from datetime import UTC, datetime, timedelta
+
+    base, cwd = dev_server
+    httpx.post(
+        base + "/subscriptions",
+        data={"email": "reader@example.org", "themes": ["healthy-places"], "consent": "yes"},
+    )
+    [link] = _outbox_links(base, "confirm")
+    assert httpx.post(link).status_code == 200
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILING_")}
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mailing.cli",
+            "staff",
+            "create",
+            "s@gla.example",
+            "--role",
+            "sender",
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    auth = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
+    update = httpx.post(
+        base + "/admin/updates",
+        json={"subject": "Parks this spring", "body": "New parks.", "themes": ["healthy-places"]},
+        headers=auth,
+    ).json()
+    when = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    scheduled = httpx.post(
+        f"{base}/admin/updates/{update['id']}/schedule", json={"send_at": when}, headers=auth
+    )
+    assert scheduled.status_code == 200 and scheduled.json()["status"] == "scheduled"
+    # The reconciler (every 30 s by default) starts it; the outbox shows the update's email.
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if "Parks this spring" in httpx.get(base + "/dev/outbox").text:
+            break
+        time.sleep(0.2)  # polling the page a person would reload
+    else:
+        pytest.fail("the scheduled update never went out under mailing dev")
+    assert httpx.get(f"{base}/admin/updates/{update['id']}", headers=auth).json()["status"] in {
+        "sending",
+        "sent",
+    }

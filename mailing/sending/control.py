@@ -13,9 +13,9 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
@@ -241,3 +241,29 @@ def start_due(session: Session, now: datetime, publish: Publish) -> int:
         request = request_send(session, int(update_id), None, publish)
         started += int(request.started)
     return started
+
+
+def _overdue_before(now: datetime) -> datetime:
+    # The reconciler, which starts a scheduled update, runs every reconcile interval: two
+    # missed rounds and a minute mean no `mailing beat` (or `mailing dev`) is running.
+    return now - timedelta(seconds=2 * get_settings().reconcile_interval_seconds + 60)
+
+
+def overdue(update: Update, now: datetime) -> bool:
+    """A scheduled update whose time passed and that has still not started."""
+    if update.status != UpdateStatus.SCHEDULED or update.send_at is None:
+        return False
+    send_at = update.send_at if update.send_at.tzinfo else update.send_at.replace(tzinfo=UTC)
+    return send_at < _overdue_before(now)
+
+
+def overdue_updates(session: Session, now: datetime) -> list[Update]:
+    """Every overdue scheduled update, oldest first (the dashboard flags them)."""
+    return list(
+        session.exec(
+            select(Update)
+            .where(col(Update.status) == UpdateStatus.SCHEDULED)
+            .where(col(Update.send_at) < _overdue_before(now))
+            .order_by(col(Update.send_at))
+        )
+    )

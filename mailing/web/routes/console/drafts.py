@@ -8,10 +8,11 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
-from mailing import archive, figures, updates
+from mailing import archive, figures, london, updates
 from mailing.deliverability import figures as deliverability
 from mailing.mailer import PermanentFailure, TransientFailure
-from mailing.models import Update
+from mailing.models import Update, utcnow
+from mailing.sending.control import overdue_updates
 from mailing.sending.progress import recent_updates
 from mailing.staff.sessions import SignedIn
 from mailing.states import StaffRole, UpdateStatus, role_allows
@@ -46,6 +47,11 @@ def dashboard(who: Who, session: SessionDep) -> Response:
         who,
         updates=recent,
         deliverability_warnings=warnings,
+        overdue=[
+            (u, london.describe(u.send_at))
+            for u in overdue_updates(session, utcnow())
+            if u.send_at is not None
+        ],
         active_total=figures.active_total(session),
         drafts=sum(1 for u in recent if u.status == UpdateStatus.DRAFT),
         sent_count=sum(1 for u in recent if u.status != UpdateStatus.DRAFT),

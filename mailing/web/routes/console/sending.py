@@ -14,6 +14,7 @@ from mailing import london, sending, updates
 from mailing.deliverability import figures as deliverability
 from mailing.errors import Conflict, Invalid
 from mailing.models import Update, utcnow
+from mailing.sending.control import overdue
 from mailing.sending.progress import failed_deliveries
 from mailing.states import StaffRole, UpdateStatus
 from mailing.web.deps import SessionDep
@@ -187,6 +188,7 @@ def progress_page(update_id: RowId, who: Who, session: SessionDep) -> Response:
         p=sending.progress(session, update_id),
         deliverability=deliverability.for_update(session, update_id),
         scheduled_for=london.describe(update.send_at) if update.send_at else None,
+        overdue=overdue(update, utcnow()),
         can_send=who.staff.role in (StaffRole.SENDER, StaffRole.ADMIN),
         failures=failed_deliveries(session, update_id, show_addresses=show),
         show_addresses=show,
