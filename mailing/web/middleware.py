@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from contextvars import ContextVar
@@ -57,6 +58,43 @@ def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
+# A JSON escape of a UTF-16 surrogate: only a body holding one is parsed to look for a lone one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def lone_surrogate_at(body: bytes) -> list[str | int] | None:
+    """Where the JSON text holds a lone UTF-16 surrogate ("\\ud800"): the path of the first
+    string (or key) that does, else None. Python's parser accepts one, but it is not text: it
+    cannot be encoded, stored or logged. A valid pair ("\\ud83d\\ude00") is one character."""
+    if not _SURROGATE_ESCAPE.search(body):
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # not JSON: the route says so
+    stack: list[tuple[object, list[str | int]]] = [(data, [])]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if _has_surrogate(value):
+                return path
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                if _has_surrogate(key):
+                    return [*path, _SURROGATE.sub("", key)]
+                stack.append((child, [*path, key]))
+        elif isinstance(value, list):
+            stack.extend((child, [*path, i]) for i, child in enumerate(value))
+    return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_surrogate(text: str) -> bool:
+    return _SURROGATE.search(text) is not None
+
+
 def _is_json(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"content-type":
@@ -68,7 +106,8 @@ def _is_json(scope: Scope) -> bool:
 class BodyLimit:
     """Reads at most `limit` bytes of a request body; beyond that answers 413 and stops.
 
-    A JSON body nested deeper than MAX_JSON_DEPTH gets 422 here, for every route at once.
+    A JSON body nested deeper than MAX_JSON_DEPTH, or holding a lone UTF-16 surrogate, gets
+    422 here, for every route at once.
     """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
@@ -101,6 +140,9 @@ class BodyLimit:
             more = message.get("more_body", False)
         if _is_json(scope) and json_too_deep(bytes(body)):
             await _json(send, 422, TOO_DEEP)
+            return
+        if _is_json(scope) and (where := lone_surrogate_at(bytes(body))) is not None:
+            await _json(send, 422, _not_text(where))
             return
         replayed = False
 
@@ -138,6 +180,20 @@ TOO_DEEP: dict[str, object] = {
         }
     ]
 }
+
+
+def _not_text(where: list[str | int]) -> dict[str, object]:
+    name = ".".join(str(part) for part in where) or "body"
+    return {
+        "detail": [
+            {
+                "loc": ["body", *where],
+                "msg": f"'{name}' holds a lone UTF-16 surrogate (\\ud800 to \\udfff), "
+                "which is not text.",
+                "type": "value_error",
+            }
+        ]
+    }
 
 
 async def _too_large(send: Send, limit: int) -> None:
