@@ -16,6 +16,7 @@ from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mailing.jsonguard import MAX_JSON_DEPTH, json_too_deep
 from mailing.metrics import REQUEST_LATENCY
 
 access_log = logging.getLogger("mailing.access")
@@ -26,36 +27,6 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
-
-
-# No body this service takes nests deeper than 2; JSON nested beyond this is refused with 422
-# before any route parses it: Python's parser, and pydantic after it, recurse once per level.
-MAX_JSON_DEPTH = 32
-
-
-def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
-    """True if the JSON text nests arrays and objects more than `limit` deep.
-
-    Only a body with more than `limit` brackets is parsed here (a real request has a handful);
-    its depth is then measured without recursion. Invalid JSON is left for the route to refuse.
-    """
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return False
-    try:
-        data = json.loads(body)
-    except RecursionError:
-        return True
-    except ValueError:
-        return False
-    stack: list[tuple[object, int]] = [(data, 0)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth >= limit:
-                return True
-            children = value.values() if isinstance(value, dict) else value
-            stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 # A JSON escape of a UTF-16 surrogate: only a body holding one is parsed to look for a lone one.
