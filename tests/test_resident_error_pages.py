@@ -85,3 +85,15 @@ def test_a_json_client_asking_for_an_unknown_address_keeps_json(prod: TestClient
     assert prod.get("/no-such-page").json() == {"detail": "Not Found"}
     answer = prod.get("/no-such-page", headers={"accept": "application/json"})
     assert answer.status_code == 404 and answer.json() == {"detail": "Not Found"}
+
+
+def test_a_form_over_the_body_limit_gets_a_page_and_json_keeps_json(prod: TestClient) -> None:
+    big = {"email": "big@example.org", "source": "x" * 70_000}
+    before = table_snapshot()
+    form = prod.post("/subscriptions", data=big, headers=BROWSER)
+    assert form.status_code == 413
+    assert form.headers["content-type"].startswith("text/html")
+    assert "the limit is 64 KiB" in form.text and 'href="/static/style.css"' in form.text
+    as_json = prod.post("/subscriptions", json=big)
+    assert as_json.status_code == 413 and "64 KiB" in as_json.json()["detail"]
+    assert table_snapshot() == before

@@ -8,13 +8,14 @@ client keeps FastAPI's JSON.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailing.errors import Invalid, MailingError, TooMany
-from mailing.web.deps import wants_json
 from mailing.web.pages import page
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -38,12 +39,12 @@ def register_errors(app: FastAPI) -> None:
         )
 
 
-def wants_html(request: Request) -> bool:
+def wants_html(headers: Mapping[str, str]) -> bool:
     """A browser: it asks for HTML, or posts a form, and does not ask for JSON."""
-    if wants_json(request):
+    accept = headers.get("accept", "")
+    ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+    if "application/json" in accept or ctype == "application/json":
         return False
-    accept = request.headers.get("accept", "")
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     return "text/html" in accept or ctype in FORM_TYPES
 
 
@@ -59,7 +60,7 @@ def register_pages(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code not in (404, 429) or not wants_html(request):
+        if exc.status_code not in (404, 429) or not wants_html(request.headers):
             return await http_exception_handler(request, exc)
         if exc.status_code == 404:
             return page("not_found", status_code=404)

@@ -14,10 +14,12 @@ import time
 import uuid
 from contextvars import ContextVar
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailing.jsonguard import MAX_JSON_DEPTH, json_too_deep
 from mailing.metrics import REQUEST_LATENCY
+from mailing.web.errors import wants_html
 
 access_log = logging.getLogger("mailing.access")
 
@@ -93,7 +95,7 @@ class BodyLimit:
             if name == b"content-length":
                 try:
                     if int(value) > self.limit:
-                        await _too_large(send, self.limit)
+                        await _too_large(scope, receive, send, self.limit)
                         return
                 except ValueError:
                     await _json(send, 400, {"detail": "Invalid Content-Length header."})
@@ -106,7 +108,7 @@ class BodyLimit:
                 return
             body += message.get("body", b"")
             if len(body) > self.limit:
-                await _too_large(send, self.limit)
+                await _too_large(scope, receive, send, self.limit)
                 return
             more = message.get("more_body", False)
         if _is_json(scope) and json_too_deep(bytes(body)):
@@ -167,8 +169,17 @@ def _not_text(where: list[str | int]) -> dict[str, object]:
     }
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    await _json(send, 413, {"detail": f"Request body too large: the limit is {limit // 1024} KiB."})
+async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    message = f"Request body too large: the limit is {limit // 1024} KiB."
+    if wants_html(Headers(scope=scope)):  # a browser's form gets a page, as every resident page
+        from mailing.web.pages import page
+
+        answer = page(
+            "message", status_code=413, title="That was too much to send", message=message
+        )
+        await answer(scope, receive, send)
+        return
+    await _json(send, 413, {"detail": message})
 
 
 def _route_of(scope: Scope) -> str:
