@@ -31,8 +31,10 @@ CSP = (
 )
 
 
-# A JSON escape of a UTF-16 surrogate: only a body holding one is parsed to look for a lone one.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# A JSON escape of a UTF-16 surrogate, or one encoded as UTF-8 bytes (not valid UTF-8, but
+# Python's parser decodes bytes with "surrogatepass"): only a body holding one is parsed to
+# look for a lone one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 def lone_surrogate_at(body: bytes) -> list[str | int] | None:
