@@ -3,7 +3,8 @@
 The answer to a sign-up never says whether an address is known: a new, pending or
 unsubscribed address is sent a confirmation link; an active one is sent a "you are already
 subscribed" email instead. Themes asked for travel inside the signed confirmation link, so a
-stranger's request can never change an active subscriber's choices.
+stranger's request can never change an active subscriber's choices, and it is not written into
+their consent ledger either.
 
 A confirmation link works once. It carries how many times its subscriber had confirmed when it
 was made (the CONFIRMED events in the append-only consent ledger), and confirming adds one; so
@@ -136,6 +137,12 @@ def request_subscriptions(session: Session, requests: Sequence[SignupRequest]) -
                 frequency=r.frequency,
             )
             for i, r in enumerate(requests)
+            # Anyone can ask for an active address: what a stranger asked for is not the
+            # owner's consent and must not read as theirs in the ledger or the export. Such a
+            # request changes nothing (the owner is emailed "already subscribed"), so nothing
+            # is recorded; a pending or unsubscribed address's request is the first half of
+            # a double opt-in and stays.
+            if found[i][1] != SubscriberStatus.ACTIVE
         ],
     )
     verdicts = get_limiter().hit_many(
@@ -147,13 +154,10 @@ def request_subscriptions(session: Session, requests: Sequence[SignupRequest]) -
     notice_ids = outbox.queue_many(
         session,
         [
-            outbox.Owed(
-                found[i][0],
-                NoticeKind.ALREADY_SUBSCRIBED
-                if found[i][1] == SubscriberStatus.ACTIVE
-                else NoticeKind.CONFIRM,
-                requests[i].themes,
-                requests[i].frequency,
+            outbox.Owed(found[i][0], NoticeKind.ALREADY_SUBSCRIBED, [], Frequency.IMMEDIATE)
+            if found[i][1] == SubscriberStatus.ACTIVE  # nothing of the stranger's is kept
+            else outbox.Owed(
+                found[i][0], NoticeKind.CONFIRM, requests[i].themes, requests[i].frequency
             )
             for i in owed
         ],

@@ -215,3 +215,18 @@ def session(database: str) -> Iterator[Any]:
 
     with Session(get_engine(), expire_on_commit=False) as s:
         yield s
+
+
+@pytest.fixture
+def prod(client: Any, settings_env: Callable[..., None]) -> Iterator[Any]:
+    """The app at its production defaults (MAILING_ENV=production, the test settings above
+    otherwise), over HTTPS so the console's Secure cookie is sent back."""
+    from fastapi.testclient import TestClient
+
+    from mailing.web.app import create_app
+
+    settings_env(env="production")
+    with TestClient(
+        create_app(), base_url="https://testserver", raise_server_exceptions=False
+    ) as c:
+        yield c

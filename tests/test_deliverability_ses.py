@@ -49,11 +49,13 @@ class SnsHost:
         self.key = _key("sns")
         self.pem = self_signed_pem(self.key, "sns.test")
         self.cert_fetches = 0
+        self.gets: list[str] = []  # every GET's path, whatever it asked for
         self.confirmations: list[str] = []
         host = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                host.gets.append(self.path)
                 if self.path == CERT_PATH:
                     host.cert_fetches += 1
                     body = host.pem

@@ -70,16 +70,16 @@ def test_a_batch_records_each_request_as_it_would_alone(database):
     confirm, already = NoticeKind.CONFIRM.value, NoticeKind.ALREADY_SUBSCRIBED.value
     assert [notices[i] for i in notice_ids] == [
         (ids["new.one@example.org"], confirm, "healthy-minds", "immediate"),
-        (ids["active@example.org"], already, "healthy-places", "immediate"),
+        (ids["active@example.org"], already, "", "immediate"),  # nothing of the stranger's
         (ids["new.one@example.org"], confirm, "healthy-places", "weekly"),
         (ids["two@example.org"], confirm, "", "immediate"),
         (ids["pending@example.org"], confirm, "healthy-living", "immediate"),
     ]
-    # One ledger event a request, in the order they came.
+    # One ledger event a request, in the order they came; none for the active address (what a
+    # stranger asks for is not its owner's consent).
     events = _rows("SELECT subscriber_id, themes FROM consent_event ORDER BY id")[2:]
     assert events == [
         (ids["new.one@example.org"], "healthy-minds"),
-        (ids["active@example.org"], "healthy-places"),
         (ids["new.one@example.org"], "healthy-places"),
         (ids["two@example.org"], ""),
         (ids["pending@example.org"], "healthy-living"),

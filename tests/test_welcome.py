@@ -39,7 +39,7 @@ def test_confirming_sends_a_welcome_with_themes_frequency_and_links(client, smtp
     assert mail.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert mail.message["List-Id"]
     assert mail.message.get_content_type() == "multipart/alternative"
-    assert f'href="\nhttp://testserver{preferences}"' in mail.part("html").replace("\r\n", "\n")
+    assert f'href="http://testserver{preferences}"' in mail.part("html")
     # The links work: the preferences page opens, one click unsubscribes.
     assert client.get(preferences).status_code == 200
     assert client.post(unsubscribe, content=b"List-Unsubscribe=One-Click").status_code == 200

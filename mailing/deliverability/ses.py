@@ -14,10 +14,14 @@ from sqlmodel import Session
 
 from mailing.deliverability import returnpath, rules
 from mailing.deliverability.classify import Kind, Verdict, clean_diagnostic, clean_status
+from mailing.jsonguard import json_too_deep
 
 
 def take(session: Session, message: str) -> rules.Outcome:
-    """Apply one SES notification (the SNS `Message` field); the caller commits."""
+    """Apply one SES notification (the SNS `Message` field); the caller commits. Nested
+    deeper than any SES notification (its parse would recurse out of the stack): ignored."""
+    if json_too_deep(message):
+        return rules.Outcome.IGNORED
     try:
         notification = json.loads(message)
     except ValueError:

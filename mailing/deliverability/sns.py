@@ -2,8 +2,11 @@
 from the SNS host pattern (`sns_cert_url_pattern`), for a topic we named (`ses_topic_arns`).
 
 A signature proves only that SNS sent the message, and anyone can have SNS sign for a topic of
-their own: the topic must be ours too. Certificates are fetched once per URL and kept (SNS signs
-with a handful). Nothing here is trusted until `verify` returns.
+their own: the topic must be ours too. Certificates are fetched once per URL and kept for
+CERT_TTL (SNS signs with a handful); a fetch that failed is remembered for FAILURE_TTL, so a
+request naming our topic cannot make the server fetch again each time; at most MAX_CERT_URLS
+URLs are remembered, the least recently used forgotten first. Nothing here is trusted until
+`verify` returns.
 """
 
 from __future__ import annotations
@@ -11,9 +14,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import threading
+import time
 import urllib.request
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +49,9 @@ HASHES: dict[str, type[hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.S
 MAX_AGE = timedelta(days=1)  # SNS retries for at most about an hour by default
 MAX_CERT_BYTES = 16 * 1024
 FETCH_TIMEOUT = 5.0
+CERT_TTL = 6 * 3600.0  # seconds a fetched certificate is kept (SNS rotates them rarely)
+FAILURE_TTL = 300.0  # seconds a failed fetch is remembered before the URL is tried again
+MAX_CERT_URLS = 32
 
 
 class Rejected(Exception):
@@ -102,15 +112,14 @@ def _string_to_sign(kind: str, fields: dict[str, str]) -> bytes:
 
 
 def _public_key(url: str) -> rsa.RSAPublicKey:
-    key = _certificate_key(url)
+    key = certificates.key(url)
     if not isinstance(key, rsa.RSAPublicKey):
         raise Rejected("certificate key is not RSA")
     return key
 
 
-@lru_cache(maxsize=16)
-def _certificate_key(url: str) -> Any:
-    """Fetched once per URL (the pattern has been checked); a failure is not cached."""
+def _fetch_key(url: str) -> Any:
+    """The public key of the certificate at this URL (the pattern has been checked)."""
     try:
         with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT) as answer:  # noqa: S310
             pem = answer.read(MAX_CERT_BYTES + 1)
@@ -122,6 +131,66 @@ def _certificate_key(url: str) -> Any:
         return x509.load_pem_x509_certificate(pem).public_key()
     except ValueError as exc:
         raise Rejected("not a certificate") from exc
+
+
+@dataclass(frozen=True)
+class _Entry:
+    until: float
+    key: Any = None
+    failure: type[Exception] | None = None
+    reason: str = ""
+
+
+class Certificates:
+    """Public keys by certificate URL, each kept for a time, failures too, at most `size` URLs
+    (least recently used forgotten first). Two requests for a URL not yet known may both fetch
+    it; the bound and the failure TTL are what keep fetches few."""
+
+    def __init__(
+        self,
+        fetch: Callable[[str], Any] = _fetch_key,
+        clock: Callable[[], float] = time.monotonic,
+        size: int = MAX_CERT_URLS,
+    ) -> None:
+        self._fetch, self._clock, self._size = fetch, clock, size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    def key(self, url: str) -> Any:
+        with self._lock:
+            entry = self._entries.get(url)
+            if entry is not None and entry.until <= self._clock():
+                entry = None
+            if entry is not None:
+                self._entries.move_to_end(url)
+        if entry is None:
+            entry = self._fetched(url)
+        if entry.failure is not None:
+            raise entry.failure(entry.reason)  # a new exception each time: no growing traceback
+        return entry.key
+
+    def _fetched(self, url: str) -> _Entry:
+        try:
+            entry = _Entry(self._clock() + CERT_TTL, key=self._fetch(url))
+        except (CertificateUnavailable, Rejected) as exc:
+            entry = _Entry(self._clock() + FAILURE_TTL, failure=type(exc), reason=str(exc))
+        with self._lock:
+            self._entries[url] = entry
+            self._entries.move_to_end(url)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return entry
+
+    def urls(self) -> list[str]:
+        with self._lock:
+            return list(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+certificates = Certificates()
 
 
 def confirm_subscription(fields: dict[str, str]) -> None:
@@ -140,4 +209,4 @@ def confirm_subscription(fields: dict[str, str]) -> None:
 
 
 def forget_certificates() -> None:
-    _certificate_key.cache_clear()
+    certificates.clear()

@@ -23,10 +23,15 @@ from mailing.themes import UnknownTheme, normalise_themes, stored_themes
 MAX_ROW_ID = 2**31 - 1  # ids are 32-bit integer columns
 MAX_SUBJECT = 200
 MAX_BODY_BYTES = 100 * 1024
-# Characters a subject header cannot carry (controls, line and paragraph separators, NEL).
-_SUBJECT_REFUSED = {"Cc", "Zl", "Zp"}
+# Characters a subject header cannot carry (controls, line and paragraph separators, NEL), and
+# invisible format characters (category Cf: bidirectional overrides and isolates, zero-width
+# spaces and joiners): a subject must read to the reviewer exactly as it reads in an inbox.
+_SUBJECT_REFUSED = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 # In the body, tabs and line breaks are text; every other control character is refused.
 _BODY_ALLOWED_CONTROLS = {"\t", "\n", "\r"}
+# The body keeps other format characters (an emoji's zero-width joiner, a right-to-left mark)
+# but not the embeddings, overrides and isolates that make text display in another order.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def find(session: Session, update_id: int, *, refresh: bool = False) -> Update | None:
@@ -68,17 +73,28 @@ class NotADraft(Conflict):
 
 
 def fingerprint(update: Update) -> str:
-    """What a sender reviewed: a digest of the subject, body and themes."""
-    text = "\x1f".join((update.subject, update.body, update.themes))
+    """What a sender reviewed: a digest of the subject, body, themes and whether it is published
+    in the public archive (an editor must not make an internal update public after review)."""
+    published = "published" if update.published else "internal"
+    text = "\x1f".join((update.subject, update.body, update.themes, published))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _refused_in_subject(subject: str) -> bool:
-    return any(unicodedata.category(c) in _SUBJECT_REFUSED for c in subject)
+def _refused_in_subject(subject: str) -> str | None:
+    """The first character a subject may not hold, or None."""
+    return next((c for c in subject if unicodedata.category(c) in _SUBJECT_REFUSED), None)
 
 
 def _refused_in_body(body: str) -> bool:
     return any(unicodedata.category(c) == "Cc" and c not in _BODY_ALLOWED_CONTROLS for c in body)
+
+
+def _bidi_control_in(body: str) -> str | None:
+    return next((c for c in body if c in _BIDI_CONTROLS), None)
+
+
+def _code_point(char: str) -> str:
+    return f"U+{ord(char):04X}"
 
 
 def validate(subject: object, body: object, themes: object) -> tuple[str, str, list[str]]:
@@ -89,9 +105,10 @@ def validate(subject: object, body: object, themes: object) -> tuple[str, str, l
         errors["subject"] = "Enter a subject."
     elif len(clean_subject) > MAX_SUBJECT:
         errors["subject"] = f"A subject can have at most {MAX_SUBJECT} characters."
-    elif _refused_in_subject(clean_subject):
+    elif (refused := _refused_in_subject(clean_subject)) is not None:
         errors["subject"] = (
-            "A subject must be one line of text, without control characters or line separators."
+            "A subject must be one line of visible text, without control characters, line "
+            f"separators or invisible formatting characters (it holds {_code_point(refused)})."
         )
     clean_body = body if isinstance(body, str) else ""
     if not isinstance(body, str) or not body.strip():
@@ -100,6 +117,11 @@ def validate(subject: object, body: object, themes: object) -> tuple[str, str, l
         errors["body"] = f"The text can be at most {MAX_BODY_BYTES // 1024} KB."
     elif _refused_in_body(body):
         errors["body"] = "The text holds a control character that cannot be sent by email."
+    elif (bidi := _bidi_control_in(body)) is not None:
+        errors["body"] = (
+            "The text holds a character that changes the direction text is shown in "
+            f"({_code_point(bidi)}), so it could read differently from how it looks."
+        )
     chosen: list[str] = []
     if not isinstance(themes, list) or not all(isinstance(t, str) for t in themes) or not themes:
         errors["themes"] = "Choose at least one theme."

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from mailing.config import get_settings, templates_dir
 from mailing.web.cors import SignupCORS
-from mailing.web.errors import register_errors
+from mailing.web.errors import register_errors, register_pages
 from mailing.web.middleware import BodyLimit, SecurityHeaders
 from mailing.web.pages import page
 from mailing.web.routes import (
@@ -81,6 +81,7 @@ def create_app() -> FastAPI:
     app.mount("/static", StaticFiles(directory=templates_dir() / "static"), name="static")
 
     register_errors(app)
+    register_pages(app)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

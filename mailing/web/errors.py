@@ -1,12 +1,24 @@
 """One place that maps domain errors (mailing/errors.py) to answers: JSON `{"detail"}` in
-FastAPI's shape for the API; the console renders its own pages for the errors it expects."""
+FastAPI's shape for the API; the console renders its own pages for the errors it expects.
+
+A browser (a page asking for HTML, or a form post) that is over the per-IP limit or asks for a
+page that does not exist gets the site's own page, as every resident page answers; a JSON
+client keeps FastAPI's JSON.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailing.errors import Invalid, MailingError, TooMany
+from mailing.web.pages import page
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 def detail_of(exc: MailingError) -> object:
@@ -25,3 +37,35 @@ def register_errors(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": detail_of(exc)}, status_code=exc.status_code, headers=headers
         )
+
+
+def wants_html(headers: Mapping[str, str]) -> bool:
+    """A browser: it asks for HTML, or posts a form, and does not ask for JSON."""
+    accept = headers.get("accept", "")
+    ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+    if "application/json" in accept or ctype == "application/json":
+        return False
+    return "text/html" in accept or ctype in FORM_TYPES
+
+
+def _wait(seconds: int) -> str:
+    if seconds <= 60:
+        return f"{seconds} second{'' if seconds == 1 else 's'}"
+    minutes = -(-seconds // 60)
+    return f"{minutes} minutes"
+
+
+def register_pages(app: FastAPI) -> None:
+    """HTML for browsers on the HTTP errors a resident can meet: 404 and the per-IP 429."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code not in (404, 429) or not wants_html(request.headers):
+            return await http_exception_handler(request, exc)
+        if exc.status_code == 404:
+            return page("not_found", status_code=404)
+        retry_after = (exc.headers or {}).get("Retry-After", "60")
+        wait = int(retry_after) if retry_after.isdigit() else 60
+        answer = page("too_many", status_code=429, wait=_wait(wait))
+        answer.headers["Retry-After"] = str(wait)
+        return answer

@@ -120,9 +120,10 @@ def theme_list(
 
 
 def frequency_field(data: Mapping[str, Any], errors: dict[str, str]) -> Frequency | None:
-    """The `frequency` asked for, or None when none was given."""
+    """The `frequency` asked for, or None when none was given. An empty one is not "none given":
+    the contract allows only the two values (no form of ours sends an empty one)."""
     raw = data.get("frequency")
-    if raw is None or raw == "":
+    if raw is None:
         return None
     if isinstance(raw, str) and raw in Frequency.__members__.values():
         return Frequency(raw)

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from contextvars import ContextVar
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mailing.jsonguard import MAX_JSON_DEPTH, json_too_deep
 from mailing.metrics import REQUEST_LATENCY
+from mailing.web.errors import wants_html
 
 access_log = logging.getLogger("mailing.access")
 
@@ -27,34 +31,43 @@ CSP = (
 )
 
 
-# No body this service takes nests deeper than 2; JSON nested beyond this is refused with 422
-# before any route parses it: Python's parser, and pydantic after it, recurse once per level.
-MAX_JSON_DEPTH = 32
+# A JSON escape of a UTF-16 surrogate, or one encoded as UTF-8 bytes (not valid UTF-8, but
+# Python's parser decodes bytes with "surrogatepass"): only a body holding one is parsed to
+# look for a lone one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
-def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
-    """True if the JSON text nests arrays and objects more than `limit` deep.
-
-    Only a body with more than `limit` brackets is parsed here (a real request has a handful);
-    its depth is then measured without recursion. Invalid JSON is left for the route to refuse.
-    """
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return False
+def lone_surrogate_at(body: bytes) -> list[str | int] | None:
+    """Where the JSON text holds a lone UTF-16 surrogate ("\\ud800"): the path of the first
+    string (or key) that does, else None. Python's parser accepts one, but it is not text: it
+    cannot be encoded, stored or logged. A valid pair ("\\ud83d\\ude00") is one character."""
+    if not _SURROGATE_ESCAPE.search(body):
+        return None
     try:
         data = json.loads(body)
-    except RecursionError:
-        return True
-    except ValueError:
-        return False
-    stack: list[tuple[object, int]] = [(data, 0)]
+    except (ValueError, RecursionError):
+        return None  # not JSON: the route says so
+    stack: list[tuple[object, list[str | int]]] = [(data, [])]
     while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth >= limit:
-                return True
-            children = value.values() if isinstance(value, dict) else value
-            stack.extend((child, depth + 1) for child in children)
-    return False
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if _has_surrogate(value):
+                return path
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                if _has_surrogate(key):
+                    return [*path, _SURROGATE.sub("", key)]
+                stack.append((child, [*path, key]))
+        elif isinstance(value, list):
+            stack.extend((child, [*path, i]) for i, child in enumerate(value))
+    return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_surrogate(text: str) -> bool:
+    return _SURROGATE.search(text) is not None
 
 
 def _is_json(scope: Scope) -> bool:
@@ -68,7 +81,8 @@ def _is_json(scope: Scope) -> bool:
 class BodyLimit:
     """Reads at most `limit` bytes of a request body; beyond that answers 413 and stops.
 
-    A JSON body nested deeper than MAX_JSON_DEPTH gets 422 here, for every route at once.
+    A JSON body nested deeper than MAX_JSON_DEPTH, or holding a lone UTF-16 surrogate, gets
+    422 here, for every route at once.
     """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
@@ -83,7 +97,7 @@ class BodyLimit:
             if name == b"content-length":
                 try:
                     if int(value) > self.limit:
-                        await _too_large(send, self.limit)
+                        await _too_large(scope, receive, send, self.limit)
                         return
                 except ValueError:
                     await _json(send, 400, {"detail": "Invalid Content-Length header."})
@@ -96,11 +110,14 @@ class BodyLimit:
                 return
             body += message.get("body", b"")
             if len(body) > self.limit:
-                await _too_large(send, self.limit)
+                await _too_large(scope, receive, send, self.limit)
                 return
             more = message.get("more_body", False)
         if _is_json(scope) and json_too_deep(bytes(body)):
             await _json(send, 422, TOO_DEEP)
+            return
+        if _is_json(scope) and (where := lone_surrogate_at(bytes(body))) is not None:
+            await _json(send, 422, _not_text(where))
             return
         replayed = False
 
@@ -140,8 +157,31 @@ TOO_DEEP: dict[str, object] = {
 }
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    await _json(send, 413, {"detail": f"Request body too large: the limit is {limit // 1024} KiB."})
+def _not_text(where: list[str | int]) -> dict[str, object]:
+    name = ".".join(str(part) for part in where) or "body"
+    return {
+        "detail": [
+            {
+                "loc": ["body", *where],
+                "msg": f"'{name}' holds a lone UTF-16 surrogate (\\ud800 to \\udfff), "
+                "which is not text.",
+                "type": "value_error",
+            }
+        ]
+    }
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    message = f"Request body too large: the limit is {limit // 1024} KiB."
+    if wants_html(Headers(scope=scope)):  # a browser's form gets a page, as every resident page
+        from mailing.web.pages import page
+
+        answer = page(
+            "message", status_code=413, title="That was too much to send", message=message
+        )
+        await answer(scope, receive, send)
+        return
+    await _json(send, 413, {"detail": message})
 
 
 def _route_of(scope: Scope) -> str:

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from mailing.deliverability import rules, ses, sns
+from mailing.jsonguard import MAX_JSON_DEPTH, json_too_deep
 from mailing.metrics import INBOUND_MESSAGES
 from mailing.web.deps import SessionDep
 
@@ -33,6 +34,9 @@ async def _raw_body(request: Request) -> bytes:
 def ses_notification(
     body: Annotated[bytes, Depends(_raw_body)], session: SessionDep
 ) -> JSONResponse:
+    # SNS posts as text/plain, which the middleware's depth guard (for JSON bodies) passes by.
+    if json_too_deep(body):
+        raise HTTPException(422, f"The JSON is nested too deeply: at most {MAX_JSON_DEPTH} levels.")
     try:
         fields = sns.verify(json.loads(body))
     except (ValueError, sns.Rejected) as exc:
