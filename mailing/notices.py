@@ -99,12 +99,37 @@ def _welcome(session: Session, subscriber: Subscriber, notice: Notice) -> Prepar
     )
 
 
+def _repermission(session: Session, subscriber: Subscriber, notice: Notice) -> Prepared | None:
+    """An imported address without evidence of consent, asked once (mailing/imports.py): bulk
+    mail, so it waits for MAILING_SEND_RATE, which updates and summaries share."""
+    if subscriber.status != SubscriberStatus.PENDING:
+        return None  # confirmed meanwhile, or left: nothing to ask
+    from mailing.ratelimit import send_rate
+
+    send_rate().acquire(1)
+    assert subscriber.id is not None
+    themes = [t for t in notice.themes.split(",") if t]
+    confirmed = confirmations_of(session, subscriber.id)
+    token = confirmation_token(subscriber, themes, confirmed, notice.frequency)
+    settings = get_settings()
+    return prepare(
+        "repermission",
+        subject="Do you still want Health Inequalities Strategy updates?",
+        context={
+            "confirm_url": f"{settings.base_url}/confirm/{token}",
+            "themes": theme_titles(themes or list(ALL_THEMES)),
+            "days": settings.confirm_max_age_days,
+        },
+    )
+
+
 BUILDERS: dict[NoticeKind, Builder] = {
     NoticeKind.CONFIRM: _confirm,
     NoticeKind.ALREADY_SUBSCRIBED: _already_subscribed,
     NoticeKind.ERASE_LINK: _erase_link,
     NoticeKind.EXPORT_LINK: _export_link,
     NoticeKind.WELCOME: _welcome,
+    NoticeKind.REPERMISSION: _repermission,
 }
 
 
