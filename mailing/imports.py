@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -113,11 +115,19 @@ class _Chunk:
     notice_ids: list[int] = field(default_factory=list)
 
 
+def _among(session: Session, column: sa.Column[str], values: list[str]) -> sa.ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL `= ANY(array)`, one parameter instead of a thousand."""
+    if session.get_bind().dialect.name != "postgresql":
+        return column.in_(values)
+    return column == sa.any_(sa.cast(sa.literal(values, ARRAY(sa.Text)), ARRAY(sa.Text)))
+
+
 def _suppressed_keys(session: Session, keys: Sequence[str]) -> set[str]:
     secrets = get_settings().secret_key_list
     by_hash = {h: key for key in keys for h in keyed_hashes(key, secrets)}
+    column = SUPPRESSION.c.address_hash
     found = session.execute(
-        sa.select(SUPPRESSION.c.address_hash).where(SUPPRESSION.c.address_hash.in_(list(by_hash)))
+        sa.select(column).where(_among(session, column, list(by_hash)))
     ).scalars()
     return {by_hash[h] for h in found}
 
@@ -130,6 +140,37 @@ def _store_wording(session: Session, text: str) -> str:
         {"sha256": sha, "kind": WORDING_KIND, "version": WORDING_KIND, "text": text},
     )
     return sha
+
+
+def _insert(
+    connection: sa.Connection,
+    table: sa.Table,
+    values: Sequence[Mapping[str, object]],
+    *,
+    new_key: str | None = None,
+) -> list[tuple[int, str]]:
+    """Insert rows; with `new_key`, only those whose key is not taken, returning (id, key) of
+    each inserted. On PostgreSQL one `INSERT ... SELECT FROM unnest(arrays)`: a thousand-row
+    VALUES list cost psycopg more CPU to prepare than the database took to run it."""
+    if connection.dialect.name != "postgresql":
+        if new_key is None:
+            connection.execute(sa.insert(table), values)
+            return []
+        return [(int(i), str(k)) for i, k in connection.execute(_CREATE[False], values)]
+    columns = list(values[0])
+    arrays = ", ".join(
+        f"CAST(:{c} AS {table.c[c].type.compile(dialect=connection.dialect)}[])" for c in columns
+    )
+    # Names from our own table definitions only, never from the file.
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"  # noqa: S608
+    if new_key is not None:
+        sql += f" ON CONFLICT ({new_key}) DO NOTHING RETURNING id, {new_key}"
+    params = {
+        c: [v.value if isinstance(v, StrEnum) else v for v in (row[c] for row in values)]
+        for c in columns
+    }
+    result = connection.execute(sa.text(sql), params)
+    return [(int(i), str(k)) for i, k in result] if new_key is not None else []
 
 
 def import_chunk(session: Session, chunk: Sequence[Row], source: str, now: datetime) -> _Chunk:
@@ -147,7 +188,7 @@ def import_chunk(session: Session, chunk: Sequence[Row], source: str, now: datet
         key: (int(sid), SubscriberStatus(status))
         for sid, key, status in session.execute(
             sa.select(SUBSCRIBER.c.id, SUBSCRIBER.c.email_key, SUBSCRIBER.c.status).where(
-                SUBSCRIBER.c.email_key.in_(keys)
+                _among(session, SUBSCRIBER.c.email_key, keys)
             )
         )
     }
@@ -172,9 +213,10 @@ def import_chunk(session: Session, chunk: Sequence[Row], source: str, now: datet
 def _create(session: Session, fresh: list[Row], source: str, now: datetime, out: _Chunk) -> None:
     connection = session.connection()
     created = {
-        key: int(sid)
-        for sid, key in connection.execute(
-            _CREATE[connection.dialect.name == "postgresql"],
+        key: sid
+        for sid, key in _insert(
+            connection,
+            SUBSCRIBER,
             [
                 {
                     "email": r.address.email,
@@ -190,14 +232,16 @@ def _create(session: Session, fresh: list[Row], source: str, now: datetime, out:
                 }
                 for r in fresh
             ],
+            new_key="email_key",
         )
     }
     made = [r for r in fresh if r.address.key in created]
     out.counts.unchanged += len(fresh) - len(made)  # signed up meanwhile: theirs stands
     if not made:
         return
-    connection.execute(
-        sa.insert(SUBSCRIBER_THEME),
+    _insert(
+        connection,
+        SUBSCRIBER_THEME,
         [{"subscriber_id": created[r.address.key], "theme": t} for r in made for t in r.themes],
     )
     _record(session, [(created[r.address.key], r) for r in made], source, now)
@@ -240,7 +284,7 @@ def _record(session: Session, made: Sequence[tuple[int, Row]], source: str, now:
                 "privacy_notice_sha256": None,
             }
         )
-    session.connection().execute(sa.insert(consent.CONSENT_EVENT), events)
+    _insert(session.connection(), consent.CONSENT_EVENT, events)
 
 
 def _activate_pending(session: Session, subscriber_id: int, row: Row, source: str) -> None:
