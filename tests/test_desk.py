@@ -177,3 +177,58 @@ def test_change_themes_for_them(client, smtp):
     answer = act(client, admin, sid, "themes", reason="Asked by letter", themes=[PLACES])
     assert answer.status_code == 200 and answer.json()["themes"] == [PLACES]
     assert act(client, admin, sid, "themes", reason="x", themes=["nope"]).status_code == 422
+
+
+def _console(client, session, role: str = "admin"):
+    from tests.test_console import signed_in_client
+
+    return signed_in_client(client, session, email=f"{role}@gla.example", role=role)
+
+
+def test_the_console_page_finds_and_acts_with_a_required_reason(client, smtp, session):
+    from tests.test_console import csrf_of
+
+    confirmed(client, smtp, "resident@example.net", [MINDS])
+    _console(client, session)
+    page = client.get("/admin/subscribers", headers={"accept": "text/html"})
+    assert page.status_code == 200 and "Support desk" in page.text
+    csrf = csrf_of(page.text)
+    found = client.post(
+        "/admin/subscribers",
+        data={"action": "find", "email": "RESIDENT@example.net", "csrf_token": csrf},
+    )
+    assert found.status_code == 200 and "Consent history" in found.text
+    assert 'name="reason" required' in found.text
+    with session_scope() as s:
+        from mailing import subscribers
+
+        sid = subscribers.by_key(s, "resident@example.net").id
+    no_reason = client.post(
+        "/admin/subscribers",
+        data={"action": "unsubscribe", "subscriber_id": str(sid), "csrf_token": csrf},
+    )
+    assert no_reason.status_code == 422
+    done = client.post(
+        "/admin/subscribers",
+        data={
+            "action": "unsubscribe",
+            "subscriber_id": str(sid),
+            "reason": "Rang the helpline",
+            "csrf_token": csrf,
+        },
+    )
+    assert done.status_code == 200 and "Done: unsubscribe" in done.text
+    details = audit_details()
+    assert f"unsubscribe: subscriber {sid}; reason: Rang the helpline" in details
+    assert not any("@" in d for d in details if d.startswith(("look-up", "unsubscribe")))
+    missing = client.post(
+        "/admin/subscribers",
+        data={"action": "find", "email": "esident@example.net", "csrf_token": csrf},
+    )
+    assert missing.status_code == 404
+
+
+def test_the_console_page_is_for_admins_only(client, session):
+    _console(client, session, "sender")
+    page = client.get("/admin/subscribers", headers={"accept": "text/html"})
+    assert page.status_code == 403

@@ -5,19 +5,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
 from mailing import desk
+from mailing.errors import Invalid
 from mailing.models import Staff
 from mailing.states import StaffRole
-from mailing.web.deps import SessionDep
+from mailing.web.deps import SessionDep, bearer_token
 from mailing.web.routes.admin_api import requires
+from mailing.web.routes.console.common import ConsoleRoute
+from mailing.web.routes.console.desk_page import desk_page
 from workers.enqueue import notice_publisher
 
-router = APIRouter(prefix="/admin/subscribers", tags=["support desk"])
+# The console's route class: the same GET path is the console's page for a browser.
+router = APIRouter(prefix="/admin/subscribers", tags=["support desk"], route_class=ConsoleRoute)
+ADMIN = requires(StaffRole.ADMIN)
 
-Admin = Annotated[Staff, Depends(requires(StaffRole.ADMIN))]
+Admin = Annotated[Staff, Depends(ADMIN)]
 
 
 class ReasonIn(BaseModel):
@@ -27,9 +33,15 @@ class ReasonIn(BaseModel):
 
 
 @router.get("")
-def look_up(email: str, who: Admin, session: SessionDep) -> dict[str, Any]:
-    """The one subscriber with exactly that address (case-insensitive); 404 otherwise."""
-    return desk.view(session, desk.look_up(session, who.id, email))
+def look_up(request: Request, session: SessionDep, email: str | None = None) -> Response:
+    """The one subscriber with exactly that address (case-insensitive); 404 otherwise. Without
+    a bearer token, from a browser: the console's support-desk page."""
+    if bearer_token(request) is None and "text/html" in request.headers.get("accept", ""):
+        return desk_page(request, session)
+    who = ADMIN(request, session)
+    if email is None:
+        raise Invalid({"email": "Give the person's whole email address: ?email=..."})
+    return JSONResponse(desk.view(session, desk.look_up(session, who.id, email)))
 
 
 def act(
