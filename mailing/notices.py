@@ -123,6 +123,31 @@ def _repermission(session: Session, subscriber: Subscriber, notice: Notice) -> P
     )
 
 
+def _consent_refresh(session: Session, subscriber: Subscriber, notice: Notice) -> Prepared | None:
+    """Consent older than MAILING_CONSENT_REFRESH_YEARS (mailing/refresh.py): the current
+    wording and a button to stay; bulk mail like the re-permission email."""
+    if subscriber.status != SubscriberStatus.ACTIVE:
+        return None
+    from mailing.consent import CONSENT_TEXT
+    from mailing.ratelimit import send_rate
+    from mailing.refresh import ANSWER_DAYS
+
+    send_rate().acquire(1)
+    urls = links.management_urls(subscriber)
+    return prepare(
+        "consent_refresh",
+        subject="Do you want to keep getting Health Inequalities Strategy updates?",
+        context={
+            **urls,
+            "stay_url": links.url_for(Purpose.STAY, subscriber),
+            "wording": CONSENT_TEXT,
+            "years": get_settings().consent_refresh_years,
+            "days": ANSWER_DAYS,
+        },
+        headers=list_headers(urls["unsubscribe_url"]),
+    )
+
+
 BUILDERS: dict[NoticeKind, Builder] = {
     NoticeKind.CONFIRM: _confirm,
     NoticeKind.ALREADY_SUBSCRIBED: _already_subscribed,
@@ -130,6 +155,7 @@ BUILDERS: dict[NoticeKind, Builder] = {
     NoticeKind.EXPORT_LINK: _export_link,
     NoticeKind.WELCOME: _welcome,
     NoticeKind.REPERMISSION: _repermission,
+    NoticeKind.CONSENT_REFRESH: _consent_refresh,
 }
 
 

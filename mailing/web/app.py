@@ -29,6 +29,7 @@ from mailing.web.routes import (
     dev,
     embed,
     ops,
+    refresh,
     selfservice,
     subscriptions,
     webhooks,
@@ -76,6 +77,7 @@ def create_app() -> FastAPI:
     app.include_router(embed.router)
     app.include_router(admin_api.router)  # the staff JSON API: /admin/updates, /admin/stats
     app.include_router(desk_api.router)  # the support desk: /admin/subscribers (admins)
+    app.include_router(refresh.router)  # a consent refresh's /stay/{token}
     app.include_router(console.router)  # /admin pages; the JSON API keeps /admin/updates
     app.include_router(webhooks.router)  # POST /webhooks/ses (SNS-signed SES notifications)
     if not settings.is_production:

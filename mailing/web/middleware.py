@@ -152,7 +152,7 @@ def _route_of(scope: Scope) -> str:
 
 
 # The first path segment of every route whose path carries a subscriber's token.
-TOKEN_PATHS = ("/confirm/", "/unsubscribe/", "/preferences/", "/my-data/", "/erase/")
+TOKEN_PATHS = ("/confirm/", "/unsubscribe/", "/preferences/", "/my-data/", "/erase/", "/stay/")
 NO_STORE = (b"cache-control", b"no-store")
 
 

@@ -3,15 +3,16 @@ with a required reason. The rules and the audit live in mailing/desk.py."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
-from mailing import desk
+from mailing import desk, refresh
 from mailing.errors import Invalid
-from mailing.models import Staff
+from mailing.models import Staff, utcnow
 from mailing.states import StaffRole
 from mailing.web.deps import SessionDep, bearer_token
 from mailing.web.routes.admin_api import requires
@@ -42,6 +43,13 @@ def look_up(request: Request, session: SessionDep, email: str | None = None) -> 
     if email is None:
         raise Invalid({"email": "Give the person's whole email address: ?email=..."})
     return JSONResponse(desk.view(session, desk.look_up(session, who.id, email)))
+
+
+@router.get("/consent-refresh")
+def consent_refresh(who: Admin, session: SessionDep) -> dict[str, int]:
+    """How many are due a consent refresh and how many were asked and have not answered yet
+    (all 0 while MAILING_CONSENT_REFRESH_YEARS is 0): figures only."""
+    return asdict(refresh.figures(session, utcnow()))
 
 
 def act(

@@ -13,8 +13,9 @@ from fastapi import Request
 from fastapi.responses import Response
 from sqlmodel import Session
 
-from mailing import desk
+from mailing import desk, refresh
 from mailing.errors import MailingError
+from mailing.models import utcnow
 from mailing.staff.sessions import SignedIn
 from mailing.states import StaffRole
 from mailing.themes import THEMES
@@ -32,7 +33,7 @@ from workers.enqueue import notice_publisher
 router = console_router()
 
 
-def _page(who: SignedIn, status_code: int = 200, **context: Any) -> Response:
+def _page(who: SignedIn, session: Session, status_code: int = 200, **context: Any) -> Response:
     context.setdefault("errors", {})
     return console_page(
         "subscribers",
@@ -41,6 +42,7 @@ def _page(who: SignedIn, status_code: int = 200, **context: Any) -> Response:
         nav="subscribers",
         actions=[a.value for a in desk.DeskAction if a != desk.DeskAction.THEMES],
         all_themes=THEMES,
+        refresh=refresh.figures(session, utcnow()),
         **context,
     )
 
@@ -50,7 +52,7 @@ def desk_page(request: Request, session: Session) -> Response:
     bearer token): the look-up form."""
     who = current_staff(request, session)
     need(who, StaffRole.ADMIN)
-    return _page(who)
+    return _page(who, session)
 
 
 @router.post("/subscribers")
@@ -59,7 +61,7 @@ def desk_post(who: Who, form: Form, session: SessionDep) -> Response:
     try:
         if form.get("action", "find") == "find":
             found = desk.look_up(session, who.staff.id, form.get("email", ""))
-            return _page(who, found=desk.view(session, found))
+            return _page(who, session, found=desk.view(session, found))
         action = desk.DeskAction(str(form.get("action")))
         subscriber_id = int(form.get("subscriber_id", "0"))
         done = desk.act(
@@ -67,14 +69,14 @@ def desk_post(who: Who, form: Form, session: SessionDep) -> Response:
         )
         session.commit()
     except ValueError:
-        return _page(who, 422, errors={"action": "Choose one of the actions on the page."})
+        return _page(who, session, 422, errors={"action": "Choose one of the actions on the page."})
     except MailingError as exc:
         session.rollback()
         errors = getattr(exc, "errors", None) or {"email": exc.message}
-        return _page(who, exc.status_code, errors=errors)
+        return _page(who, session, exc.status_code, errors=errors)
     if done.notice_id is not None:
         notice_publisher.submit(done.notice_id)
     if done.erased:
-        return _page(who, done_message=f"Subscriber {subscriber_id} was erased.")
+        return _page(who, session, done_message=f"Subscriber {subscriber_id} was erased.")
     record = desk.view(session, desk.reload(session, subscriber_id))
-    return _page(who, found=record, done_message=f"Done: {action.value}.")
+    return _page(who, session, found=record, done_message=f"Done: {action.value}.")
