@@ -18,6 +18,7 @@ ever echoed back: an invalid line is reported by its number and what was wrong w
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,9 @@ from sqlmodel import Session
 
 from mailing import consent, outbox, subscribers
 from mailing.addresses import keyed_hashes
+from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
+from mailing.desk import ADDRESS, REMOVED
 from mailing.import_file import (
     ImportRefused,
     Problem,
@@ -313,6 +316,7 @@ def run(
     publish: Callable[[list[int]], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     on_problem: Callable[[Problem], None] | None = None,
+    staff_id: int | None = None,
 ) -> Report:
     """Import the file (ImportRefused, with nothing changed, if it cannot be). `publish` is given
     each chunk's re-permission notice ids after its commit; a dry run never commits."""
@@ -360,6 +364,11 @@ def run(
         raise
     finally:
         session.close()
+    if not dry_run:
+        with session_factory() as audited:
+            detail = f"source: {source}; {json.dumps(report.counts.as_dict())}"
+            audit(audited, staff_id, AuditAction.IMPORTED, detail=ADDRESS.sub(REMOVED, detail))
+            audited.commit()
     log.info(
         "import%s from a list of %d lines: %s",
         " (dry run)" if dry_run else "",
