@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -331,3 +332,45 @@ def test_an_asked_address_that_never_confirms_is_purged_with_other_sign_ups(clie
     with session_scope() as s:
         assert selfservice.purge(s, utcnow() + timedelta(days=9)).unconfirmed == 1
     assert count("subscriber") == 0
+
+
+def test_the_console_page_previews_then_imports(client, smtp, session):
+    from tests.test_console import csrf_of, signed_in_client
+
+    signed_in_client(client, session, email="admin@gla.example", role="admin")
+    page = client.get("/admin/import")
+    assert page.status_code == 200
+    csrf = csrf_of(page.text)
+    content = HEADER + "a@example.net,,,2025-01-01T00:00Z,Yes\n" + "broken,,,,\n"
+    before = table_snapshot()
+    preview = client.post(
+        "/admin/import",
+        data={"source": "Old provider", "csrf_token": csrf},
+        files={"file": ("list.csv", content.encode(), "text/csv")},
+    )
+    assert preview.status_code == 200 and "nothing has changed yet" in preview.text
+    assert "Line 3: not a valid email address" in preview.text and "broken" not in preview.text
+    assert data_snapshot() == {t: n for t, n in before.items() if t != "audit_log"}
+    upload = re.search(r'name="upload" value="([0-9a-f]+)"', preview.text).group(1)
+    done = client.post(
+        "/admin/import", data={"upload": upload, "source": "Old provider", "csrf_token": csrf}
+    )
+    assert done.status_code == 200 and "Imported" in done.text
+    assert subscriber("a@example.net").status == SubscriberStatus.ACTIVE
+    again = client.post(
+        "/admin/import", data={"upload": upload, "source": "Old provider", "csrf_token": csrf}
+    )
+    assert again.status_code == 422  # the upload is gone once imported
+    bad = client.post(
+        "/admin/import",
+        data={"source": "Old provider", "csrf_token": csrf},
+        files={"file": ("x.csv", b"name\nx\n", "text/csv")},
+    )
+    assert bad.status_code == 422 and "email" in bad.text
+
+
+def test_the_console_import_is_for_admins_only(client, session):
+    from tests.test_console import signed_in_client
+
+    signed_in_client(client, session, email="sender@gla.example", role="sender")
+    assert client.get("/admin/import").status_code == 403

@@ -11,6 +11,7 @@ from mailing.web.routes.console import (
     drafts,
     factors,
     figures,
+    import_page,
     sending,
     signin,
     staff_admin,
@@ -20,5 +21,5 @@ from mailing.web.routes.console.common import console_router
 # One flat router: each part's routes already carry the /admin prefix and the console's route
 # class, so they are joined as they are (include_router would nest them as opaque branches).
 router = console_router()
-for _part in (signin, factors, drafts, sending, figures, staff_admin, desk_page):
+for _part in (signin, factors, drafts, sending, figures, staff_admin, desk_page, import_page):
     router.routes.extend(_part.router.routes)
