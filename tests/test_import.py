@@ -374,3 +374,17 @@ def test_the_console_import_is_for_admins_only(client, session):
 
     signed_in_client(client, session, email="sender@gla.example", role="sender")
     assert client.get("/admin/import").status_code == 403
+
+
+def test_re_permission_emails_are_bulk_mail_within_the_send_rate(
+    client, smtp, settings_env, tmp_path
+):
+    import time
+
+    settings_env(send_rate=2)
+    rows = "".join(f"ask{i}@example.net,,,,\n" for i in range(5))
+    started = time.monotonic()
+    assert run_import(write(tmp_path, HEADER + rows))["asked"] == 5
+    assert len(smtp.outbox.wait_for(5, timeout=30)) == 5
+    # Two a second: the fifth cannot go before the third second has begun.
+    assert time.monotonic() - started >= 1.0
