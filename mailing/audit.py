@@ -41,6 +41,9 @@ class AuditAction(StrEnum):
     TWO_FACTOR_RESET = "2fa-reset"
     API_TOKEN_ISSUED = "api-token-issued"  # noqa: S105 (an action name, not a secret)
     API_TOKEN_REVOKED = "api-token-revoked"  # noqa: S105 (an action name, not a secret)
+    # The support desk and imports (issue 24): the detail names a subscriber id, never an address.
+    DESK = "support-desk"
+    IMPORTED = "imported"
 
 
 def audit(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from mailing import import_command
 from mailing.config import ConfigError, get_settings
 
 if TYPE_CHECKING:
@@ -393,6 +394,8 @@ def inbound(host: str, port: int, metrics_port: int) -> None:
         start_http_server(metrics_port, addr="127.0.0.1", registry=REGISTRY)
     serve(host, port)
 
+
+main.command("import")(import_command.with_options(_guarded(import_command.import_list)))
 
 if __name__ == "__main__":
     main()

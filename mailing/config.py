@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     ses_topic_arns: str = ""  # SNS topics whose notifications are believed; empty: none
     sns_cert_url_pattern: str = SNS_CERT_URL_PATTERN  # where SNS signing certificates come from
 
+    # Consent refresh (issue 24): ask again after this many years; 0 (the default) never asks.
+    consent_refresh_years: int = Field(default=0, ge=0, le=50)
+
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -92,6 +93,7 @@ class Event:
     source: str | None = None
     with_wording: bool = True
     frequency: Frequency | None = None
+    occurred_at: datetime | None = None  # now, unless a caller with its own clock says
 
 
 def record(
@@ -128,7 +130,7 @@ def record_many(session: Session, events: Sequence[Event]) -> None:
             {
                 "subscriber_id": e.subscriber_id,
                 "kind": e.kind,
-                "occurred_at": now,
+                "occurred_at": e.occurred_at or now,
                 "channel": e.channel,
                 "source": (e.source or None) and e.source[:500],
                 "themes": ",".join(e.themes),

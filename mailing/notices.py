@@ -99,12 +99,63 @@ def _welcome(session: Session, subscriber: Subscriber, notice: Notice) -> Prepar
     )
 
 
+def _repermission(session: Session, subscriber: Subscriber, notice: Notice) -> Prepared | None:
+    """An imported address without evidence of consent, asked once (mailing/imports.py): bulk
+    mail, so it waits for MAILING_SEND_RATE, which updates and summaries share."""
+    if subscriber.status != SubscriberStatus.PENDING:
+        return None  # confirmed meanwhile, or left: nothing to ask
+    from mailing.ratelimit import send_rate
+
+    send_rate().acquire(1)
+    assert subscriber.id is not None
+    themes = [t for t in notice.themes.split(",") if t]
+    confirmed = confirmations_of(session, subscriber.id)
+    token = confirmation_token(subscriber, themes, confirmed, notice.frequency)
+    settings = get_settings()
+    return prepare(
+        "repermission",
+        subject="Do you still want Health Inequalities Strategy updates?",
+        context={
+            "confirm_url": f"{settings.base_url}/confirm/{token}",
+            "themes": theme_titles(themes or list(ALL_THEMES)),
+            "days": settings.confirm_max_age_days,
+        },
+    )
+
+
+def _consent_refresh(session: Session, subscriber: Subscriber, notice: Notice) -> Prepared | None:
+    """Consent older than MAILING_CONSENT_REFRESH_YEARS (mailing/refresh.py): the current
+    wording and a button to stay; bulk mail like the re-permission email."""
+    if subscriber.status != SubscriberStatus.ACTIVE:
+        return None
+    from mailing.consent import CONSENT_TEXT
+    from mailing.ratelimit import send_rate
+    from mailing.refresh import ANSWER_DAYS
+
+    send_rate().acquire(1)
+    urls = links.management_urls(subscriber)
+    return prepare(
+        "consent_refresh",
+        subject="Do you want to keep getting Health Inequalities Strategy updates?",
+        context={
+            **urls,
+            "stay_url": links.url_for(Purpose.STAY, subscriber),
+            "wording": CONSENT_TEXT,
+            "years": get_settings().consent_refresh_years,
+            "days": ANSWER_DAYS,
+        },
+        headers=list_headers(urls["unsubscribe_url"]),
+    )
+
+
 BUILDERS: dict[NoticeKind, Builder] = {
     NoticeKind.CONFIRM: _confirm,
     NoticeKind.ALREADY_SUBSCRIBED: _already_subscribed,
     NoticeKind.ERASE_LINK: _erase_link,
     NoticeKind.EXPORT_LINK: _export_link,
     NoticeKind.WELCOME: _welcome,
+    NoticeKind.REPERMISSION: _repermission,
+    NoticeKind.CONSENT_REFRESH: _consent_refresh,
 }
 
 

@@ -67,7 +67,14 @@ class NotActive(Exception):
 # --- Unsubscribe and preferences ------------------------------------------------------------
 
 
-def unsubscribe(session: Session, subscriber: Subscriber, *, channel: str) -> bool:
+def unsubscribe(
+    session: Session,
+    subscriber: Subscriber,
+    *,
+    channel: str,
+    kind: ConsentEventKind = ConsentEventKind.WITHDRAWN,
+    at: datetime | None = None,
+) -> bool:
     """Stop all mail to this subscriber at once; True if this call changed their status.
 
     Their pending deliveries are cancelled in the same transaction, so an update already being
@@ -86,15 +93,11 @@ def unsubscribe(session: Session, subscriber: Subscriber, *, channel: str) -> bo
         # Already unsubscribed (nothing to do), or pending (never confirmed, so never mailed).
         return False
     subscriber.status = check("subscriber", SubscriberTransitions.UNSUBSCRIBE, subscriber.status)
-    subscriber.unsubscribed_at = subscriber.updated_at = utcnow()
+    subscriber.unsubscribed_at = subscriber.updated_at = at or utcnow()
     session.add(subscriber)
-    consent.record(
+    consent.record_many(
         session,
-        subscriber.id,
-        ConsentEventKind.WITHDRAWN,
-        channel=channel,
-        themes=[],
-        with_wording=False,
+        [consent.Event(subscriber.id, kind, channel, [], with_wording=False, occurred_at=at)],
     )
     UNSUBSCRIBES.inc()
     log.info("subscriber %s unsubscribed (%s)", subscriber.id, channel)

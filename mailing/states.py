@@ -56,6 +56,10 @@ class NoticeKind(StrEnum):
     ERASE_LINK = "erase_link"
     EXPORT_LINK = "export_link"
     WELCOME = "welcome"
+    # Imported without evidence of consent: one email asking them to confirm (mailing/imports.py).
+    REPERMISSION = "repermission"
+    # Consent older than MAILING_CONSENT_REFRESH_YEARS: one email asking them to stay.
+    CONSENT_REFRESH = "consent_refresh"
 
 
 class ConsentEventKind(StrEnum):
@@ -63,6 +67,12 @@ class ConsentEventKind(StrEnum):
     CONFIRMED = "confirmed"
     CHANGED = "changed"
     WITHDRAWN = "withdrawn"
+    # Consent given elsewhere, brought in by `mailing import` with its evidence.
+    IMPORTED = "imported"
+    # Consent refresh (mailing/refresh.py): asked to stay, stayed, or did not answer in time.
+    REFRESH_ASKED = "refresh-asked"
+    RENEWED = "renewed"
+    LAPSED = "lapsed"
 
 
 class Frequency(StrEnum):

@@ -29,6 +29,7 @@ class Purpose(StrEnum):
     MANAGE = "manage"  # the preferences page
     EXPORT = "export"  # the data download, emailed on request
     ERASE = "erase"
+    STAY = "stay"  # a consent refresh's "keep me on the list" button (mailing/refresh.py)
 
 
 EXPORT_MAX_AGE_SECONDS = 24 * 3600
@@ -38,6 +39,7 @@ TIMED: dict[Purpose, Callable[[Settings], int]] = {
     Purpose.CONFIRM: lambda s: s.confirm_max_age_days * 86400,
     Purpose.EXPORT: lambda s: EXPORT_MAX_AGE_SECONDS,
     Purpose.ERASE: lambda s: s.erase_max_age_days * 86400,
+    Purpose.STAY: lambda s: 31 * 86400,  # a day past the 30 days a refresh waits for an answer
 }
 
 

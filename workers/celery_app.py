@@ -47,6 +47,7 @@ def configure(settings: Settings | None = None, *, embedded: bool = False) -> Ce
             "workers.tasks.snapshot_figures": {"queue": "housekeeping"},
             "workers.tasks.weekly_digests": {"queue": "housekeeping"},
             "workers.tasks.send_digest_batch": {"queue": "updates"},
+            "workers.tasks.consent_refresh": {"queue": "housekeeping"},
         },
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": 3600, "polling_interval": 0.05}
@@ -62,6 +63,7 @@ def configure(settings: Settings | None = None, *, embedded: bool = False) -> Ce
             },
             "purge-expired-data": {"task": "workers.tasks.purge", "schedule": 3600.0},
             "snapshot-figures": {"task": "workers.tasks.snapshot_figures", "schedule": 3600.0},
+            "consent-refresh": {"task": "workers.tasks.consent_refresh", "schedule": 3600.0},
             # Not a crontab: the task itself knows when Saturday 08:30 London time has come (in
             # any season), and running often lets it re-drive lost work and catch up after an
             # outage of beat.

@@ -34,11 +34,10 @@ def publish_notice(notice_id: int, countdown: float = 0) -> None:
     )
 
 
-def publish_notices(notice_ids: Sequence[int]) -> None:
-    """Several committed notice rows: one task sends them in turn."""
-    app.send_task(
-        SEND_NOTICES, args=(list(notice_ids),), queue="transactional", retry_policy=PUBLISH_RETRY
-    )
+def publish_notices(notice_ids: Sequence[int], queue: str = "transactional") -> None:
+    """Several committed notice rows: one task sends them in turn (bulk ones, such as an
+    import's re-permission emails, on `updates`, so sign-up mail is never behind them)."""
+    app.send_task(SEND_NOTICES, args=(list(notice_ids),), queue=queue, retry_policy=PUBLISH_RETRY)
 
 
 class NoticePublisher:

@@ -138,3 +138,16 @@ def send_digest_batch(first_id: int, last_id: int) -> None:
         outcome.cancelled,
         " (deferred)" if outcome.deferred else "",
     )
+
+
+@app.task
+def consent_refresh() -> None:
+    """Hourly from beat (does nothing unless MAILING_CONSENT_REFRESH_YEARS is set): ask those
+    whose consent is that old to renew it, and let lapse those who did not within 30 days."""
+    from mailing import refresh
+    from mailing.db import session_scope
+    from mailing.models import utcnow
+    from workers.enqueue import publish_notices
+
+    with session_scope() as session:
+        refresh.run(session, utcnow(), lambda ids: publish_notices(ids, queue="updates"))

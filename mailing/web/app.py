@@ -25,9 +25,11 @@ from mailing.web.routes import (
     admin_api,
     archive,
     console,
+    desk_api,
     dev,
     embed,
     ops,
+    refresh,
     selfservice,
     subscriptions,
     webhooks,
@@ -74,6 +76,8 @@ def create_app() -> FastAPI:
     app.include_router(archive.router)  # the public archive: /updates, /updates.atom
     app.include_router(embed.router)
     app.include_router(admin_api.router)  # the staff JSON API: /admin/updates, /admin/stats
+    app.include_router(desk_api.router)  # the support desk: /admin/subscribers (admins)
+    app.include_router(refresh.router)  # a consent refresh's /stay/{token}
     app.include_router(console.router)  # /admin pages; the JSON API keeps /admin/updates
     app.include_router(webhooks.router)  # POST /webhooks/ses (SNS-signed SES notifications)
     if not settings.is_production:
