@@ -56,6 +56,7 @@ class NoticeKind(StrEnum):
     ERASE_LINK = "erase_link"
     EXPORT_LINK = "export_link"
     WELCOME = "welcome"
+    SIGN_IN_FAILURES = "sign_in_failures"  # to an admin: an account sees repeated failures
 
 
 class ConsentEventKind(StrEnum):
