@@ -145,7 +145,11 @@ def _confirm(browser: TestClient, value: str):
     page = browser.get("/admin/reauth?next=/admin/staff")
     return browser.post(
         "/admin/reauth",
-        data={"csrf_token": csrf_of(page.text), "next": "/admin/staff", "second_factor_code": value},
+        data={
+            "csrf_token": csrf_of(page.text),
+            "next": "/admin/staff",
+            "second_factor_code": value,
+        },
         follow_redirects=False,
     )
 
