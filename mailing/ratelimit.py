@@ -56,6 +56,10 @@ class Limiter(Protocol):
         """Mark the key for `seconds` (`count` answers 1 and the seconds left until then)."""
         ...
 
+    def clear(self, key: str) -> None:
+        """Forget one key's count."""
+        ...
+
     async def hit_async(self, key: str, limit: int, window: int) -> Verdict: ...
     def hit_many(self, keys: Sequence[str], limit: int, window: int) -> list[Verdict]: ...
     def forget(self, key_prefix: str, key: str) -> None: ...
@@ -95,6 +99,10 @@ class MemoryLimiter:
     def hold(self, key: str, seconds: int) -> None:
         with self._lock:
             self._counts[key] = (1, time.monotonic() + seconds)
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._counts.pop(key, None)
 
     async def hit_async(self, key: str, limit: int, window: int) -> Verdict:
         return self.hit(key, limit, window)  # a dict under a lock: nothing to wait for
@@ -140,6 +148,9 @@ class RedisLimiter:
 
     def hold(self, key: str, seconds: int) -> None:
         self._redis.set(_key(key), 1, ex=seconds)
+
+    def clear(self, key: str) -> None:
+        self._redis.delete(_key(key))
 
     async def hit_async(self, key: str, limit: int, window: int) -> Verdict:
         """`hit` from the event loop: no hand-off to a thread (with one for the per-IP limit,

@@ -33,7 +33,7 @@ MAX_FAILED_SIGN_INS = 5
 LOCKOUT = timedelta(minutes=15)
 # The account's ceiling, across all clients: the first FREE_FAILURES wrong passwords cost
 # nothing; each later one makes the account wait (no password is checked) a minute, doubling
-# up to MAX_WAIT. The count lasts until a right password, or a day without a failure.
+# up to MAX_WAIT. The count lasts until a day passes without a failure.
 FREE_FAILURES = 10
 MAX_WAIT = timedelta(minutes=30)
 CEILING_MEMORY = timedelta(days=1)
@@ -122,10 +122,12 @@ def sign_in(session: Session, email: str, password: str, client: str) -> tuple[S
         failures = limiter.extend(ceiling, int(CEILING_MEMORY.total_seconds()))
         if wait_after(failures):
             limiter.hold(wait, wait_after(failures))
-        notices = _alert(session, staff) if staff and failures == FREE_FAILURES else []
+        notices = _alert(session, staff) if staff and failures % FREE_FAILURES == 0 else []
         # The attempt that stops a client still says "not right", as for an unknown address.
         raise SignInFailed(WRONG_DETAILS, notices=notices, staff_id=staff.id if staff else None)
-    limiter.forget(ceiling, "")
+    # A right password ends this client's run of failures, not the account's: were the owner's
+    # sign-ins to reset the ceiling, a guesser would get its free tries back each time.
+    limiter.clear(per_client)
     if needs_rehash(staff.password_hash):
         staff.password_hash = hash_password(password)
         session.add(staff)
@@ -224,7 +226,7 @@ def second_factor(
             CODES_LOCKED.format(_minutes(left)) if left else wrong, left or None, notices
         )
     if recheck is not None:
-        limiter.forget(recheck_key, "")
+        limiter.clear(recheck_key)
     staff.factor_failures = staff.factor_lockouts = 0
     staff.factor_locked_until = None
     session.add(staff)
