@@ -106,10 +106,11 @@ def sign_in(session: Session, email: str, password: str, client: str) -> tuple[S
     per_client = f"staff-password:{subject}:{client_bucket(client)}"
     ceiling, wait = f"staff-ceiling:{subject}", f"staff-wait:{subject}"
     limiter = get_limiter()
-    tried, left = limiter.count(per_client)
-    if tried >= MAX_FAILED_SIGN_INS:
+    # Counted before the check (a right password uncounts it), so parallel tries get no more.
+    verdict = limiter.hit(per_client, MAX_FAILED_SIGN_INS, int(LOCKOUT.total_seconds()))
+    if not verdict.allowed:
         password_matches(None, password)  # the same time as any other answer
-        raise SignInFailed(LOCKED, left)
+        raise SignInFailed(LOCKED, verdict.retry_after)
     _, waiting = limiter.count(wait)
     if waiting:
         password_matches(None, password)
@@ -118,7 +119,6 @@ def sign_in(session: Session, email: str, password: str, client: str) -> tuple[S
     if staff is not None and staff.disabled_at is not None:
         staff = None
     if staff is None or not password_matches(staff.password_hash, password):
-        limiter.hit(per_client, MAX_FAILED_SIGN_INS, int(LOCKOUT.total_seconds()))
         failures = limiter.extend(ceiling, int(CEILING_MEMORY.total_seconds()))
         if wait_after(failures):
             limiter.hold(wait, wait_after(failures))
@@ -141,26 +141,44 @@ def code_lock_left(staff: Staff) -> int:
     return max(0, int((until - utcnow()).total_seconds()) + 1) if until else 0
 
 
-def _wrong_code(session: Session, staff: Staff) -> list[int]:
-    """One more wrong code for the account; the fifth locks the step (longer each time in a
-    row) and tells the admins. Counted in the database, so parallel attempts cannot undercount.
-    Returns the ids of notices to publish."""
-    session.execute(
+def _reserve_attempt(session: Session, staff: Staff) -> bool:
+    """Count an attempt at the second factor before it is checked, unless the step is locked or
+    MAX_WRONG_CODES attempts are counted already: one conditional UPDATE, so even attempts sent
+    in parallel get no more than five checks between lockouts. A right answer uncounts it."""
+    reserved = session.execute(
         sa.update(Staff)
         .where(col(Staff.id) == staff.id)
+        .where(col(Staff.factor_failures) < MAX_WRONG_CODES)
+        .where(
+            sa.or_(
+                col(Staff.factor_locked_until).is_(None),
+                col(Staff.factor_locked_until) <= utcnow(),
+            )
+        )
         .values(factor_failures=col(Staff.factor_failures) + 1)
     )
-    session.refresh(staff)
-    notices: list[int] = []
-    if staff.factor_failures >= MAX_WRONG_CODES:
-        lockout = min(CODE_LOCKOUT * 2**staff.factor_lockouts, MAX_CODE_LOCKOUT)
-        staff.factor_failures = 0
-        staff.factor_lockouts += 1
-        staff.factor_locked_until = utcnow() + lockout
-        session.add(staff)
-        notices = _alert(session, staff)
     session.commit()
-    return notices
+    session.refresh(staff)
+    return bool(reserved.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _wrong_code(session: Session, staff: Staff) -> list[int]:
+    """The attempt was wrong: if it was the fifth, lock the step (longer each time in a row) and
+    tell the admins. Returns the ids of notices to publish."""
+    lockout = min(CODE_LOCKOUT * 2**staff.factor_lockouts, MAX_CODE_LOCKOUT)
+    locked = session.execute(
+        sa.update(Staff)
+        .where(col(Staff.id) == staff.id)
+        .where(col(Staff.factor_failures) >= MAX_WRONG_CODES)
+        .values(
+            factor_failures=0,
+            factor_lockouts=col(Staff.factor_lockouts) + 1,
+            factor_locked_until=utcnow() + lockout,
+        )
+    )
+    session.commit()
+    session.refresh(staff)
+    return _alert(session, staff) if locked.rowcount == 1 else []  # type: ignore[attr-defined]
 
 
 def _alert(session: Session, staff: Staff) -> list[int]:
@@ -201,14 +219,18 @@ def second_factor(
     """
     limiter = get_limiter()
     recheck_key = f"staff-recheck:{recheck}"
-    if recheck is None and code_lock_left(staff):
-        raise SignInFailed(
-            CODES_LOCKED.format(_minutes(code_lock_left(staff))), code_lock_left(staff)
-        )
+    window = int(CODE_LOCKOUT.total_seconds())
     if recheck is not None:
-        tried, left = limiter.count(recheck_key)
-        if tried >= MAX_WRONG_CODES:
+        verdict = limiter.hit(recheck_key, MAX_WRONG_CODES, window)
+        if not verdict.allowed:
+            left = verdict.retry_after
             raise SignInFailed(CODES_LOCKED.format(_minutes(left)), left)
+    elif not _reserve_attempt(session, staff):
+        # Locked, or five attempts counted without a lock yet (in flight, or one that failed
+        # half-way): locking now means the count can never stick without a lock that ends.
+        notices = _wrong_code(session, staff)
+        left = max(1, code_lock_left(staff))
+        raise SignInFailed(CODES_LOCKED.format(_minutes(left)), left, notices)
     if isinstance(credential, str) and credential:
         ok = passkeys.authenticate(session, staff, credential.encode(), challenge)
         accepted = CodeAccepted("passkey") if ok else None
@@ -218,7 +240,6 @@ def second_factor(
         wrong = WRONG_CODE
     if accepted is None:
         if recheck is not None:
-            limiter.hit(recheck_key, MAX_WRONG_CODES, int(CODE_LOCKOUT.total_seconds()))
             raise SignInFailed(wrong)
         notices = _wrong_code(session, staff)
         left = code_lock_left(staff)
