@@ -60,6 +60,10 @@ class Limiter(Protocol):
         """Forget one key's count."""
         ...
 
+    def acquire(self, key: str, seconds: int) -> bool:
+        """`hold` the key, unless it is held or counted already: True if this call took it."""
+        ...
+
     async def hit_async(self, key: str, limit: int, window: int) -> Verdict: ...
     def hit_many(self, keys: Sequence[str], limit: int, window: int) -> list[Verdict]: ...
     def forget(self, key_prefix: str, key: str) -> None: ...
@@ -103,6 +107,14 @@ class MemoryLimiter:
     def clear(self, key: str) -> None:
         with self._lock:
             self._counts.pop(key, None)
+
+    def acquire(self, key: str, seconds: int) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if self._counts.get(key, (0, now))[1] > now:
+                return False
+            self._counts[key] = (1, now + seconds)
+        return True
 
     async def hit_async(self, key: str, limit: int, window: int) -> Verdict:
         return self.hit(key, limit, window)  # a dict under a lock: nothing to wait for
@@ -151,6 +163,9 @@ class RedisLimiter:
 
     def clear(self, key: str) -> None:
         self._redis.delete(_key(key))
+
+    def acquire(self, key: str, seconds: int) -> bool:
+        return bool(self._redis.set(_key(key), 1, ex=seconds, nx=True))
 
     async def hit_async(self, key: str, limit: int, window: int) -> Verdict:
         """`hit` from the event loop: no hand-off to a thread (with one for the per-IP limit,

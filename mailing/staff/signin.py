@@ -37,6 +37,7 @@ LOCKOUT = timedelta(minutes=15)
 FREE_FAILURES = 10
 MAX_WAIT = timedelta(minutes=30)
 CEILING_MEMORY = timedelta(days=1)
+CHECK_SECONDS = 10  # how long one check may hold the account's turn (an argon2 check: ~50 ms)
 # Wrong second-factor codes: five lock the step for the account for 15 minutes, doubling with
 # each lockout in a row, up to a day; a re-check counts five per session per 15 minutes.
 MAX_WRONG_CODES = 5
@@ -111,8 +112,12 @@ def sign_in(session: Session, email: str, password: str, client: str) -> tuple[S
     if not verdict.allowed:
         password_matches(None, password)  # the same time as any other answer
         raise SignInFailed(LOCKED, verdict.retry_after)
+    # Past its free failures an account's passwords are checked one at a time: the wait key is
+    # taken for the check, so attempts sent in parallel cannot slip in before the next wait.
+    slow = limiter.count(ceiling)[0] >= FREE_FAILURES
     _, waiting = limiter.count(wait)
-    if waiting:
+    if waiting or (slow and not limiter.acquire(wait, CHECK_SECONDS)):
+        waiting = max(waiting, 1)
         password_matches(None, password)
         raise SignInFailed(WAIT.format(_minutes(waiting)), waiting)
     staff = find_staff(session, email)
@@ -122,12 +127,16 @@ def sign_in(session: Session, email: str, password: str, client: str) -> tuple[S
         failures = limiter.extend(ceiling, int(CEILING_MEMORY.total_seconds()))
         if wait_after(failures):
             limiter.hold(wait, wait_after(failures))
+        elif slow:
+            limiter.clear(wait)
         notices = _alert(session, staff) if staff and failures % FREE_FAILURES == 0 else []
         # The attempt that stops a client still says "not right", as for an unknown address.
         raise SignInFailed(WRONG_DETAILS, notices=notices, staff_id=staff.id if staff else None)
     # A right password ends this client's run of failures, not the account's: were the owner's
     # sign-ins to reset the ceiling, a guesser would get its free tries back each time.
     limiter.clear(per_client)
+    if slow:
+        limiter.clear(wait)
     if needs_rehash(staff.password_hash):
         staff.password_hash = hash_password(password)
         session.add(staff)
