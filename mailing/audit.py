@@ -32,6 +32,7 @@ class AuditAction(StrEnum):
     CONSOLE_SIGN_OUT = "console-sign-out"
     # Second factors and API tokens (issue 14)
     SECOND_FACTOR_FAILED = "second-factor-failed"
+    SIGN_IN_FAILED = "sign-in-failed"  # a wrong password for a staff account (issue 21)
     REAUTHENTICATED = "re-authenticated"
     FACTOR_ADDED = "factor-added"
     FACTOR_RENAMED = "factor-renamed"

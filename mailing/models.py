@@ -137,6 +137,11 @@ class Staff(SQLModel, table=True):
     disabled_at: datetime | None = None
     failed_logins: int = 0
     locked_until: datetime | None = None
+    # Wrong second-factor codes since one last succeeded (a right password does not reset it);
+    # the step is locked until factor_locked_until, for longer after each lockout in a row.
+    factor_failures: int = 0
+    factor_locked_until: datetime | None = None
+    factor_lockouts: int = 0
     # The API token's life: it expires MAILING_API_TOKEN_DAYS after token_created_at (None: a
     # token from before expiry existed, counted from created_at).
     token_created_at: datetime | None = Field(default_factory=utcnow)
@@ -229,7 +234,13 @@ class Notice(SQLModel, table=True):
     __tablename__ = "notice"
 
     id: int | None = Field(default=None, primary_key=True)
-    subscriber_id: int = Field(foreign_key="subscriber.id", index=True, ondelete="CASCADE")
+    subscriber_id: int | None = Field(
+        default=None, foreign_key="subscriber.id", index=True, ondelete="CASCADE"
+    )
+    # A notice to staff instead (an admin told of repeated failed sign-ins): whom it goes to,
+    # and which account it is about.
+    staff_id: int | None = Field(default=None, foreign_key="staff.id", ondelete="CASCADE")
+    about_staff_id: int | None = Field(default=None, foreign_key="staff.id", ondelete="CASCADE")
     kind: NoticeKind = Field(sa_type=_enum(NoticeKind, 20))
     themes: str = Field(default="", max_length=200)  # comma-separated slugs, for a confirmation
     frequency: Frequency = Field(default=Frequency.IMMEDIATE, sa_type=_enum(Frequency))

@@ -20,7 +20,7 @@ from mailing.digests import list_headers
 from mailing.emails import TO, Prepared, prepare
 from mailing.frequency import DESCRIPTIONS
 from mailing.mailer import Mailer
-from mailing.models import Notice, Subscriber
+from mailing.models import Notice, Staff, Subscriber
 from mailing.states import NoticeKind, SubscriberStatus
 from mailing.subscriptions import confirmation_token, confirmations_of
 from mailing.themes import ALL_THEMES, theme_titles
@@ -159,8 +159,29 @@ BUILDERS: dict[NoticeKind, Builder] = {
 }
 
 
+def _sign_in_failures(session: Session, notice: Notice) -> tuple[Prepared, str] | None:
+    """To an admin: an account sees repeated failed sign-ins (its address is named only here,
+    in the email, never in a log or a notice row)."""
+    admin = session.get(Staff, notice.staff_id)
+    account = session.get(Staff, notice.about_staff_id)
+    if admin is None or account is None or admin.disabled_at is not None:
+        return None
+    prepared = prepare(
+        "sign_in_failures",
+        subject="Repeated failed sign-ins to a Health Inequalities Strategy updates account",
+        context={
+            "account": account.email,
+            "yours": admin.id == account.id,
+            "staff_url": f"{get_settings().base_url}/admin/staff",
+        },
+    )
+    return prepared, admin.email
+
+
 def build(session: Session, notice: Notice) -> tuple[Prepared, str] | None:
     """The email a notice stands for and its recipient, or None if there is nothing to send."""
+    if notice.kind == NoticeKind.SIGN_IN_FAILURES:
+        return _sign_in_failures(session, notice)
     subscriber = session.get(Subscriber, notice.subscriber_id)
     builder = BUILDERS.get(notice.kind)
     if subscriber is None or builder is None:
@@ -184,10 +205,11 @@ def send(notice_id: int) -> bool:
                 mailer.send(sender, to, prepared.personalise({TO: to}))
         outbox.done(session, notice)
         log.info(
-            "notice %s (%s) for subscriber %s: %s",
+            "notice %s (%s) for %s %s: %s",
             notice_id,
             notice.kind.value,
-            notice.subscriber_id,
+            "subscriber" if notice.staff_id is None else "staff",
+            notice.subscriber_id if notice.staff_id is None else notice.staff_id,
             "sent" if built else "dropped",
         )
         return built is not None

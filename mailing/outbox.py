@@ -65,6 +65,28 @@ def queue_many(session: Session, owed: Sequence[Owed]) -> list[int]:
     return [int(notice_id) for notice_id in rows.scalars()]
 
 
+def queue_for_staff(session: Session, staff_id: int, kind: NoticeKind, about_staff_id: int) -> int:
+    """A notice to a staff member (about another account, or their own), in the caller's
+    transaction; returns its id (publish it after the commit)."""
+    now = utcnow()
+    row = session.connection().execute(
+        _QUEUE,
+        [
+            {
+                "staff_id": staff_id,
+                "about_staff_id": about_staff_id,
+                "kind": kind.value,
+                "themes": "",
+                "frequency": Frequency.IMMEDIATE.value,
+                "created_at": now,
+                "enqueued_at": now,
+                "attempts": 0,
+            }
+        ],
+    )
+    return int(row.scalars().one())
+
+
 def claim(session: Session, notice_id: int) -> Notice | None:
     """The notice, locked for this transaction; None if it was sent already or another worker
     is sending it right now."""

@@ -1,7 +1,9 @@
 """Rate limits, shared through Redis when MAILING_REDIS_URL is set, else in-process: fixed
 windows for requests and emails per address, and the global send rate of update emails.
 
-Keys never hold a raw address: callers pass a keyed hash.
+Keys never hold a raw address: callers pass a keyed hash. Per-IP keys name `client_bucket(ip)`:
+an IPv4 address as it is, an IPv6 client by its /64 (one customer's network: the addresses in
+it cost nothing to rotate through).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from ipaddress import IPv6Address, IPv6Network, ip_address
 from typing import Any, Protocol
 from weakref import WeakKeyDictionary
 
@@ -25,8 +28,42 @@ class Verdict:
     retry_after: int  # seconds until the window resets
 
 
+def client_bucket(ip: str) -> str:
+    """The per-IP key part for a client: IPv4 as it is, IPv6 by its /64."""
+    try:
+        address = ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 class Limiter(Protocol):
     def hit(self, key: str, limit: int, window: int) -> Verdict: ...
+    def count(self, key: str) -> tuple[int, int]:
+        """(hits in the key's current window, seconds left of it), without counting one."""
+        ...
+
+    def extend(self, key: str, window: int) -> int:
+        """Count a hit and restart the key's window: the count lasts until `window` seconds pass
+        without one. Returns the count."""
+        ...
+
+    def hold(self, key: str, seconds: int) -> None:
+        """Mark the key for `seconds` (`count` answers 1 and the seconds left until then)."""
+        ...
+
+    def clear(self, key: str) -> None:
+        """Forget one key's count."""
+        ...
+
+    def acquire(self, key: str, seconds: int) -> bool:
+        """`hold` the key, unless it is held or counted already: True if this call took it."""
+        ...
+
     async def hit_async(self, key: str, limit: int, window: int) -> Verdict: ...
     def hit_many(self, keys: Sequence[str], limit: int, window: int) -> list[Verdict]: ...
     def forget(self, key_prefix: str, key: str) -> None: ...
@@ -48,6 +85,36 @@ class MemoryLimiter:
             if len(self._counts) > 100_000:
                 self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
         return Verdict(count <= limit, max(1, math.ceil(reset - now)))
+
+    def count(self, key: str) -> tuple[int, int]:
+        now = time.monotonic()
+        with self._lock:
+            count, reset = self._counts.get(key, (0, now))
+        return (count, math.ceil(reset - now)) if reset > now else (0, 0)
+
+    def extend(self, key: str, window: int) -> int:
+        now = time.monotonic()
+        with self._lock:
+            count, reset = self._counts.get(key, (0, now))
+            count = count + 1 if reset > now else 1
+            self._counts[key] = (count, now + window)
+        return count
+
+    def hold(self, key: str, seconds: int) -> None:
+        with self._lock:
+            self._counts[key] = (1, time.monotonic() + seconds)
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._counts.pop(key, None)
+
+    def acquire(self, key: str, seconds: int) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if self._counts.get(key, (0, now))[1] > now:
+                return False
+            self._counts[key] = (1, now + seconds)
+        return True
 
     async def hit_async(self, key: str, limit: int, window: int) -> Verdict:
         return self.hit(key, limit, window)  # a dict under a lock: nothing to wait for
@@ -77,6 +144,28 @@ class RedisLimiter:
 
     def hit(self, key: str, limit: int, window: int) -> Verdict:
         return self.hit_many([key], limit, window)[0]
+
+    def count(self, key: str) -> tuple[int, int]:
+        pipe = self._redis.pipeline()
+        pipe.get(_key(key))
+        pipe.ttl(_key(key))
+        count, left = pipe.execute()
+        return (int(count), max(1, int(left))) if count is not None else (0, 0)
+
+    def extend(self, key: str, window: int) -> int:
+        pipe = self._redis.pipeline()
+        pipe.incr(_key(key))
+        pipe.expire(_key(key), window)
+        return int(pipe.execute()[0])
+
+    def hold(self, key: str, seconds: int) -> None:
+        self._redis.set(_key(key), 1, ex=seconds)
+
+    def clear(self, key: str) -> None:
+        self._redis.delete(_key(key))
+
+    def acquire(self, key: str, seconds: int) -> bool:
+        return bool(self._redis.set(_key(key), 1, ex=seconds, nx=True))
 
     async def hit_async(self, key: str, limit: int, window: int) -> Verdict:
         """`hit` from the event loop: no hand-off to a thread (with one for the per-IP limit,

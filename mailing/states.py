@@ -60,6 +60,7 @@ class NoticeKind(StrEnum):
     REPERMISSION = "repermission"
     # Consent older than MAILING_CONSENT_REFRESH_YEARS: one email asking them to stay.
     CONSENT_REFRESH = "consent_refresh"
+    SIGN_IN_FAILURES = "sign_in_failures"  # to an admin: an account sees repeated failures
 
 
 class ConsentEventKind(StrEnum):

@@ -145,9 +145,18 @@ def test_wrong_codes_count_towards_the_lockout(client, session):
         data={"csrf_token": csrf, "second_factor_code": next_code(staff.email)},
         follow_redirects=False,
     )
-    assert right.status_code == 429 and signin.LOCKED in right.text
-    assert _password_only(TestClient(client.app), staff.email).status_code == 429
-    assert count("audit_log", "WHERE action = 'second-factor-failed'") == 6
+    assert right.status_code == 429 and "Too many wrong codes" in right.text
+    # A right password, from anywhere, leads only to the same locked step.
+    again = TestClient(client.app, client=("203.0.113.41", 50000))
+    assert _password_only(again, staff.email).status_code == 303
+    page = again.get("/admin/login/second-factor")
+    locked = again.post(
+        "/admin/login/second-factor",
+        data={"csrf_token": csrf_of(page.text), "second_factor_code": next_code(staff.email)},
+        follow_redirects=False,
+    )
+    assert locked.status_code == 429 and "Too many wrong codes" in locked.text
+    assert count("audit_log", "WHERE action = 'second-factor-failed'") == 7
 
 
 def test_a_recovery_code_signs_in_once_and_says_how_many_are_left(client, session):

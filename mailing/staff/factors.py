@@ -195,7 +195,11 @@ def remove_factor(session: Session, staff: Staff, factor: StaffFactor) -> None:
 
 
 def reset(session: Session, staff: Staff) -> None:
-    """Clear every factor and recovery code and end every session: the next sign-in enrols."""
+    """Clear every factor and recovery code, any lock of the second-factor step, and end every
+    session: the next sign-in enrols."""
+    staff.factor_failures = staff.factor_lockouts = 0
+    staff.factor_locked_until = None
+    session.add(staff)
     session.exec(delete(StaffFactor).where(col(StaffFactor.staff_id) == staff.id))
     session.exec(delete(StaffRecoveryCode).where(col(StaffRecoveryCode.staff_id) == staff.id))
     end_all_sessions(session, staff)

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from mailing.config import Settings, get_settings
 from mailing.db import get_engine
-from mailing.ratelimit import get_limiter
+from mailing.ratelimit import client_bucket, get_limiter
 
 IP_WINDOW_SECONDS = 60
 
@@ -88,10 +88,11 @@ def bearer_token(request: Request) -> str | None:
 
 
 async def limit_public_post(request: Request) -> None:
-    """MAILING_RATE_LIMIT_PER_IP public POSTs per client IP per minute, then 429."""
+    """MAILING_RATE_LIMIT_PER_IP public POSTs per client IP (an IPv6 client's /64) per minute,
+    then 429."""
     settings = get_settings()
     verdict = await get_limiter().hit_async(
-        f"ip:{client_ip(request)}", settings.rate_limit_per_ip, IP_WINDOW_SECONDS
+        f"ip:{client_bucket(client_ip(request))}", settings.rate_limit_per_ip, IP_WINDOW_SECONDS
     )
     if not verdict.allowed:
         from mailing.metrics import RATE_LIMITED

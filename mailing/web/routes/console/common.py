@@ -182,7 +182,8 @@ def record(
 
 def give_factor(session: Session, who: SignedIn, form: dict[str, Any]) -> CodeAccepted:
     """Check the second factor a form carries: a passkey's answer (`credential`, for this
-    session's pending challenge) or a typed `second_factor_code`. Raises SignInFailed."""
+    session's pending challenge) or a typed `second_factor_code`. Raises SignInFailed. In a
+    full session it is a re-check, limited per session only."""
     credential = form.get("credential")
     return signin.second_factor(
         session,
@@ -190,6 +191,7 @@ def give_factor(session: Session, who: SignedIn, form: dict[str, Any]) -> CodeAc
         code=form.get("second_factor_code"),
         credential=credential,
         challenge=take_challenge(session, who) if credential else None,
+        recheck=who.session_key if who.complete else None,
     )
 
 
@@ -215,13 +217,13 @@ def insist_on_recent_factor(
     code or passkey answer added; when that checks out, the action goes ahead."""
     if who.factor_is_recent():
         return who
-    error = ""
+    error, retry_after = "", None
     if form.get("second_factor_code") or form.get("credential"):
         try:
             accepted = give_factor(session, who, form)
         except signin.SignInFailed as failed:
             record(request, session, who.staff.id, AuditAction.SECOND_FACTOR_FAILED)
-            error = str(failed)
+            error, retry_after = str(failed), failed.retry_after
         else:
             record(request, session, who.staff.id, AuditAction.REAUTHENTICATED, accepted.kind)
             return factor_given(session, who)
@@ -230,18 +232,19 @@ def insist_on_recent_factor(
         for k, v in form.items()
         if k not in ("csrf_token", "second_factor_code", "credential", "themes")
     }
-    raise Interrupt(
-        console_page(
-            "reauth",
-            who,
-            status_code=401,
-            action=request.url.path,
-            kept=kept,
-            kept_themes=form.get("themes") or [],
-            errors={"second_factor_code": error} if error else {},
-            has_passkey=has_factor(session, who.staff, passkey=True),
-        )
+    answer = console_page(
+        "reauth",
+        who,
+        status_code=429 if retry_after else 401,
+        action=request.url.path,
+        kept=kept,
+        kept_themes=form.get("themes") or [],
+        errors={"second_factor_code": error} if error else {},
+        has_passkey=has_factor(session, who.staff, passkey=True),
     )
+    if retry_after:
+        answer.headers["Retry-After"] = str(retry_after)
+    raise Interrupt(answer)
 
 
 async def recent_second_factor(

@@ -18,7 +18,7 @@ from mailing.audit import AuditAction
 from mailing.staff import passkeys, sessions, signin
 from mailing.staff.factors import has_factor
 from mailing.staff.sessions import SignedIn
-from mailing.web.deps import PublicPostLimit, SessionDep
+from mailing.web.deps import PublicPostLimit, SessionDep, client_ip
 from mailing.web.routes.console.common import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -34,6 +34,7 @@ from mailing.web.routes.console.common import (
     record,
     set_cookie,
 )
+from workers.enqueue import notice_publisher
 
 router = console_router()
 
@@ -109,15 +110,27 @@ async def login(request: Request, session: SessionDep) -> Response:
         return _login_page(422, errors, email, next_path)
     assert isinstance(password, str)
     try:
-        member, token = signin.sign_in(session, email, password)
+        member, token = signin.sign_in(session, email, password, client_ip(request))
     except signin.SignInFailed as failed:
-        status = 429 if str(failed) == signin.LOCKED else 401
-        return _login_page(status, {"email": str(failed)}, email, next_path)
+        if failed.staff_id is not None:
+            record(request, session, failed.staff_id, AuditAction.SIGN_IN_FAILED)
+        return refused(_login_page(401, {"email": str(failed)}, email, next_path), failed)
     # Someone with no factor yet enrols one now: the console opens only after that.
     step = "/admin/login/second-factor" if has_factor(session, member) else "/admin/account"
     response = RedirectResponse(f"{step}?next={next_path}", status_code=303)
     set_session_cookie(response, token)
     forget_cookie(response, LOGIN_CSRF_COOKIE)
+    return response
+
+
+def refused(response: Response, failed: signin.SignInFailed) -> Response:
+    """A refused sign-in step: 401, or 429 with Retry-After while the throttle holds; the
+    notices to admins it queued go out."""
+    if failed.retry_after:
+        response.status_code = 429
+        response.headers["Retry-After"] = str(failed.retry_after)
+    for notice_id in failed.notices:
+        notice_publisher.submit(notice_id)
     return response
 
 
@@ -163,8 +176,7 @@ def second_factor(
         accepted = give_factor(session, who, form)
     except signin.SignInFailed as failed:
         record(request, session, who.staff.id, AuditAction.SECOND_FACTOR_FAILED)
-        status = 429 if str(failed) == signin.LOCKED else 401
-        return _second_factor_page(session, who, status, next_path, str(failed))
+        return refused(_second_factor_page(session, who, 401, next_path, str(failed)), failed)
     token = sessions.complete_session(session, who)
     record(request, session, who.staff.id, AuditAction.CONSOLE_SIGN_IN, accepted.kind)
     if accepted.recovery_left is None:
