@@ -112,12 +112,13 @@ def worker(ctx: click.Context) -> None:
 @main.command()
 @_guarded
 def beat() -> None:
-    """Run the scheduler for housekeeping tasks."""
+    """Run the scheduler for housekeeping tasks (any number of beats may run: each job runs
+    once per period, mailing/beat_lease.py)."""
     from mailing import logs
     from workers.celery_app import configure
 
     logs.setup()
-    configure().start(["beat", "--schedule", os.path.join(_var_dir(), "celerybeat-schedule")])
+    configure().start(["beat", "--scheduler", "mailing.beat_lease:LeasedScheduler"])
 
 
 def _var_dir() -> str:

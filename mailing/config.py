@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     send_stall_seconds: float = 20.0  # no chunk settled anywhere for this long: re-drive sends
     notice_redrive_seconds: float = 60.0  # a notice still unsent after this is queued again
     reconcile_interval_seconds: float = 30.0  # how often beat runs the reconciler
+    housekeeping_interval_seconds: float = 3600.0  # how often beat purges and snapshots figures
     send_retry_backoff: float = 5.0  # seconds before the first retry after a 4xx; doubles, jittered
     send_retry_backoff_max: float = 300.0
     send_max_retries: int = 20  # then reconcile picks the deliveries up again
