@@ -5,33 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
+from mailing.cli_support import guarded as _guarded
 from mailing.config import ConfigError, get_settings
+from mailing.erasure_restore import erasures
 
 if TYPE_CHECKING:
     from sqlmodel import Session
 
     from mailing.models import Staff
-
-
-def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Every command checks the settings first and exits with a clear message if unsafe."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            get_settings().check()
-            return fn(*args, **kwargs)
-        except ConfigError as exc:
-            click.echo(f"mailing: {exc}", err=True)
-            sys.exit(2)
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
 
 
 @click.group()
@@ -119,11 +104,6 @@ def beat() -> None:
 
     logs.setup()
     configure().start(["beat", "--scheduler", "mailing.beat_lease:LeasedScheduler"])
-
-
-def _var_dir() -> str:
-    os.makedirs("var", exist_ok=True)
-    return "var"
 
 
 @main.command()
@@ -396,3 +376,6 @@ def inbound(host: str, port: int, metrics_port: int) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+main.add_command(erasures)

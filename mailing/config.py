@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     confirm_max_age_days: int = 7
     erase_max_age_days: int = 7
     unsubscribed_retention_days: int = 30
+    # Append-only, outside the database and its backups (mailing/erasure_journal.py).
+    erasure_journal: str = "var/erasure-journal.jsonl"
     max_body_bytes: int = 64 * 1024
 
     send_rate: float = 0.0  # messages a second across all workers; 0 means unlimited

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
-from mailing import consent, digests, outbox, subscribers
+from mailing import consent, digests, erasure_journal, outbox, subscribers
 from mailing.addresses import Address
 from mailing.config import get_settings
 from mailing.metrics import ERASURES, UNSUBSCRIBES
@@ -284,6 +284,7 @@ def erase(
         except IntegrityError:
             pass
     session.add(ErasureLog(reason=reason, rows_deleted=rows))
+    erasure_journal.record(subscribers.address_hash(email_key), keep_hash=suppress)
     if forget_limits:
         address_hash = subscribers.address_hash(email_key)
         limiter = get_limiter()
