@@ -41,6 +41,10 @@ class AuditAction(StrEnum):
     TWO_FACTOR_RESET = "2fa-reset"
     API_TOKEN_ISSUED = "api-token-issued"  # noqa: S105 (an action name, not a secret)
     API_TOKEN_REVOKED = "api-token-revoked"  # noqa: S105 (an action name, not a secret)
+    # Reliability (issue 27)
+    AUTO_PAUSED = "auto-paused"  # the send guard stopped a send (staff_id is None)
+    REINSTATED = "reinstated"  # an admin lifted the suppressions one event or window caused
+    RESENT_FAILED = "resent-failed"  # an admin re-sent an update to copies that failed
 
 
 def audit(

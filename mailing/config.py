@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     send_retry_backoff: float = 5.0  # seconds before the first retry after a 4xx; doubles, jittered
     send_retry_backoff_max: float = 300.0
     send_max_retries: int = 20  # then reconcile picks the deliveries up again
+    # The send guard (mailing/sending/guard.py): with at least this many copies attempted ...
+    send_guard_min_attempted: int = 200
+    send_guard_max_failure_rate: float = 0.05  # ... more than this share failed or bounced: pause
 
     allowed_origins: str = ""
     test_sends_per_hour: int = 20  # test copies one staff member may send in an hour
