@@ -223,6 +223,7 @@ class Delivery(SQLModel, table=True):
     retry_at: datetime | None = None
     sent_at: datetime | None = None
     error: str | None = Field(default=None, max_length=200)  # an SMTP code and class, no address
+    failed_at: datetime | None = None  # when the relay refused it (5xx); migration 0013
 
 
 class Notice(SQLModel, table=True):

@@ -87,6 +87,9 @@ def unsubscribe(session: Session, subscriber: Subscriber, *, channel: str) -> bo
         return False
     subscriber.status = check("subscriber", SubscriberTransitions.UNSUBSCRIBE, subscriber.status)
     subscriber.unsubscribed_at = subscriber.updated_at = utcnow()
+    # Why (mailing/deliverability/suppressions.py): a complaint report, or their own wish.
+    subscriber.suppression_cause = "complaint" if channel == "complaint" else "unsubscribe"
+    subscriber.suppression_update_id = None
     session.add(subscriber)
     consent.record(
         session,

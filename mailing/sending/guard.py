@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
 from mailing.db import get_engine
+from mailing.deliverability import suppressions
 from mailing.emails import TO, prepare
 from mailing.mailer import Mailer
 from mailing.models import AuditLog, Staff, Update, table_of
@@ -81,6 +82,7 @@ def figures(session: Session, update_id: int) -> tuple[str, Figures] | None:
 def after_chunk(update_id: int, refused: list[int]) -> bool:
     """Called once a chunk is settled (committed), with the deliveries the relay refused (5xx);
     True if this call paused the send."""
+    suppressions.relay_refused(update_id, refused)
     with Session(get_engine(), expire_on_commit=False) as session:
         found = figures(session, update_id)
         if found is None or found[0] != UpdateStatus.SENDING.value or not found[1].too_bad():

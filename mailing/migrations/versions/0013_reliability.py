@@ -7,6 +7,8 @@
   bounce, a complaint, a relay's 5xx, an unsubscribe) and the update whose copy caused it, so
   an admin can find and reinstate those one storm suppressed (mailing/deliverability/
   suppressions.py). No address, no message text.
+- delivery.failed_at: when the relay refused a copy (5xx), so an admin can re-send an update to
+  the copies refused in a time window.
 
 Revision ID: 0013
 Revises: 0007
@@ -41,9 +43,13 @@ def upgrade() -> None:
         )
         batch.add_column(sa.Column("suppression_update_id", sa.Integer(), nullable=True))
         batch.create_index("ix_subscriber_unsubscribed_at", ["unsubscribed_at"])
+    with op.batch_alter_table("delivery") as batch:
+        batch.add_column(sa.Column("failed_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("delivery") as batch:
+        batch.drop_column("failed_at")
     with op.batch_alter_table("subscriber") as batch:
         batch.drop_index("ix_subscriber_unsubscribed_at")
         batch.drop_column("suppression_update_id")
