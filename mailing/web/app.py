@@ -30,6 +30,7 @@ from mailing.web.routes import (
     ops,
     selfservice,
     subscriptions,
+    suppressions_api,
     webhooks,
 )
 from workers.enqueue import notice_publisher
@@ -74,6 +75,7 @@ def create_app() -> FastAPI:
     app.include_router(archive.router)  # the public archive: /updates, /updates.atom
     app.include_router(embed.router)
     app.include_router(admin_api.router)  # the staff JSON API: /admin/updates, /admin/stats
+    app.include_router(suppressions_api.router)  # /admin/suppressions: undoing a storm
     app.include_router(console.router)  # /admin pages; the JSON API keeps /admin/updates
     app.include_router(webhooks.router)  # POST /webhooks/ses (SNS-signed SES notifications)
     if not settings.is_production:
