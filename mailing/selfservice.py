@@ -171,6 +171,8 @@ def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             "confirmed_at": _iso(subscriber.confirmed_at),
             "unsubscribed_at": _iso(subscriber.unsubscribed_at),
             "frequency": subscriber.frequency.value,
+            # Why mail to them stopped, if it did (a bounce, a complaint, an unsubscribe...).
+            "suppression_cause": subscriber.suppression_cause,
             # A keyed hash of the address, kept after an earlier erasure so we would not mail
             # it; it goes when this subscription is confirmed.
             "on_suppression_list": subscribers.is_suppressed(session, subscriber.email_key),
