@@ -45,6 +45,10 @@ class AuditAction(StrEnum):
     # The support desk and imports (issue 24): the detail names a subscriber id, never an address.
     DESK = "support-desk"
     IMPORTED = "imported"
+    # Reliability (issue 27)
+    AUTO_PAUSED = "auto-paused"  # the send guard stopped a send (staff_id is None)
+    REINSTATED = "reinstated"  # an admin lifted the suppressions one event or window caused
+    RESENT_FAILED = "resent-failed"  # an admin re-sent an update to copies that failed
 
 
 def audit(

@@ -5,34 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from mailing import import_command
+from mailing.cli_support import guarded as _guarded
 from mailing.config import ConfigError, get_settings
+from mailing.erasure_restore import erasures
 
 if TYPE_CHECKING:
     from sqlmodel import Session
 
     from mailing.models import Staff
-
-
-def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Every command checks the settings first and exits with a clear message if unsafe."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            get_settings().check()
-            return fn(*args, **kwargs)
-        except ConfigError as exc:
-            click.echo(f"mailing: {exc}", err=True)
-            sys.exit(2)
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
 
 
 @click.group()
@@ -113,17 +98,13 @@ def worker(ctx: click.Context) -> None:
 @main.command()
 @_guarded
 def beat() -> None:
-    """Run the scheduler for housekeeping tasks."""
+    """Run the scheduler for housekeeping tasks (any number of beats may run: each job runs
+    once per period, mailing/beat_lease.py)."""
     from mailing import logs
     from workers.celery_app import configure
 
     logs.setup()
-    configure().start(["beat", "--schedule", os.path.join(_var_dir(), "celerybeat-schedule")])
-
-
-def _var_dir() -> str:
-    os.makedirs("var", exist_ok=True)
-    return "var"
+    configure().start(["beat", "--scheduler", "mailing.beat_lease:LeasedScheduler"])
 
 
 @main.command()
@@ -399,3 +380,6 @@ main.command("import")(import_command.with_options(_guarded(import_command.impor
 
 if __name__ == "__main__":
     main()
+
+
+main.add_command(erasures)

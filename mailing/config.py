@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     confirm_max_age_days: int = 7
     erase_max_age_days: int = 7
     unsubscribed_retention_days: int = 30
+    # Append-only, outside the database and its backups (mailing/erasure_journal.py).
+    erasure_journal: str = "var/erasure-journal.jsonl"
     max_body_bytes: int = 64 * 1024
 
     send_rate: float = 0.0  # messages a second across all workers; 0 means unlimited
@@ -58,9 +60,13 @@ class Settings(BaseSettings):
     send_stall_seconds: float = 20.0  # no chunk settled anywhere for this long: re-drive sends
     notice_redrive_seconds: float = 60.0  # a notice still unsent after this is queued again
     reconcile_interval_seconds: float = 30.0  # how often beat runs the reconciler
+    housekeeping_interval_seconds: float = 3600.0  # how often beat purges and snapshots figures
     send_retry_backoff: float = 5.0  # seconds before the first retry after a 4xx; doubles, jittered
     send_retry_backoff_max: float = 300.0
     send_max_retries: int = 20  # then reconcile picks the deliveries up again
+    # The send guard (mailing/sending/guard.py): with at least this many copies attempted ...
+    send_guard_min_attempted: int = 200
+    send_guard_max_failure_rate: float = 0.05  # ... more than this share failed or bounced: pause
 
     allowed_origins: str = ""
     test_sends_per_hour: int = 20  # test copies one staff member may send in an hour

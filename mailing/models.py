@@ -54,13 +54,17 @@ class Subscriber(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     confirmed_at: datetime | None = None
-    unsubscribed_at: datetime | None = None
+    unsubscribed_at: datetime | None = Field(default=None, index=True)
     # Weekly subscribers get a Saturday summary (mailing/digests.py) instead of each update.
     frequency: Frequency = Field(
         default=Frequency.IMMEDIATE,
         sa_type=_enum(Frequency),
         sa_column_kwargs={"server_default": Frequency.IMMEDIATE.value},
     )
+    # What stopped mail to them (mailing/deliverability/suppressions.py: a bounce, a complaint,
+    # a relay's 5xx, an unsubscribe) and the update whose copy caused it (migration 0013).
+    suppression_cause: str | None = Field(default=None, max_length=16)
+    suppression_update_id: int | None = None
 
 
 class SubscriberTheme(SQLModel, table=True):
@@ -224,6 +228,7 @@ class Delivery(SQLModel, table=True):
     retry_at: datetime | None = None
     sent_at: datetime | None = None
     error: str | None = Field(default=None, max_length=200)  # an SMTP code and class, no address
+    failed_at: datetime | None = None  # when the relay refused it (5xx); migration 0013
 
 
 class Notice(SQLModel, table=True):
@@ -381,3 +386,19 @@ def table_of(model: type[SQLModel]) -> sa.Table:
     found = model.__table__  # type: ignore[attr-defined]
     assert isinstance(found, sa.Table)
     return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Reliability (migration 0013)
+
+
+class BeatLease(SQLModel, table=True):
+    """The last period a beat claimed a housekeeping job for: whichever beat moves it on runs
+    the job, so any number of beats run each job once per period (mailing/beat_lease.py)."""
+
+    __tablename__ = "beat_lease"
+
+    job: str = Field(primary_key=True, max_length=60)
+    period: int = Field(sa_type=sa.BigInteger)
+    holder: str = Field(max_length=120)  # host and process id of the beat that claimed it
+    claimed_at: datetime = Field(default_factory=utcnow)

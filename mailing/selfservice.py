@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
-from mailing import consent, digests, outbox, subscribers
+from mailing import consent, digests, erasure_journal, outbox, subscribers
 from mailing.addresses import Address
 from mailing.config import get_settings
 from mailing.metrics import ERASURES, UNSUBSCRIBES
@@ -94,6 +94,9 @@ def unsubscribe(
         return False
     subscriber.status = check("subscriber", SubscriberTransitions.UNSUBSCRIBE, subscriber.status)
     subscriber.unsubscribed_at = subscriber.updated_at = at or utcnow()
+    # Why (mailing/deliverability/suppressions.py): a complaint report, or their own wish.
+    subscriber.suppression_cause = "complaint" if channel == "complaint" else "unsubscribe"
+    subscriber.suppression_update_id = None
     session.add(subscriber)
     consent.record_many(
         session,
@@ -171,6 +174,8 @@ def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             "confirmed_at": _iso(subscriber.confirmed_at),
             "unsubscribed_at": _iso(subscriber.unsubscribed_at),
             "frequency": subscriber.frequency.value,
+            # Why mail to them stopped, if it did (a bounce, a complaint, an unsubscribe...).
+            "suppression_cause": subscriber.suppression_cause,
             # A keyed hash of the address, kept after an earlier erasure so we would not mail
             # it; it goes when this subscription is confirmed.
             "on_suppression_list": subscribers.is_suppressed(session, subscriber.email_key),
@@ -287,6 +292,7 @@ def erase(
         except IntegrityError:
             pass
     session.add(ErasureLog(reason=reason, rows_deleted=rows))
+    erasure_journal.record(subscribers.address_hash(email_key), keep_hash=suppress)
     if forget_limits:
         address_hash = subscribers.address_hash(email_key)
         limiter = get_limiter()

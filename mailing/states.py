@@ -128,6 +128,8 @@ class SubscriberTransitions:
     CONFIRM = _t("confirm", {Sub.PENDING, Sub.UNSUBSCRIBED, Sub.BOUNCED}, Sub.ACTIVE)
     UNSUBSCRIBE = _t("unsubscribe", {Sub.ACTIVE}, Sub.UNSUBSCRIBED)
     BOUNCE = _t("bounce", {Sub.ACTIVE}, Sub.BOUNCED)
+    # An admin undoing a storm (a relay that refused everyone): never an unsubscribe or complaint.
+    REINSTATE = _t("reinstate", {Sub.BOUNCED}, Sub.ACTIVE)
 
 
 class UpdateTransitions:
@@ -138,6 +140,8 @@ class UpdateTransitions:
     RESUME = _t("resume", {Upd.PAUSED}, Upd.SENDING)
     CANCEL = _t("cancel", {Upd.SCHEDULED, Upd.SENDING, Upd.PAUSED}, Upd.CANCELLED)
     FINISH = _t("finish", {Upd.SENDING}, Upd.SENT)
+    # An admin re-sends a sent update to copies that failed in a storm (then it finishes again).
+    RESEND = _t("resend", {Upd.SENT}, Upd.SENDING)
     # The email could not be built (it passed validation once, the builder refused it later):
     # the send is stopped with a message rather than retried for ever.
     ABANDON = _t("abandon", {Upd.SENDING, Upd.PAUSED}, Upd.CANCELLED)
@@ -150,6 +154,7 @@ class DeliveryTransitions:
     # A bounce can come back after the relay took the message, or while it was still queued.
     BOUNCE = _t("bounce", {Dlv.PENDING, Dlv.SENT}, Dlv.BOUNCED)
     COMPLAIN = _t("complain", {Dlv.SENT, Dlv.BOUNCED}, Dlv.COMPLAINED)
+    RETRY = _t("retry", {Dlv.FAILED}, Dlv.PENDING)  # re-sending copies a storm refused
 
 
 class DigestTransitions:

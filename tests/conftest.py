@@ -40,6 +40,7 @@ BASE_ENV = {
     "MAILING_BASE_URL": "http://testserver",
     "MAILING_RATE_LIMIT_PER_IP": "100000",
     "MAILING_FROM_ADDRESS": "Health Inequalities Strategy <updates@example.org>",
+    "MAILING_ERASURE_JOURNAL": f"{_tmp}/erasure-journal.jsonl",
 }
 for _k in [k for k in os.environ if k.startswith("MAILING_") and not k.startswith("MAILING_TEST_")]:
     del os.environ[_k]

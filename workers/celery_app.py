@@ -61,9 +61,18 @@ def configure(settings: Settings | None = None, *, embedded: bool = False) -> Ce
                 "task": "workers.tasks.reconcile",
                 "schedule": settings.reconcile_interval_seconds,
             },
-            "purge-expired-data": {"task": "workers.tasks.purge", "schedule": 3600.0},
-            "snapshot-figures": {"task": "workers.tasks.snapshot_figures", "schedule": 3600.0},
-            "consent-refresh": {"task": "workers.tasks.consent_refresh", "schedule": 3600.0},
+            "purge-expired-data": {
+                "task": "workers.tasks.purge",
+                "schedule": settings.housekeeping_interval_seconds,
+            },
+            "snapshot-figures": {
+                "task": "workers.tasks.snapshot_figures",
+                "schedule": settings.housekeeping_interval_seconds,
+            },
+            "consent-refresh": {
+                "task": "workers.tasks.consent_refresh",
+                "schedule": settings.housekeeping_interval_seconds,
+            },
             # Not a crontab: the task itself knows when Saturday 08:30 London time has come (in
             # any season), and running often lets it re-drive lost work and catch up after an
             # outage of beat.

@@ -29,6 +29,7 @@ from mailing import links, selfservice
 from mailing.config import get_settings
 from mailing.deliverability.classify import Kind, Verdict
 from mailing.deliverability.returnpath import Ref, RefKind
+from mailing.deliverability.suppressions import Cause, cause_values
 from mailing.metrics import BOUNCES, COMPLAINTS
 from mailing.models import Delivery, SoftBounce, Subscriber, utcnow
 from mailing.states import DeliveryTransitions, SubscriberTransitions, transition
@@ -114,10 +115,12 @@ def hard_bounce(session: Session, ref: Ref, status: str, diagnostic: str, now: d
         )
     if _late(subscriber, delivery):
         return False
-    return _bounce_subscriber(session, subscriber, now)
+    return _bounce_subscriber(session, subscriber, now, delivery.update_id if delivery else None)
 
 
-def _bounce_subscriber(session: Session, subscriber: Subscriber, now: datetime) -> bool:
+def _bounce_subscriber(
+    session: Session, subscriber: Subscriber, now: datetime, update_id: int | None
+) -> bool:
     assert subscriber.id is not None
     table = _delivery_table()
     # Deliveries before the subscriber row: the same lock order as the send pipeline.
@@ -128,7 +131,7 @@ def _bounce_subscriber(session: Session, subscriber: Subscriber, now: datetime) 
         subscribers,
         SubscriberTransitions.BOUNCE,
         subscribers.c.id == subscriber.id,
-        {"unsubscribed_at": now, "updated_at": now},
+        {"unsubscribed_at": now, "updated_at": now, **cause_values(Cause.BOUNCE, update_id)},
     )
     session.expire(subscriber)
     if changed:
@@ -189,8 +192,10 @@ def complaint(session: Session, ref: Ref | None, unsubscribe_token: str = "") ->
     if delivery is not None:
         table = _delivery_table()
         transition(session, table, DeliveryTransitions.COMPLAIN, table.c.id == delivery.id)
-    if not _late(subscriber, delivery):
-        selfservice.unsubscribe(session, subscriber, channel="complaint")
+    if not _late(subscriber, delivery) and selfservice.unsubscribe(
+        session, subscriber, channel="complaint"
+    ):
+        subscriber.suppression_update_id = delivery.update_id if delivery else None
     return Outcome.COMPLAINT
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 import mailing.sending.chunk_sql as sql
+import mailing.sending.guard as guard
 from mailing import links
 from mailing.config import get_settings
 from mailing.db import get_engine
@@ -182,6 +183,7 @@ def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> Bat
                     outcome.deferred = True
                     log.warning("update %s: relay unreachable (%s); will retry", update_id, failure)
             _settle(conn, update_id, result, settings.send_max_retries)
+        guard.after_chunk(update_id, [delivery_id for delivery_id, _ in result.failed])
         outcome.sent += len(result.sent)
         outcome.failed += len(result.failed)
         outcome.cancelled += len(result.cancelled)

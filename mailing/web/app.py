@@ -32,6 +32,7 @@ from mailing.web.routes import (
     refresh,
     selfservice,
     subscriptions,
+    suppressions_api,
     webhooks,
 )
 from workers.enqueue import notice_publisher
@@ -78,6 +79,7 @@ def create_app() -> FastAPI:
     app.include_router(admin_api.router)  # the staff JSON API: /admin/updates, /admin/stats
     app.include_router(desk_api.router)  # the support desk: /admin/subscribers (admins)
     app.include_router(refresh.router)  # a consent refresh's /stay/{token}
+    app.include_router(suppressions_api.router)  # /admin/suppressions: undoing a storm
     app.include_router(console.router)  # /admin pages; the JSON API keeps /admin/updates
     app.include_router(webhooks.router)  # POST /webhooks/ses (SNS-signed SES notifications)
     if not settings.is_production:

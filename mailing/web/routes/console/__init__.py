@@ -15,11 +15,22 @@ from mailing.web.routes.console import (
     sending,
     signin,
     staff_admin,
+    suppressions,
 )
 from mailing.web.routes.console.common import console_router
 
 # One flat router: each part's routes already carry the /admin prefix and the console's route
 # class, so they are joined as they are (include_router would nest them as opaque branches).
 router = console_router()
-for _part in (signin, factors, drafts, sending, figures, staff_admin, desk_page, import_page):
+for _part in (
+    signin,
+    factors,
+    drafts,
+    sending,
+    figures,
+    staff_admin,
+    desk_page,
+    import_page,
+    suppressions,
+):
     router.routes.extend(_part.router.routes)
