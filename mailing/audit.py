@@ -41,6 +41,13 @@ class AuditAction(StrEnum):
     TWO_FACTOR_RESET = "2fa-reset"
     API_TOKEN_ISSUED = "api-token-issued"  # noqa: S105 (an action name, not a secret)
     API_TOKEN_REVOKED = "api-token-revoked"  # noqa: S105 (an action name, not a secret)
+    # Invitations and roles (issue 25)
+    STAFF_INVITED = "staff-invited"
+    STAFF_ROLE_CHANGED = "staff-role-changed"
+    STAFF_ENABLED = "staff-enabled"
+    STAFF_ENROLMENT_LINK = "staff-enrolment-link"
+    STAFF_ENROLLED = "staff-link-used"
+    SENT_BY_TOKEN = "sent-by-token"  # noqa: S105 (an action name, not a secret)
 
 
 def audit(

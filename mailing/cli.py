@@ -5,33 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from mailing.config import ConfigError, get_settings
+from mailing.guarded import guarded as _guarded
+from mailing.staff import commands as staff_commands
 
 if TYPE_CHECKING:
-    from sqlmodel import Session
-
-    from mailing.models import Staff
-
-
-def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Every command checks the settings first and exits with a clear message if unsafe."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            get_settings().check()
-            return fn(*args, **kwargs)
-        except ConfigError as exc:
-            click.echo(f"mailing: {exc}", err=True)
-            sys.exit(2)
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
+    pass
 
 
 @click.group()
@@ -189,112 +172,6 @@ def purge() -> None:
     )
 
 
-@main.group()
-def staff() -> None:
-    """Manage comms staff."""
-
-
-@staff.command("create")
-@click.argument("email")
-@click.option(
-    "--role",
-    required=True,
-    type=click.Choice(["editor", "sender", "admin"]),
-    help="what they may do",
-)
-@click.option("--password", is_flag=True, help="also set a password for the staff console")
-@_guarded
-def staff_create(email: str, role: str, password: bool) -> None:
-    """Create a staff member; prints their API token alone on the last line (shown only once)."""
-    from mailing.db import session_scope
-    from mailing.staff import members as staff_members
-    from mailing.staff.passwords import WeakPassword
-    from mailing.states import StaffRole
-
-    secret = None
-    if password:
-        secret = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    try:
-        with session_scope() as session:
-            member, token = staff_members.create_staff(
-                session, email, StaffRole(role), password=secret
-            )
-    except (staff_members.StaffExists, WeakPassword) as exc:
-        click.echo(f"mailing: {exc}", err=True)
-        sys.exit(1)
-    click.echo(f"created staff member {member.id} ({role}); their API token (shown only once):")
-    click.echo(token)
-
-
-@staff.command("password")
-@click.argument("email")
-@_guarded
-def staff_password(email: str) -> None:
-    """Set a staff member's console password (prompted); unlocks them and ends their sessions."""
-    from mailing.db import session_scope
-    from mailing.staff import members
-    from mailing.staff.passwords import WeakPassword
-
-    secret = click.prompt("New password", hide_input=True, confirmation_prompt=True)
-    try:
-        with session_scope() as session:
-            member = members.find_staff(session, email)
-            if member is None:
-                raise click.ClickException("no staff member has that address")
-            members.set_password(session, member, secret)
-    except WeakPassword as exc:
-        click.echo(f"mailing: {exc}", err=True)
-        sys.exit(1)
-    click.echo("password set; any console sessions they had are ended")
-
-
-def _member_or_exit(session: Session, email: str) -> Staff:
-    from mailing.staff import members
-
-    member = members.find_staff(session, email)
-    if member is None:
-        click.echo("mailing: no staff member has that address", err=True)
-        sys.exit(1)
-    return member
-
-
-@staff.command("token")
-@click.argument("email")
-@_guarded
-def staff_token(email: str) -> None:
-    """Issue a new API token; prints it alone on the last line. Their old token stops working."""
-    from mailing.audit import AuditAction, audit
-    from mailing.db import session_scope
-    from mailing.staff import apitokens
-
-    with session_scope() as session:
-        member = _member_or_exit(session, email)
-        if member.disabled_at is not None:
-            click.echo("mailing: that staff member is disabled", err=True)
-            sys.exit(1)
-        token = apitokens.issue_token(session, member)
-        expires = apitokens.token_expires_at(member)
-        audit(session, None, AuditAction.API_TOKEN_ISSUED, detail=f"staff {member.id} (command)")
-    click.echo(f"new API token, valid until {expires:%d %B %Y}; the old one no longer works:")
-    click.echo(token)
-
-
-@staff.command("reset-2fa")
-@click.argument("email")
-@_guarded
-def staff_reset_2fa(email: str) -> None:
-    """Clear a staff member's second factors and recovery codes and end their sessions."""
-    from mailing.audit import AuditAction, audit
-    from mailing.db import session_scope
-    from mailing.staff import factors
-
-    with session_scope() as session:
-        member = _member_or_exit(session, email)
-        factors.reset(session, member)
-        audit(session, None, AuditAction.TWO_FACTOR_RESET, detail=f"staff {member.id} (command)")
-    click.echo("second factors cleared and sessions ended; they set up a new one at next sign-in")
-
-
 @main.command()
 @click.argument("update_id", type=int)
 @click.option(
@@ -395,3 +272,6 @@ def inbound(host: str, port: int, metrics_port: int) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+main.add_command(staff_commands.staff)

@@ -142,6 +142,8 @@ class Staff(SQLModel, table=True):
     token_created_at: datetime | None = Field(default_factory=utcnow)
     token_last_used_at: datetime | None = None
     token_revoked_at: datetime | None = None
+    # What the API token may do (issue 25): "read", "draft" or "send", capped by the role.
+    token_scope: str = Field(default="send", max_length=8)
 
 
 class StaffSession(SQLModel, table=True):
@@ -229,7 +231,12 @@ class Notice(SQLModel, table=True):
     __tablename__ = "notice"
 
     id: int | None = Field(default=None, primary_key=True)
-    subscriber_id: int = Field(foreign_key="subscriber.id", index=True, ondelete="CASCADE")
+    # A subscriber's notice names the subscriber; a staff notice (an invitation) names the staff
+    # member instead (issue 25).
+    subscriber_id: int | None = Field(
+        default=None, foreign_key="subscriber.id", index=True, ondelete="CASCADE"
+    )
+    staff_id: int | None = Field(default=None, foreign_key="staff.id", ondelete="CASCADE")
     kind: NoticeKind = Field(sa_type=_enum(NoticeKind, 20))
     themes: str = Field(default="", max_length=200)  # comma-separated slugs, for a confirmation
     frequency: Frequency = Field(default=Frequency.IMMEDIATE, sa_type=_enum(Frequency))
@@ -352,6 +359,23 @@ class StaffFactor(SQLModel, table=True):
     sign_count: int = Field(default=0, sa_type=sa.BigInteger)
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime | None = None
+
+
+class StaffInvitation(SQLModel, table=True):
+    """A one-time link to choose a password and enrol a second factor in one sitting (an
+    invitation, or a reset of the second factor). The link is signed and names this row; the
+    row says whether it is still good, and which half-open session it opened."""
+
+    __tablename__ = "staff_invitation"
+
+    id: int | None = Field(default=None, primary_key=True)
+    staff_id: int = Field(foreign_key="staff.id", index=True, ondelete="CASCADE")
+    reason: str = Field(max_length=16)  # "invite" or "reset"
+    created_by: int | None = Field(default=None, foreign_key="staff.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    used_at: datetime | None = None
+    session_key: str | None = Field(default=None, max_length=64)  # the session it opened
 
 
 class StaffRecoveryCode(SQLModel, table=True):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 
 from sqlmodel import Session
 
@@ -20,7 +21,7 @@ from mailing.digests import list_headers
 from mailing.emails import TO, Prepared, prepare
 from mailing.frequency import DESCRIPTIONS
 from mailing.mailer import Mailer
-from mailing.models import Notice, Subscriber
+from mailing.models import Notice, Staff, Subscriber
 from mailing.states import NoticeKind, SubscriberStatus
 from mailing.subscriptions import confirmation_token, confirmations_of
 from mailing.themes import ALL_THEMES, theme_titles
@@ -108,8 +109,37 @@ BUILDERS: dict[NoticeKind, Builder] = {
 }
 
 
+def _staff_invite(session: Session, staff: Staff, notice: Notice) -> Prepared | None:
+    from mailing.staff import invitations
+
+    link = invitations.open_link(session, staff)
+    if link is None or staff.disabled_at is not None:
+        return None  # used, replaced or disabled meanwhile: nothing to send
+    return prepare(
+        "staff_invite",
+        subject="Set up your Health Inequalities Strategy updates console account",
+        context={
+            "link_url": invitations.link_url(link),
+            "hours": invitations.LINK_LIFETIME // timedelta(hours=1),
+            "reset": link.reason == invitations.RESET,
+            "role": staff.role.value,
+        },
+    )
+
+
+StaffBuilder = Callable[[Session, Staff, Notice], Prepared | None]
+STAFF_BUILDERS: dict[NoticeKind, StaffBuilder] = {NoticeKind.STAFF_INVITE: _staff_invite}
+
+
 def build(session: Session, notice: Notice) -> tuple[Prepared, str] | None:
     """The email a notice stands for and its recipient, or None if there is nothing to send."""
+    if notice.staff_id is not None:
+        staff = session.get(Staff, notice.staff_id)
+        staff_builder = STAFF_BUILDERS.get(notice.kind)
+        if staff is None or staff_builder is None:
+            return None
+        built = staff_builder(session, staff, notice)
+        return None if built is None else (built, staff.email)
     subscriber = session.get(Subscriber, notice.subscriber_id)
     builder = BUILDERS.get(notice.kind)
     if subscriber is None or builder is None:
@@ -133,10 +163,11 @@ def send(notice_id: int) -> bool:
                 mailer.send(sender, to, prepared.personalise({TO: to}))
         outbox.done(session, notice)
         log.info(
-            "notice %s (%s) for subscriber %s: %s",
+            "notice %s (%s) for %s %s: %s",
             notice_id,
             notice.kind.value,
-            notice.subscriber_id,
+            "staff" if notice.staff_id is not None else "subscriber",
+            notice.staff_id if notice.staff_id is not None else notice.subscriber_id,
             "sent" if built else "dropped",
         )
         return built is not None

@@ -65,6 +65,24 @@ def queue_many(session: Session, owed: Sequence[Owed]) -> list[int]:
     return [int(notice_id) for notice_id in rows.scalars()]
 
 
+def queue_staff(session: Session, staff_id: int, kind: NoticeKind) -> int:
+    """Add a notice owed to a staff member (not a subscriber), in the caller's transaction."""
+    now = utcnow()
+    row = session.connection().execute(
+        sa.insert(NOTICE).returning(NOTICE.c.id),
+        {
+            "staff_id": staff_id,
+            "kind": kind.value,
+            "themes": "",
+            "frequency": Frequency.IMMEDIATE.value,
+            "created_at": now,
+            "enqueued_at": now,
+            "attempts": 0,
+        },
+    )
+    return int(row.scalar_one())
+
+
 def claim(session: Session, notice_id: int) -> Notice | None:
     """The notice, locked for this transaction; None if it was sent already or another worker
     is sending it right now."""

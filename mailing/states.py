@@ -56,6 +56,7 @@ class NoticeKind(StrEnum):
     ERASE_LINK = "erase_link"
     EXPORT_LINK = "export_link"
     WELCOME = "welcome"
+    STAFF_INVITE = "staff_invite"  # to a staff member (notice.staff_id): their one-time link
 
 
 class ConsentEventKind(StrEnum):

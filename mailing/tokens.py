@@ -29,15 +29,18 @@ class Purpose(StrEnum):
     MANAGE = "manage"  # the preferences page
     EXPORT = "export"  # the data download, emailed on request
     ERASE = "erase"
+    STAFF_ENROL = "staff-enrol"  # a staff invitation or second-factor reset link
 
 
 EXPORT_MAX_AGE_SECONDS = 24 * 3600
+STAFF_ENROL_MAX_AGE_SECONDS = 72 * 3600
 
 # How long each expiring purpose's links work, in seconds.
 TIMED: dict[Purpose, Callable[[Settings], int]] = {
     Purpose.CONFIRM: lambda s: s.confirm_max_age_days * 86400,
     Purpose.EXPORT: lambda s: EXPORT_MAX_AGE_SECONDS,
     Purpose.ERASE: lambda s: s.erase_max_age_days * 86400,
+    Purpose.STAFF_ENROL: lambda s: STAFF_ENROL_MAX_AGE_SECONDS,
 }
 
 

@@ -1,5 +1,5 @@
 """The staff JSON API: draft, preview, test-send, send, schedule, pause, resume and cancel
-updates; subscriber figures.
+updates; subscriber figures; inviting staff and changing their role (admins).
 
 Every route needs `Authorization: Bearer {token}` (from `mailing staff create`); a missing or
 wrong token gets 401, a role that may not do it 403. The rules live in mailing/updates/ and
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session
@@ -23,11 +23,12 @@ from mailing import archive, figures, sending, test_sends, updates
 from mailing.deliverability import figures as deliverability
 from mailing.errors import Invalid
 from mailing.models import Staff, Update, utcnow
+from mailing.staff import members
 from mailing.staff.apitokens import TokenExpired, staff_for_token
 from mailing.staff.members import may
 from mailing.states import StaffRole
-from mailing.web.deps import SessionDep, bearer_token
-from workers.enqueue import publish_update_batches
+from mailing.web.deps import SessionDep, bearer_token, client_ip
+from workers.enqueue import notice_publisher, publish_update_batches
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,60 @@ def requires(role: StaffRole) -> Callable[..., Staff]:
 
 Editor = Annotated[Staff, Depends(requires(StaffRole.EDITOR))]
 Sender = Annotated[Staff, Depends(requires(StaffRole.SENDER))]
+Admin = Annotated[Staff, Depends(requires(StaffRole.ADMIN))]
+
+
+class InviteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: Any = None
+    role: Any = None
+
+
+class StaffChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Any = None
+    disabled: bool | None = None
+
+
+def _staff_view(member: Staff) -> dict[str, Any]:
+    return {
+        "id": member.id,
+        "email": member.email,
+        "role": member.role.value,
+        "disabled": member.disabled_at is not None,
+        "created_at": member.created_at.isoformat(),
+    }
+
+
+@router.post("/staff", status_code=201)
+def invite_staff(
+    data: InviteIn, request: Request, who: Admin, session: SessionDep
+) -> dict[str, Any]:
+    """Invite someone: they are emailed a one-time link to set a password and a second factor."""
+    role = members.parse_role(data.role)
+    member, notice_id = members.invite(session, data.email, role, who)
+    session.commit()
+    notice_publisher.submit(notice_id)
+    return {**_staff_view(member), "invited": True}
+
+
+@router.patch("/staff/{staff_id}")
+def change_staff(
+    staff_id: Annotated[int, Path(ge=1, le=updates.MAX_ROW_ID)],
+    data: StaffChangeIn,
+    request: Request,
+    who: Admin,
+    session: SessionDep,
+) -> dict[str, Any]:
+    role = None if data.role is None else members.parse_role(data.role)
+    member = members.staff_by_id(session, staff_id)
+    if member is None:
+        raise HTTPException(404, "No staff member has that id.")
+    members.change_member(
+        session, who, member, role=role, disabled=data.disabled, client_ip=client_ip(request)
+    )
+    session.commit()
+    return _staff_view(member)
 
 
 class UpdateIn(BaseModel):
