@@ -71,6 +71,9 @@ class Settings(BaseSettings):
 
     # Staff sign-in (issue 14): API tokens expire this many days after they are issued.
     api_token_days: int = Field(default=90, ge=1, le=3650)
+    # Issue 25: whether an API token (of scope "send") may send or schedule; off, only the
+    # console (with its second factor) sends.
+    api_send_by_token: bool = True
 
     # Deliverability (issue 13): return paths, `mailing inbound`, the SES webhook.
     bounce_domain: str | None = None  # unset: envelope sender is the From address, no mailto

@@ -431,3 +431,75 @@ def test_production_invite_set_up_and_role_change_end_to_end(
             ).status_code
             == 422
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoped API tokens
+
+
+def _token(session, email: str, role: StaffRole, scope: str) -> tuple[Staff, dict[str, str]]:
+    from mailing.staff import apitokens
+    from mailing.staff.members import create_staff
+
+    member, _ = create_staff(session, email, role)
+    token = apitokens.issue_token(session, member, scope)
+    session.commit()
+    return member, {"Authorization": f"Bearer {token}"}
+
+
+def _draft(client, bearer) -> int:
+    made = client.post(
+        "/admin/updates",
+        json={"subject": "S", "body": "B", "themes": ["healthy-minds"]},
+        headers=bearer,
+    )
+    assert made.status_code == 201, made.text
+    return made.json()["id"]
+
+
+def test_a_read_token_reads_a_draft_token_drafts_and_only_a_send_token_sends(client, session):
+    _, read = _token(session, "r@gla.example", StaffRole.SENDER, "read")
+    _, draft = _token(session, "d@gla.example", StaffRole.SENDER, "draft")
+    _, send = _token(session, "s@gla.example", StaffRole.SENDER, "send")
+    assert client.get("/admin/stats", headers=read).status_code == 200
+    refused = client.post(
+        "/admin/updates", json={"subject": "S", "body": "B", "themes": []}, headers=read
+    )
+    assert refused.status_code == 403 and "scope is read" in refused.json()["detail"]
+    update_id = _draft(client, draft)
+    before = table_snapshot()
+    assert client.post(f"/admin/updates/{update_id}/send", headers=draft).status_code == 403
+    assert table_snapshot() == before
+    sent = client.post(f"/admin/updates/{update_id}/send", headers=send)
+    assert sent.status_code == 202, sent.text
+    rows = session.exec(select(AuditLog).where(AuditLog.action == "sent-by-token")).all()
+    assert [(r.update_id, r.detail) for r in rows] == [(update_id, "send by API token")]
+
+
+def test_sending_by_token_can_be_turned_off(client, session, settings_env):
+    settings_env(api_send_by_token="false")
+    _, send = _token(session, "s@gla.example", StaffRole.SENDER, "send")
+    update_id = _draft(client, send)  # drafting still works
+    answer = client.post(f"/admin/updates/{update_id}/send", headers=send)
+    assert answer.status_code == 403 and "MAILING_API_SEND_BY_TOKEN" in answer.json()["detail"]
+    later = client.post(
+        f"/admin/updates/{update_id}/schedule",
+        json={"send_at": (utcnow() + timedelta(days=1)).isoformat()},
+        headers=send,
+    )
+    assert later.status_code == 403
+    assert count("audit_log", "WHERE action = 'sent-by-token'") == 0
+
+
+def test_staff_token_takes_a_scope(database):
+    from mailing.staff.members import find_staff
+
+    CliRunner().invoke(main, ["staff", "create", "t@gla.example", "--role", "sender"])
+    result = CliRunner().invoke(main, ["staff", "token", "t@gla.example", "--scope", "read"])
+    assert result.exit_code == 0, result.output
+    from mailing.db import session_scope
+
+    with session_scope() as s:
+        assert find_staff(s, "t@gla.example").token_scope == "read"
+    bad = CliRunner().invoke(main, ["staff", "token", "t@gla.example", "--scope", "all"])
+    assert bad.exit_code == 2

@@ -131,8 +131,15 @@ def _member_or_exit(session: Session, email: str) -> Staff:
 
 @staff.command("token")
 @click.argument("email")
+@click.option(
+    "--scope",
+    type=click.Choice(["read", "draft", "send"]),
+    default="send",
+    show_default=True,
+    help="what the token may do, within their role",
+)
 @_guarded
-def staff_token(email: str) -> None:
+def staff_token(email: str, scope: str) -> None:
     """Issue a new API token; prints it alone on the last line. Their old token stops working."""
     from mailing.audit import AuditAction, audit
     from mailing.db import session_scope
@@ -143,10 +150,17 @@ def staff_token(email: str) -> None:
         if member.disabled_at is not None:
             click.echo("mailing: that staff member is disabled", err=True)
             sys.exit(1)
-        token = apitokens.issue_token(session, member)
+        token = apitokens.issue_token(session, member, scope)
         expires = apitokens.token_expires_at(member)
-        audit(session, None, AuditAction.API_TOKEN_ISSUED, detail=f"staff {member.id} (command)")
-    click.echo(f"new API token, valid until {expires:%d %B %Y}; the old one no longer works:")
+        audit(
+            session,
+            None,
+            AuditAction.API_TOKEN_ISSUED,
+            detail=f"staff {member.id}, {scope} (command)",
+        )
+    click.echo(
+        f"new {scope} API token, valid until {expires:%d %B %Y}; the old one no longer works:"
+    )
     click.echo(token)
 
 

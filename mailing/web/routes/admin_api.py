@@ -20,11 +20,13 @@ from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session
 
 from mailing import archive, figures, sending, test_sends, updates
+from mailing.audit import AuditAction, audit
+from mailing.config import get_settings
 from mailing.deliverability import figures as deliverability
 from mailing.errors import Invalid
 from mailing.models import Staff, Update, utcnow
 from mailing.staff import members
-from mailing.staff.apitokens import TokenExpired, staff_for_token
+from mailing.staff.apitokens import TokenExpired, scope_allows, staff_for_token
 from mailing.staff.members import may
 from mailing.states import StaffRole
 from mailing.web.deps import SessionDep, bearer_token, client_ip
@@ -37,8 +39,17 @@ router = APIRouter(prefix="/admin", tags=["staff"])
 UNAUTHORISED = {"WWW-Authenticate": 'Bearer realm="mailing-staff"'}
 
 
+def needed_scope(role: StaffRole, method: str) -> str:
+    """The token scope a route needs: reading for GET, sending for what a sender or an admin
+    does, drafting for the rest."""
+    if method in ("GET", "HEAD"):
+        return "read"
+    return "draft" if role == StaffRole.EDITOR else "send"
+
+
 def requires(role: StaffRole) -> Callable[..., Staff]:
-    """A dependency: the staff member behind the bearer token, if their role allows `role`."""
+    """A dependency: the staff member behind the bearer token, if their role and the token's
+    scope allow `role`; a send by token only while MAILING_API_SEND_BY_TOKEN is on."""
 
     def dependency(request: Request, session: SessionDep) -> Staff:
         token = bearer_token(request)
@@ -50,6 +61,17 @@ def requires(role: StaffRole) -> Callable[..., Staff]:
             raise HTTPException(401, "A valid staff API token is needed.", headers=UNAUTHORISED)
         if not may(staff, role):
             raise HTTPException(403, f"This needs the {role.value} role or higher.")
+        scope = needed_scope(role, request.method)
+        if not scope_allows(staff.token_scope, scope):
+            raise HTTPException(
+                403, f"This API token's scope is {staff.token_scope}; this needs {scope}."
+            )
+        if role == StaffRole.SENDER and scope == "send" and not get_settings().api_send_by_token:
+            raise HTTPException(
+                403,
+                "Sending by API token is turned off here (MAILING_API_SEND_BY_TOKEN): "
+                "send from the console, with your second factor.",
+            )
         return staff
 
     return dependency
@@ -216,9 +238,16 @@ def send_update(
         publish_update_batches,
         fingerprint=data.fingerprint if data else None,
     )
+    _audit_by_token(session, who, update_id, "send")
+    session.commit()
     body = _view(session, update_id)
     body["started"] = request.started
     return JSONResponse(body, status_code=202)
+
+
+def _audit_by_token(session: Session, who: Staff, update_id: int, what: str) -> None:
+    """A send or schedule done with an API token (no second factor), audited as such."""
+    audit(session, who.id, AuditAction.SENT_BY_TOKEN, update_id, f"{what} by API token")
 
 
 def _send_at(value: str) -> datetime:
@@ -238,6 +267,7 @@ def schedule_update(
     sending.schedule(
         session, update_id, who.id, _send_at(data.send_at), utcnow(), fingerprint=data.fingerprint
     )
+    _audit_by_token(session, who, update_id, "schedule")
     session.commit()
     return _view(session, update_id)
 
