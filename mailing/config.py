@@ -74,6 +74,18 @@ class Settings(BaseSettings):
     # Issue 25: whether an API token (of scope "send") may send or schedule; off, only the
     # console (with its second factor) sends.
     api_send_by_token: bool = True
+    # Staff single sign-on with OpenID Connect (issue 25); off while oidc_issuer is unset.
+    oidc_issuer: str | None = None  # e.g. https://login.microsoftonline.com/{tenant}/v2.0
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_provider_name: str = "your organisation's account"  # "Sign in with {name}"
+    oidc_scopes: str = "openid email profile"
+    oidc_email_claim: str = "email"  # Entra ID: "preferred_username" (the UPN) if no email
+    oidc_groups_claim: str = "groups"
+    # "GROUP=ROLE,GROUP=ROLE": people in GROUP may sign in as ROLE without an invitation.
+    oidc_role_map: str = ""
+    oidc_mfa_amr: str = "mfa"  # amr values (comma-separated) that count as a second factor
+    oidc_mfa_acr: str = ""  # acr values that do too
 
     # Deliverability (issue 13): return paths, `mailing inbound`, the SES webhook.
     bounce_domain: str | None = None  # unset: envelope sender is the From address, no mailto

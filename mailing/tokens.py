@@ -30,6 +30,7 @@ class Purpose(StrEnum):
     EXPORT = "export"  # the data download, emailed on request
     ERASE = "erase"
     STAFF_ENROL = "staff-enrol"  # a staff invitation or second-factor reset link
+    SSO_FLOW = "sso-flow"  # the state, nonce and PKCE verifier of one single sign-on round trip
 
 
 EXPORT_MAX_AGE_SECONDS = 24 * 3600
@@ -41,6 +42,7 @@ TIMED: dict[Purpose, Callable[[Settings], int]] = {
     Purpose.EXPORT: lambda s: EXPORT_MAX_AGE_SECONDS,
     Purpose.ERASE: lambda s: s.erase_max_age_days * 86400,
     Purpose.STAFF_ENROL: lambda s: STAFF_ENROL_MAX_AGE_SECONDS,
+    Purpose.SSO_FLOW: lambda s: 600,
 }
 
 
