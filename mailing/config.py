@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # Issue 25: whether an API token (of scope "send") may send or schedule; off, only the
     # console (with its second factor) sends.
     api_send_by_token: bool = True
+    # Issue 25: every send or schedule needs someone other than the update's author, who saw
+    # it (the fingerprint of the version shown).
+    require_review: bool = False
     # Staff single sign-on with OpenID Connect (issue 25); off while oidc_issuer is unset.
     oidc_issuer: str | None = None  # e.g. https://login.microsoftonline.com/{tenant}/v2.0
     oidc_client_id: str | None = None

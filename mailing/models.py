@@ -142,7 +142,6 @@ class Staff(SQLModel, table=True):
     token_created_at: datetime | None = Field(default_factory=utcnow)
     token_last_used_at: datetime | None = None
     token_revoked_at: datetime | None = None
-    # What the API token may do (issue 25): "read", "draft" or "send", capped by the role.
     token_scope: str = Field(default="send", max_length=8)
 
 
@@ -231,12 +230,12 @@ class Notice(SQLModel, table=True):
     __tablename__ = "notice"
 
     id: int | None = Field(default=None, primary_key=True)
-    # A subscriber's notice names the subscriber; a staff notice (an invitation) names the staff
-    # member instead (issue 25).
+    # A staff notice (issue 25) names a staff member (and maybe an update) instead.
     subscriber_id: int | None = Field(
         default=None, foreign_key="subscriber.id", index=True, ondelete="CASCADE"
     )
     staff_id: int | None = Field(default=None, foreign_key="staff.id", ondelete="CASCADE")
+    update_id: int | None = Field(default=None, foreign_key="theme_update.id", ondelete="CASCADE")
     kind: NoticeKind = Field(sa_type=_enum(NoticeKind, 20))
     themes: str = Field(default="", max_length=200)  # comma-separated slugs, for a confirmation
     frequency: Frequency = Field(default=Frequency.IMMEDIATE, sa_type=_enum(Frequency))
@@ -362,9 +361,7 @@ class StaffFactor(SQLModel, table=True):
 
 
 class StaffInvitation(SQLModel, table=True):
-    """A one-time link to choose a password and enrol a second factor in one sitting (an
-    invitation, or a reset of the second factor). The link is signed and names this row; the
-    row says whether it is still good, and which half-open session it opened."""
+    """A one-time set-up link (signed, naming this row): invitation or second-factor reset."""
 
     __tablename__ = "staff_invitation"
 

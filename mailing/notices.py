@@ -21,8 +21,8 @@ from mailing.digests import list_headers
 from mailing.emails import TO, Prepared, prepare
 from mailing.frequency import DESCRIPTIONS
 from mailing.mailer import Mailer
-from mailing.models import Notice, Staff, Subscriber
-from mailing.states import NoticeKind, SubscriberStatus
+from mailing.models import Notice, Staff, Subscriber, Update
+from mailing.states import NoticeKind, SubscriberStatus, UpdateStatus
 from mailing.subscriptions import confirmation_token, confirmations_of
 from mailing.themes import ALL_THEMES, theme_titles
 from mailing.tokens import EXPORT_MAX_AGE_SECONDS, Purpose
@@ -127,8 +127,40 @@ def _staff_invite(session: Session, staff: Staff, notice: Notice) -> Prepared | 
     )
 
 
+def _review_request(session: Session, staff: Staff, notice: Notice) -> Prepared | None:
+    update = session.get(Update, notice.update_id) if notice.update_id else None
+    if update is None or update.status != UpdateStatus.DRAFT or staff.disabled_at is not None:
+        return None  # sent, cancelled or gone meanwhile
+    return prepare(
+        "review_request",
+        subject=f"Please review before it is sent: {update.subject}",
+        context={
+            "review_url": f"{get_settings().base_url}/admin/drafts/{update.id}/send",
+            "update_subject": update.subject,
+        },
+    )
+
+
+def _update_sent(session: Session, staff: Staff, notice: Notice) -> Prepared | None:
+    update = session.get(Update, notice.update_id) if notice.update_id else None
+    if update is None or staff.disabled_at is not None:
+        return None
+    return prepare(
+        "update_sent",
+        subject=f"It has gone: {update.subject}",
+        context={
+            "progress_url": f"{get_settings().base_url}/admin/drafts/{update.id}/progress",
+            "update_subject": update.subject,
+        },
+    )
+
+
 StaffBuilder = Callable[[Session, Staff, Notice], Prepared | None]
-STAFF_BUILDERS: dict[NoticeKind, StaffBuilder] = {NoticeKind.STAFF_INVITE: _staff_invite}
+STAFF_BUILDERS: dict[NoticeKind, StaffBuilder] = {
+    NoticeKind.STAFF_INVITE: _staff_invite,
+    NoticeKind.REVIEW_REQUEST: _review_request,
+    NoticeKind.UPDATE_SENT: _update_sent,
+}
 
 
 def build(session: Session, notice: Notice) -> tuple[Prepared, str] | None:

@@ -65,13 +65,16 @@ def queue_many(session: Session, owed: Sequence[Owed]) -> list[int]:
     return [int(notice_id) for notice_id in rows.scalars()]
 
 
-def queue_staff(session: Session, staff_id: int, kind: NoticeKind) -> int:
+def queue_staff(
+    session: Session, staff_id: int, kind: NoticeKind, update_id: int | None = None
+) -> int:
     """Add a notice owed to a staff member (not a subscriber), in the caller's transaction."""
     now = utcnow()
     row = session.connection().execute(
         sa.insert(NOTICE).returning(NOTICE.c.id),
         {
             "staff_id": staff_id,
+            "update_id": update_id,
             "kind": kind.value,
             "themes": "",
             "frequency": Frequency.IMMEDIATE.value,

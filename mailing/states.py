@@ -57,6 +57,8 @@ class NoticeKind(StrEnum):
     EXPORT_LINK = "export_link"
     WELCOME = "welcome"
     STAFF_INVITE = "staff_invite"  # to a staff member (notice.staff_id): their one-time link
+    REVIEW_REQUEST = "review_request"  # to a sender: an editor asks them to review an update
+    UPDATE_SENT = "update_sent"  # to the update's author: it has gone
 
 
 class ConsentEventKind(StrEnum):

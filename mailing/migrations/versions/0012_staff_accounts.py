@@ -7,6 +7,8 @@
   names a staff member instead of a subscriber, so notice.subscriber_id may be empty.
 - notice kind 'staff_invite' joins the CHECK constraint.
 - staff.token_scope: what the API token may do (read, draft, send), capped by the role.
+- notice.update_id and kinds 'review_request', 'update_sent': a sender asked to review an
+  update; its author told it has gone.
 
 Revision ID: 0012
 Revises: 0007
@@ -24,7 +26,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 OLD_KINDS = ("confirm", "already_subscribed", "erase_link", "export_link", "welcome")
-NEW_KINDS = (*OLD_KINDS, "staff_invite")
+NEW_KINDS = (*OLD_KINDS, "staff_invite", "review_request", "update_sent")
 
 
 def _kinds(kinds: Sequence[str]) -> str:
@@ -53,6 +55,14 @@ def upgrade() -> None:
         batch.create_foreign_key(
             "fk_notice_staff_id_staff", "staff", ["staff_id"], ["id"], ondelete="CASCADE"
         )
+        batch.add_column(sa.Column("update_id", sa.Integer(), nullable=True))
+        batch.create_foreign_key(
+            "fk_notice_update_id_theme_update",
+            "theme_update",
+            ["update_id"],
+            ["id"],
+            ondelete="CASCADE",
+        )
         batch.drop_constraint("ck_notice_kind", type_="check")
         batch.create_check_constraint("ck_notice_kind", _kinds(NEW_KINDS))
     with op.batch_alter_table("staff") as batch:
@@ -73,6 +83,8 @@ def downgrade() -> None:
     with op.batch_alter_table("notice") as batch:
         batch.drop_constraint("ck_notice_kind", type_="check")
         batch.create_check_constraint("ck_notice_kind", _kinds(OLD_KINDS))
+        batch.drop_constraint("fk_notice_update_id_theme_update", type_="foreignkey")
+        batch.drop_column("update_id")
         batch.drop_constraint("fk_notice_staff_id_staff", type_="foreignkey")
         batch.drop_column("staff_id")
         batch.alter_column("subscriber_id", existing_type=sa.Integer(), nullable=False)

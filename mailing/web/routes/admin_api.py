@@ -17,15 +17,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from mailing import archive, figures, sending, test_sends, updates
-from mailing.audit import AuditAction, audit
+from mailing.audit import AuditAction
 from mailing.config import get_settings
 from mailing.deliverability import figures as deliverability
 from mailing.errors import Invalid
-from mailing.models import Staff, Update, utcnow
-from mailing.staff import members
+from mailing.models import AuditLog, Staff, Update, utcnow
+from mailing.staff import members, review
 from mailing.staff.apitokens import TokenExpired, scope_allows, staff_for_token
 from mailing.staff.members import may
 from mailing.states import StaffRole
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/admin", tags=["staff"])
 
+BY_TOKEN = ", by API token"  # noqa: S105 (an audit note, not a secret)
 UNAUTHORISED = {"WWW-Authenticate": 'Bearer realm="mailing-staff"'}
 
 
@@ -231,23 +232,33 @@ def send_update(
     session: SessionDep,
     data: Annotated[SendIn | None, Body()] = None,
 ) -> JSONResponse:
+    fingerprint = data.fingerprint if data else None
+    review.check_send(session, updates.get(session, update_id), who.id, fingerprint)
     request = sending.request_send(
-        session,
-        update_id,
-        who.id,
-        publish_update_batches,
-        fingerprint=data.fingerprint if data else None,
+        session, update_id, who.id, publish_update_batches, fingerprint=fingerprint
     )
-    _audit_by_token(session, who, update_id, "send")
+    _audit_by_token(session, who, update_id, AuditAction.SENT)
     session.commit()
+    if request.started:
+        review.tell_author_now(session, updates.get(session, update_id), who.id)
     body = _view(session, update_id)
     body["started"] = request.started
     return JSONResponse(body, status_code=202)
 
 
-def _audit_by_token(session: Session, who: Staff, update_id: int, what: str) -> None:
-    """A send or schedule done with an API token (no second factor), audited as such."""
-    audit(session, who.id, AuditAction.SENT_BY_TOKEN, update_id, f"{what} by API token")
+def _audit_by_token(session: Session, who: Staff, update_id: int, action: AuditAction) -> None:
+    """A send or schedule done with an API token (no second factor) is audited as such: its
+    audit row, just written, says so."""
+    row = session.exec(
+        select(AuditLog)
+        .where(col(AuditLog.update_id) == update_id)
+        .where(col(AuditLog.staff_id) == who.id)
+        .where(col(AuditLog.action) == action.value)
+        .order_by(col(AuditLog.id).desc())
+    ).first()
+    if row is not None and not (row.detail or "").endswith(BY_TOKEN):
+        row.detail = f"{row.detail or ''}{BY_TOKEN}"[-500:]
+        session.add(row)
 
 
 def _send_at(value: str) -> datetime:
@@ -264,10 +275,11 @@ def _send_at(value: str) -> datetime:
 def schedule_update(
     update_id: int, data: ScheduleIn, who: Sender, session: SessionDep
 ) -> dict[str, Any]:
+    review.check_send(session, updates.get(session, update_id), who.id, data.fingerprint)
     sending.schedule(
         session, update_id, who.id, _send_at(data.send_at), utcnow(), fingerprint=data.fingerprint
     )
-    _audit_by_token(session, who, update_id, "schedule")
+    _audit_by_token(session, who, update_id, AuditAction.SCHEDULED)
     session.commit()
     return _view(session, update_id)
 
@@ -297,6 +309,16 @@ def cancel_update(update_id: int, who: Sender, session: SessionDep) -> dict[str,
     sending.cancel(session, update_id, who.id)
     session.commit()
     return _view(session, update_id)
+
+
+@router.post("/updates/{update_id}/review", status_code=202)
+def ask_for_review(update_id: int, who: Editor, session: SessionDep) -> dict[str, Any]:
+    """Ask the senders to review a draft: each is emailed a link to its send confirmation."""
+    notice_ids = review.ask(session, updates.get(session, update_id), who)
+    session.commit()
+    for notice_id in notice_ids:
+        notice_publisher.submit(notice_id)
+    return {**_view(session, update_id), "reviewers": len(notice_ids)}
 
 
 @router.get("/stats")

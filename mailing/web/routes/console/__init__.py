@@ -10,6 +10,7 @@ from mailing.web.routes.console import (
     drafts,
     factors,
     figures,
+    review,
     sending,
     signin,
     sso,
@@ -21,5 +22,5 @@ from mailing.web.routes.console.common import console_router
 # One flat router: each part's routes already carry the /admin prefix and the console's route
 # class, so they are joined as they are (include_router would nest them as opaque branches).
 router = console_router()
-for _part in (signin, sso, factors, drafts, sending, figures, staff_admin, welcome):
+for _part in (signin, sso, factors, drafts, review, sending, figures, staff_admin, welcome):
     router.routes.extend(_part.router.routes)
