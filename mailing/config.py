@@ -7,6 +7,7 @@ from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -120,6 +121,23 @@ class Settings(BaseSettings):
     def trusted_proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
         return _networks(self.trusted_proxies)
 
+    def _check_oidc(self) -> None:
+        """Single sign-on: an https issuer in production, a secret, and a role map that names
+        our roles only (issue 25)."""
+        if not self.oidc_issuer:
+            return
+        loopback = urlsplit(self.oidc_issuer).hostname in ("127.0.0.1", "localhost", "::1")
+        if self.is_production and not (self.oidc_issuer.startswith("https://") or loopback):
+            raise ConfigError("MAILING_OIDC_ISSUER must be an https:// URL in production.")
+        if not (self.oidc_client_id and self.oidc_client_secret):
+            raise ConfigError("MAILING_OIDC_ISSUER needs MAILING_OIDC_CLIENT_ID and _SECRET.")
+        for pair in filter(None, (p.strip() for p in self.oidc_role_map.split(","))):
+            group, _, role = pair.partition("=")
+            if not group.strip() or role.strip() not in ("editor", "sender", "admin"):
+                raise ConfigError(
+                    f"MAILING_OIDC_ROLE_MAP: {pair!r} is not GROUP=editor|sender|admin."
+                )
+
     @property
     def is_production(self) -> bool:
         return self.env == "production"
@@ -130,6 +148,7 @@ class Settings(BaseSettings):
 
     def check(self) -> None:
         """Refuse settings that would be unsafe; every command calls this before it starts."""
+        self._check_oidc()
         try:
             _ = self.trusted_proxy_networks
         except ValueError as exc:

@@ -238,3 +238,27 @@ def test_production_sso_sign_in_end_to_end(database, smtp, worker, provider, set
         assert answer.status_code == 303, answer.text
         assert "Secure" in answer.headers["set-cookie"]
         assert web.get("/admin").status_code == 200
+
+
+def test_unsafe_or_broken_sso_settings_are_refused_at_start(settings_env):
+    from mailing.config import ConfigError, get_settings
+
+    for values, says in (
+        ({"env": "production", "oidc_issuer": "http://idp.example"}, "https://"),
+        ({"oidc_issuer": "https://idp.example"}, "CLIENT_ID"),
+        (
+            {
+                "oidc_issuer": "https://idp.example",
+                "oidc_client_id": "x",
+                "oidc_client_secret": "y",
+                "oidc_role_map": "staff=owner",
+            },
+            "ROLE_MAP",
+        ),
+    ):
+        settings_env(**values)
+        with pytest.raises(ConfigError, match=says):
+            get_settings().check()
+        settings_env(
+            env="dev", oidc_issuer="", oidc_client_id="", oidc_client_secret="", oidc_role_map=""
+        )

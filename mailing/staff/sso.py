@@ -49,7 +49,7 @@ class SsoRefused(Exception):
 class Outcome:
     staff: Staff
     mfa: bool  # the provider reported a multi-factor sign-in
-    reauth: bool  # a re-check for a signed-in session, not a new sign-in
+    reauth_of: str  # a re-check: the key of the session it was started from; else empty
     next_path: str
 
 
@@ -122,7 +122,7 @@ def finish(
     mfa = bool(set(_listed(settings.oidc_mfa_amr)) & given) or (
         str(claims.get("acr", "")) in _listed(settings.oidc_mfa_acr)
     )
-    return Outcome(staff, mfa, bool(flow.get("r")), str(flow.get("next") or "/admin"))
+    return Outcome(staff, mfa, str(flow.get("r") or ""), str(flow.get("next") or "/admin"))
 
 
 def _exchange(
@@ -175,7 +175,8 @@ def role_map(settings: Settings) -> dict[str, StaffRole]:
     mapped: dict[str, StaffRole] = {}
     for pair in _listed(settings.oidc_role_map):
         group, _, role = pair.partition("=")
-        mapped[group.strip()] = StaffRole(role.strip())
+        if role.strip() in {r.value for r in StaffRole}:
+            mapped[group.strip()] = StaffRole(role.strip())
     return mapped
 
 

@@ -80,9 +80,14 @@ def sso_callback(request: Request, session: SessionDep) -> Response:
         session.rollback()
         return _refused(str(failed), failed.status_code)
     staff_id = outcome.staff.id
-    if outcome.reauth:
+    if outcome.reauth_of:
         who = sessions.signed_in(session, request.cookies.get(SESSION_COOKIE))
-        if who is None or who.staff.id != staff_id or not outcome.mfa:
+        if (
+            who is None
+            or who.session_key != outcome.reauth_of
+            or who.staff.id != staff_id
+            or not outcome.mfa
+        ):
             message = (
                 "That confirmation was for someone else, or the provider did not report a "
                 "multi-factor sign-in: use your own second factor instead."
