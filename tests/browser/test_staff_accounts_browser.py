@@ -64,3 +64,19 @@ def test_an_admin_invites_someone_who_sets_up_their_account(desk, session, smtp)
     desk.goto(link)  # used once
     expect(desk.get_by_role("heading", level=1)).to_have_text("This link does not work")
     check_accessibility(desk)
+
+
+def test_the_sign_in_page_with_single_sign_on_and_its_refusal_page(page, settings_env):
+    settings_env(
+        oidc_issuer="https://login.example.invalid/tenant/v2.0",
+        oidc_client_id="mailing-console",
+        oidc_client_secret="a-secret",
+        oidc_provider_name="Microsoft",
+    )
+    page.goto("/admin/login")
+    expect(page.get_by_role("link", name="Sign in with Microsoft")).to_be_visible()
+    check_accessibility(page)
+    screenshot(page, "admin-login-sso")
+    page.goto("/admin/login/sso/callback?code=x&state=y")  # no round trip was started here
+    expect(page.get_by_role("heading", level=1)).to_have_text("Single sign-on did not work")
+    check_accessibility(page)
