@@ -49,6 +49,13 @@ class AuditAction(StrEnum):
     AUTO_PAUSED = "auto-paused"  # the send guard stopped a send (staff_id is None)
     REINSTATED = "reinstated"  # an admin lifted the suppressions one event or window caused
     RESENT_FAILED = "resent-failed"  # an admin re-sent an update to copies that failed
+    # Invitations and roles (issue 25)
+    STAFF_INVITED = "staff-invited"
+    STAFF_ROLE_CHANGED = "staff-role-changed"
+    STAFF_ENABLED = "staff-enabled"
+    STAFF_ENROLMENT_LINK = "staff-enrolment-link"
+    STAFF_ENROLLED = "staff-link-used"
+    REVIEW_ASKED = "review-asked"
 
 
 def audit(

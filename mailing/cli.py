@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING
 import click
 
 from mailing import import_command
-from mailing.cli_support import guarded as _guarded
 from mailing.config import ConfigError, get_settings
 from mailing.erasure_restore import erasures
+from mailing.guarded import guarded as _guarded
+from mailing.staff import commands as staff_commands
 
 if TYPE_CHECKING:
-    from sqlmodel import Session
-
-    from mailing.models import Staff
+    pass
 
 
 @click.group()
@@ -172,112 +171,6 @@ def purge() -> None:
     )
 
 
-@main.group()
-def staff() -> None:
-    """Manage comms staff."""
-
-
-@staff.command("create")
-@click.argument("email")
-@click.option(
-    "--role",
-    required=True,
-    type=click.Choice(["editor", "sender", "admin"]),
-    help="what they may do",
-)
-@click.option("--password", is_flag=True, help="also set a password for the staff console")
-@_guarded
-def staff_create(email: str, role: str, password: bool) -> None:
-    """Create a staff member; prints their API token alone on the last line (shown only once)."""
-    from mailing.db import session_scope
-    from mailing.staff import members as staff_members
-    from mailing.staff.passwords import WeakPassword
-    from mailing.states import StaffRole
-
-    secret = None
-    if password:
-        secret = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    try:
-        with session_scope() as session:
-            member, token = staff_members.create_staff(
-                session, email, StaffRole(role), password=secret
-            )
-    except (staff_members.StaffExists, WeakPassword) as exc:
-        click.echo(f"mailing: {exc}", err=True)
-        sys.exit(1)
-    click.echo(f"created staff member {member.id} ({role}); their API token (shown only once):")
-    click.echo(token)
-
-
-@staff.command("password")
-@click.argument("email")
-@_guarded
-def staff_password(email: str) -> None:
-    """Set a staff member's console password (prompted); unlocks them and ends their sessions."""
-    from mailing.db import session_scope
-    from mailing.staff import members
-    from mailing.staff.passwords import WeakPassword
-
-    secret = click.prompt("New password", hide_input=True, confirmation_prompt=True)
-    try:
-        with session_scope() as session:
-            member = members.find_staff(session, email)
-            if member is None:
-                raise click.ClickException("no staff member has that address")
-            members.set_password(session, member, secret)
-    except WeakPassword as exc:
-        click.echo(f"mailing: {exc}", err=True)
-        sys.exit(1)
-    click.echo("password set; any console sessions they had are ended")
-
-
-def _member_or_exit(session: Session, email: str) -> Staff:
-    from mailing.staff import members
-
-    member = members.find_staff(session, email)
-    if member is None:
-        click.echo("mailing: no staff member has that address", err=True)
-        sys.exit(1)
-    return member
-
-
-@staff.command("token")
-@click.argument("email")
-@_guarded
-def staff_token(email: str) -> None:
-    """Issue a new API token; prints it alone on the last line. Their old token stops working."""
-    from mailing.audit import AuditAction, audit
-    from mailing.db import session_scope
-    from mailing.staff import apitokens
-
-    with session_scope() as session:
-        member = _member_or_exit(session, email)
-        if member.disabled_at is not None:
-            click.echo("mailing: that staff member is disabled", err=True)
-            sys.exit(1)
-        token = apitokens.issue_token(session, member)
-        expires = apitokens.token_expires_at(member)
-        audit(session, None, AuditAction.API_TOKEN_ISSUED, detail=f"staff {member.id} (command)")
-    click.echo(f"new API token, valid until {expires:%d %B %Y}; the old one no longer works:")
-    click.echo(token)
-
-
-@staff.command("reset-2fa")
-@click.argument("email")
-@_guarded
-def staff_reset_2fa(email: str) -> None:
-    """Clear a staff member's second factors and recovery codes and end their sessions."""
-    from mailing.audit import AuditAction, audit
-    from mailing.db import session_scope
-    from mailing.staff import factors
-
-    with session_scope() as session:
-        member = _member_or_exit(session, email)
-        factors.reset(session, member)
-        audit(session, None, AuditAction.TWO_FACTOR_RESET, detail=f"staff {member.id} (command)")
-    click.echo("second factors cleared and sessions ended; they set up a new one at next sign-in")
-
-
 @main.command()
 @click.argument("update_id", type=int)
 @click.option(
@@ -383,3 +276,4 @@ if __name__ == "__main__":
 
 
 main.add_command(erasures)
+main.add_command(staff_commands.staff)

@@ -7,6 +7,7 @@ from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,6 +78,24 @@ class Settings(BaseSettings):
 
     # Staff sign-in (issue 14): API tokens expire this many days after they are issued.
     api_token_days: int = Field(default=90, ge=1, le=3650)
+    # Issue 25: whether an API token (of scope "send") may send or schedule; off, only the
+    # console (with its second factor) sends.
+    api_send_by_token: bool = True
+    # Issue 25: every send or schedule needs someone other than the update's author, who saw
+    # it (the fingerprint of the version shown).
+    require_review: bool = False
+    # Staff single sign-on with OpenID Connect (issue 25); off while oidc_issuer is unset.
+    oidc_issuer: str | None = None  # e.g. https://login.microsoftonline.com/{tenant}/v2.0
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_provider_name: str = "your organisation's account"  # "Sign in with {name}"
+    oidc_scopes: str = "openid email profile"
+    oidc_email_claim: str = "email"  # Entra ID: "preferred_username" (the UPN) if no email
+    oidc_groups_claim: str = "groups"
+    # "GROUP=ROLE,GROUP=ROLE": people in GROUP may sign in as ROLE without an invitation.
+    oidc_role_map: str = ""
+    oidc_mfa_amr: str = "mfa"  # amr values (comma-separated) that count as a second factor
+    oidc_mfa_acr: str = ""  # acr values that do too
 
     # Deliverability (issue 13): return paths, `mailing inbound`, the SES webhook.
     bounce_domain: str | None = None  # unset: envelope sender is the From address, no mailto
@@ -111,6 +130,23 @@ class Settings(BaseSettings):
     def trusted_proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
         return _networks(self.trusted_proxies)
 
+    def _check_oidc(self) -> None:
+        """Single sign-on: an https issuer in production, a secret, and a role map that names
+        our roles only (issue 25)."""
+        if not self.oidc_issuer:
+            return
+        loopback = urlsplit(self.oidc_issuer).hostname in ("127.0.0.1", "localhost", "::1")
+        if self.is_production and not (self.oidc_issuer.startswith("https://") or loopback):
+            raise ConfigError("MAILING_OIDC_ISSUER must be an https:// URL in production.")
+        if not (self.oidc_client_id and self.oidc_client_secret):
+            raise ConfigError("MAILING_OIDC_ISSUER needs MAILING_OIDC_CLIENT_ID and _SECRET.")
+        for pair in filter(None, (p.strip() for p in self.oidc_role_map.split(","))):
+            group, _, role = pair.partition("=")
+            if not group.strip() or role.strip() not in ("editor", "sender", "admin"):
+                raise ConfigError(
+                    f"MAILING_OIDC_ROLE_MAP: {pair!r} is not GROUP=editor|sender|admin."
+                )
+
     @property
     def is_production(self) -> bool:
         return self.env == "production"
@@ -121,6 +157,7 @@ class Settings(BaseSettings):
 
     def check(self) -> None:
         """Refuse settings that would be unsafe; every command calls this before it starts."""
+        self._check_oidc()
         try:
             _ = self.trusted_proxy_networks
         except ValueError as exc:

@@ -14,8 +14,8 @@ from sqlmodel import Session, select
 
 from mailing import erasure_journal
 from mailing.addresses import keyed_hashes
-from mailing.cli_support import guarded
 from mailing.config import get_settings
+from mailing.guarded import guarded
 from mailing.models import Subscriber, Suppression, table_of
 from mailing.selfservice import erase
 

@@ -151,6 +151,7 @@ class Staff(SQLModel, table=True):
     token_created_at: datetime | None = Field(default_factory=utcnow)
     token_last_used_at: datetime | None = None
     token_revoked_at: datetime | None = None
+    token_scope: str = Field(default="send", max_length=8)
 
 
 class StaffSession(SQLModel, table=True):
@@ -246,6 +247,8 @@ class Notice(SQLModel, table=True):
     # and which account it is about.
     staff_id: int | None = Field(default=None, foreign_key="staff.id", ondelete="CASCADE")
     about_staff_id: int | None = Field(default=None, foreign_key="staff.id", ondelete="CASCADE")
+    # A notice about an update (a review request, "it has gone").
+    update_id: int | None = Field(default=None, foreign_key="theme_update.id", ondelete="CASCADE")
     kind: NoticeKind = Field(sa_type=_enum(NoticeKind, 20))
     themes: str = Field(default="", max_length=200)  # comma-separated slugs, for a confirmation
     frequency: Frequency = Field(default=Frequency.IMMEDIATE, sa_type=_enum(Frequency))
@@ -368,6 +371,21 @@ class StaffFactor(SQLModel, table=True):
     sign_count: int = Field(default=0, sa_type=sa.BigInteger)
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime | None = None
+
+
+class StaffInvitation(SQLModel, table=True):
+    """A one-time set-up link (signed, naming this row): invitation or second-factor reset."""
+
+    __tablename__ = "staff_invitation"
+
+    id: int | None = Field(default=None, primary_key=True)
+    staff_id: int = Field(foreign_key="staff.id", index=True, ondelete="CASCADE")
+    reason: str = Field(max_length=16)  # "invite" or "reset"
+    created_by: int | None = Field(default=None, foreign_key="staff.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    used_at: datetime | None = None
+    session_key: str | None = Field(default=None, max_length=64)  # the session it opened
 
 
 class StaffRecoveryCode(SQLModel, table=True):

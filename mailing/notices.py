@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 
 from sqlmodel import Session
 
@@ -20,8 +21,8 @@ from mailing.digests import list_headers
 from mailing.emails import TO, Prepared, prepare
 from mailing.frequency import DESCRIPTIONS
 from mailing.mailer import Mailer
-from mailing.models import Notice, Staff, Subscriber
-from mailing.states import NoticeKind, SubscriberStatus
+from mailing.models import Notice, Staff, Subscriber, Update
+from mailing.states import NoticeKind, SubscriberStatus, UpdateStatus
 from mailing.subscriptions import confirmation_token, confirmations_of
 from mailing.themes import ALL_THEMES, theme_titles
 from mailing.tokens import EXPORT_MAX_AGE_SECONDS, Purpose
@@ -159,14 +160,13 @@ BUILDERS: dict[NoticeKind, Builder] = {
 }
 
 
-def _sign_in_failures(session: Session, notice: Notice) -> tuple[Prepared, str] | None:
+def _sign_in_failures(session: Session, admin: Staff, notice: Notice) -> Prepared | None:
     """To an admin: an account sees repeated failed sign-ins (its address is named only here,
     in the email, never in a log or a notice row)."""
-    admin = session.get(Staff, notice.staff_id)
     account = session.get(Staff, notice.about_staff_id)
-    if admin is None or account is None or admin.disabled_at is not None:
+    if account is None or admin.disabled_at is not None:
         return None
-    prepared = prepare(
+    return prepare(
         "sign_in_failures",
         subject="Repeated failed sign-ins to a Health Inequalities Strategy updates account",
         context={
@@ -175,13 +175,72 @@ def _sign_in_failures(session: Session, notice: Notice) -> tuple[Prepared, str] 
             "staff_url": f"{get_settings().base_url}/admin/staff",
         },
     )
-    return prepared, admin.email
+
+
+def _staff_invite(session: Session, staff: Staff, notice: Notice) -> Prepared | None:
+    from mailing.staff import invitations
+
+    link = invitations.open_link(session, staff)
+    if link is None or staff.disabled_at is not None:
+        return None  # used, replaced or disabled meanwhile: nothing to send
+    return prepare(
+        "staff_invite",
+        subject="Set up your Health Inequalities Strategy updates console account",
+        context={
+            "link_url": invitations.link_url(link),
+            "hours": invitations.LINK_LIFETIME // timedelta(hours=1),
+            "reset": link.reason == invitations.RESET,
+            "role": staff.role.value,
+        },
+    )
+
+
+def _review_request(session: Session, staff: Staff, notice: Notice) -> Prepared | None:
+    update = session.get(Update, notice.update_id) if notice.update_id else None
+    if update is None or update.status != UpdateStatus.DRAFT or staff.disabled_at is not None:
+        return None  # sent, cancelled or gone meanwhile
+    return prepare(
+        "review_request",
+        subject=f"Please review before it is sent: {update.subject}",
+        context={
+            "review_url": f"{get_settings().base_url}/admin/drafts/{update.id}/send",
+            "update_subject": update.subject,
+        },
+    )
+
+
+def _update_sent(session: Session, staff: Staff, notice: Notice) -> Prepared | None:
+    update = session.get(Update, notice.update_id) if notice.update_id else None
+    if update is None or staff.disabled_at is not None:
+        return None
+    return prepare(
+        "update_sent",
+        subject=f"It has gone: {update.subject}",
+        context={
+            "progress_url": f"{get_settings().base_url}/admin/drafts/{update.id}/progress",
+            "update_subject": update.subject,
+        },
+    )
+
+
+StaffBuilder = Callable[[Session, Staff, Notice], Prepared | None]
+STAFF_BUILDERS: dict[NoticeKind, StaffBuilder] = {
+    NoticeKind.STAFF_INVITE: _staff_invite,
+    NoticeKind.REVIEW_REQUEST: _review_request,
+    NoticeKind.UPDATE_SENT: _update_sent,
+    NoticeKind.SIGN_IN_FAILURES: _sign_in_failures,
+}
 
 
 def build(session: Session, notice: Notice) -> tuple[Prepared, str] | None:
     """The email a notice stands for and its recipient, or None if there is nothing to send."""
-    if notice.kind == NoticeKind.SIGN_IN_FAILURES:
-        return _sign_in_failures(session, notice)
+    if notice.staff_id is not None:
+        staff = session.get(Staff, notice.staff_id)
+        staff_builder = STAFF_BUILDERS.get(notice.kind)
+        if staff is None or staff_builder is None:
+            return None
+        built = staff_builder(session, staff, notice)
+        return None if built is None else (built, staff.email)
     subscriber = session.get(Subscriber, notice.subscriber_id)
     builder = BUILDERS.get(notice.kind)
     if subscriber is None or builder is None:
@@ -208,8 +267,8 @@ def send(notice_id: int) -> bool:
             "notice %s (%s) for %s %s: %s",
             notice_id,
             notice.kind.value,
-            "subscriber" if notice.staff_id is None else "staff",
-            notice.subscriber_id if notice.staff_id is None else notice.staff_id,
+            "staff" if notice.staff_id is not None else "subscriber",
+            notice.staff_id if notice.staff_id is not None else notice.subscriber_id,
             "sent" if built else "dropped",
         )
         return built is not None

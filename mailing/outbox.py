@@ -65,26 +65,32 @@ def queue_many(session: Session, owed: Sequence[Owed]) -> list[int]:
     return [int(notice_id) for notice_id in rows.scalars()]
 
 
-def queue_for_staff(session: Session, staff_id: int, kind: NoticeKind, about_staff_id: int) -> int:
-    """A notice to a staff member (about another account, or their own), in the caller's
-    transaction; returns its id (publish it after the commit)."""
+def queue_staff(
+    session: Session,
+    staff_id: int,
+    kind: NoticeKind,
+    *,
+    update_id: int | None = None,
+    about_staff_id: int | None = None,
+) -> int:
+    """A notice owed to a staff member (not a subscriber), about an update or an account, in the
+    caller's transaction; returns its id (publish it after the commit)."""
     now = utcnow()
     row = session.connection().execute(
-        _QUEUE,
-        [
-            {
-                "staff_id": staff_id,
-                "about_staff_id": about_staff_id,
-                "kind": kind.value,
-                "themes": "",
-                "frequency": Frequency.IMMEDIATE.value,
-                "created_at": now,
-                "enqueued_at": now,
-                "attempts": 0,
-            }
-        ],
+        sa.insert(NOTICE).returning(NOTICE.c.id),
+        {
+            "staff_id": staff_id,
+            "update_id": update_id,
+            "about_staff_id": about_staff_id,
+            "kind": kind.value,
+            "themes": "",
+            "frequency": Frequency.IMMEDIATE.value,
+            "created_at": now,
+            "enqueued_at": now,
+            "attempts": 0,
+        },
     )
-    return int(row.scalars().one())
+    return int(row.scalar_one())
 
 
 def claim(session: Session, notice_id: int) -> Notice | None:

@@ -21,6 +21,10 @@ def environment() -> Environment:
     )
     env.globals["THEMES"] = THEMES
     env.globals["base_url"] = get_settings().base_url
+    settings = get_settings()
+    # "Sign in with {sso_name}" on the console's sign-in and re-check pages; empty: no SSO.
+    sso_on = bool(settings.oidc_issuer and settings.oidc_client_id)
+    env.globals["sso_name"] = settings.oidc_provider_name if sso_on else ""
     return env
 
 

@@ -61,6 +61,9 @@ class NoticeKind(StrEnum):
     # Consent older than MAILING_CONSENT_REFRESH_YEARS: one email asking them to stay.
     CONSENT_REFRESH = "consent_refresh"
     SIGN_IN_FAILURES = "sign_in_failures"  # to an admin: an account sees repeated failures
+    STAFF_INVITE = "staff_invite"  # to a staff member (notice.staff_id): their one-time link
+    REVIEW_REQUEST = "review_request"  # to a sender: an editor asks them to review an update
+    UPDATE_SENT = "update_sent"  # to the update's author: it has gone
 
 
 class ConsentEventKind(StrEnum):

@@ -30,9 +30,12 @@ class Purpose(StrEnum):
     EXPORT = "export"  # the data download, emailed on request
     ERASE = "erase"
     STAY = "stay"  # a consent refresh's "keep me on the list" button (mailing/refresh.py)
+    STAFF_ENROL = "staff-enrol"  # a staff invitation or second-factor reset link
+    SSO_FLOW = "sso-flow"  # the state, nonce and PKCE verifier of one single sign-on round trip
 
 
 EXPORT_MAX_AGE_SECONDS = 24 * 3600
+STAFF_ENROL_MAX_AGE_SECONDS = 72 * 3600
 
 # How long each expiring purpose's links work, in seconds.
 TIMED: dict[Purpose, Callable[[Settings], int]] = {
@@ -40,6 +43,8 @@ TIMED: dict[Purpose, Callable[[Settings], int]] = {
     Purpose.EXPORT: lambda s: EXPORT_MAX_AGE_SECONDS,
     Purpose.ERASE: lambda s: s.erase_max_age_days * 86400,
     Purpose.STAY: lambda s: 31 * 86400,  # a day past the 30 days a refresh waits for an answer
+    Purpose.STAFF_ENROL: lambda s: STAFF_ENROL_MAX_AGE_SECONDS,
+    Purpose.SSO_FLOW: lambda s: 600,
 }
 
 

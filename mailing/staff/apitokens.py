@@ -1,7 +1,9 @@
 """Staff API tokens: issued one at a time, shown once, stored as a SHA-256, expiring
 MAILING_API_TOKEN_DAYS after issue, revocable by an admin.
 
-Issuing a new token ends the old one; a revoked or replaced token matches nothing at all.
+Issuing a new token ends the old one; a revoked or replaced token matches nothing at all. Each
+token carries a scope, `read` < `draft` < `send`, on top of its holder's role: a token for a
+reporting script can be `read`, one for a drafting tool `draft`, and only `send` sends.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ TOKEN_BYTES = 32
 LAST_USE_PRECISION = timedelta(minutes=1)
 
 
+SCOPES = ("read", "draft", "send")
+
+
+def scope_allows(scope: str, needed: str) -> bool:
+    """Whether a token of `scope` may do what needs `needed` (an unknown scope allows nothing)."""
+    return scope in SCOPES and SCOPES.index(scope) >= SCOPES.index(needed)
+
+
 class TokenExpired(Exception):
     """The token was right but its time is up; the message says when it expired."""
 
@@ -33,9 +43,12 @@ def new_token() -> tuple[str, str]:
     return token, hash_token(token)
 
 
-def issue_token(session: Session, staff: Staff) -> str:
-    """A new API token for this staff member; the old one stops working at once."""
+def issue_token(session: Session, staff: Staff, scope: str = "send") -> str:
+    """A new API token of this scope for this staff member; the old one stops working at once."""
+    if scope not in SCOPES:
+        raise ValueError(f"a token's scope is one of {', '.join(SCOPES)}")
     token, digest = new_token()
+    staff.token_scope = scope
     staff.token_hash = digest
     staff.token_created_at = utcnow()
     staff.token_last_used_at = None

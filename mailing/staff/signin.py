@@ -202,7 +202,9 @@ def _alert(session: Session, staff: Staff) -> list[int]:
         .where(col(Staff.disabled_at).is_(None))
     ).all()
     ids = [
-        outbox.queue_for_staff(session, admin, NoticeKind.SIGN_IN_FAILURES, staff.id or 0)
+        outbox.queue_staff(
+            session, admin, NoticeKind.SIGN_IN_FAILURES, about_staff_id=staff.id or 0
+        )
         for admin in admins
         if admin is not None
     ]

@@ -1,5 +1,5 @@
 """The staff JSON API: draft, preview, test-send, send, schedule, pause, resume and cancel
-updates; subscriber figures.
+updates; subscriber figures; inviting staff and changing their role (admins).
 
 Every route needs `Authorization: Bearer {token}` (from `mailing staff create`); a missing or
 wrong token gets 401, a role that may not do it 403. The rules live in mailing/updates/ and
@@ -14,30 +14,43 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from mailing import archive, figures, sending, test_sends, updates
+from mailing.audit import AuditAction
+from mailing.config import get_settings
 from mailing.deliverability import figures as deliverability
 from mailing.errors import Invalid
-from mailing.models import Staff, Update, utcnow
-from mailing.staff.apitokens import TokenExpired, staff_for_token
+from mailing.models import AuditLog, Staff, Update, utcnow
+from mailing.staff import members, review
+from mailing.staff.apitokens import TokenExpired, scope_allows, staff_for_token
 from mailing.staff.members import may
 from mailing.states import StaffRole
-from mailing.web.deps import SessionDep, bearer_token
-from workers.enqueue import publish_update_batches
+from mailing.web.deps import SessionDep, bearer_token, client_ip
+from workers.enqueue import notice_publisher, publish_update_batches
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/admin", tags=["staff"])
 
+BY_TOKEN = ", by API token"  # noqa: S105 (an audit note, not a secret)
 UNAUTHORISED = {"WWW-Authenticate": 'Bearer realm="mailing-staff"'}
 
 
+def needed_scope(role: StaffRole, method: str) -> str:
+    """The token scope a route needs: reading for GET, sending for what a sender or an admin
+    does, drafting for the rest."""
+    if method in ("GET", "HEAD"):
+        return "read"
+    return "draft" if role == StaffRole.EDITOR else "send"
+
+
 def requires(role: StaffRole) -> Callable[..., Staff]:
-    """A dependency: the staff member behind the bearer token, if their role allows `role`."""
+    """A dependency: the staff member behind the bearer token, if their role and the token's
+    scope allow `role`; a send by token only while MAILING_API_SEND_BY_TOKEN is on."""
 
     def dependency(request: Request, session: SessionDep) -> Staff:
         token = bearer_token(request)
@@ -49,6 +62,17 @@ def requires(role: StaffRole) -> Callable[..., Staff]:
             raise HTTPException(401, "A valid staff API token is needed.", headers=UNAUTHORISED)
         if not may(staff, role):
             raise HTTPException(403, f"This needs the {role.value} role or higher.")
+        scope = needed_scope(role, request.method)
+        if not scope_allows(staff.token_scope, scope):
+            raise HTTPException(
+                403, f"This API token's scope is {staff.token_scope}; this needs {scope}."
+            )
+        if role == StaffRole.SENDER and scope == "send" and not get_settings().api_send_by_token:
+            raise HTTPException(
+                403,
+                "Sending by API token is turned off here (MAILING_API_SEND_BY_TOKEN): "
+                "send from the console, with your second factor.",
+            )
         return staff
 
     return dependency
@@ -56,6 +80,60 @@ def requires(role: StaffRole) -> Callable[..., Staff]:
 
 Editor = Annotated[Staff, Depends(requires(StaffRole.EDITOR))]
 Sender = Annotated[Staff, Depends(requires(StaffRole.SENDER))]
+Admin = Annotated[Staff, Depends(requires(StaffRole.ADMIN))]
+
+
+class InviteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: Any = None
+    role: Any = None
+
+
+class StaffChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Any = None
+    disabled: bool | None = None
+
+
+def _staff_view(member: Staff) -> dict[str, Any]:
+    return {
+        "id": member.id,
+        "email": member.email,
+        "role": member.role.value,
+        "disabled": member.disabled_at is not None,
+        "created_at": member.created_at.isoformat(),
+    }
+
+
+@router.post("/staff", status_code=201)
+def invite_staff(
+    data: InviteIn, request: Request, who: Admin, session: SessionDep
+) -> dict[str, Any]:
+    """Invite someone: they are emailed a one-time link to set a password and a second factor."""
+    role = members.parse_role(data.role)
+    member, notice_id = members.invite(session, data.email, role, who)
+    session.commit()
+    notice_publisher.submit(notice_id)
+    return {**_staff_view(member), "invited": True}
+
+
+@router.patch("/staff/{staff_id}")
+def change_staff(
+    staff_id: Annotated[int, Path(ge=1, le=updates.MAX_ROW_ID)],
+    data: StaffChangeIn,
+    request: Request,
+    who: Admin,
+    session: SessionDep,
+) -> dict[str, Any]:
+    role = None if data.role is None else members.parse_role(data.role)
+    member = members.staff_by_id(session, staff_id)
+    if member is None:
+        raise HTTPException(404, "No staff member has that id.")
+    members.change_member(
+        session, who, member, role=role, disabled=data.disabled, client_ip=client_ip(request)
+    )
+    session.commit()
+    return _staff_view(member)
 
 
 class UpdateIn(BaseModel):
@@ -154,16 +232,33 @@ def send_update(
     session: SessionDep,
     data: Annotated[SendIn | None, Body()] = None,
 ) -> JSONResponse:
+    fingerprint = data.fingerprint if data else None
+    review.check_send(session, updates.get(session, update_id), who.id, fingerprint)
     request = sending.request_send(
-        session,
-        update_id,
-        who.id,
-        publish_update_batches,
-        fingerprint=data.fingerprint if data else None,
+        session, update_id, who.id, publish_update_batches, fingerprint=fingerprint
     )
+    _audit_by_token(session, who, update_id, AuditAction.SENT)
+    session.commit()
+    if request.started:
+        review.tell_author_now(session, updates.get(session, update_id), who.id)
     body = _view(session, update_id)
     body["started"] = request.started
     return JSONResponse(body, status_code=202)
+
+
+def _audit_by_token(session: Session, who: Staff, update_id: int, action: AuditAction) -> None:
+    """A send or schedule done with an API token (no second factor) is audited as such: its
+    audit row, just written, says so."""
+    row = session.exec(
+        select(AuditLog)
+        .where(col(AuditLog.update_id) == update_id)
+        .where(col(AuditLog.staff_id) == who.id)
+        .where(col(AuditLog.action) == action.value)
+        .order_by(col(AuditLog.id).desc())
+    ).first()
+    if row is not None and not (row.detail or "").endswith(BY_TOKEN):
+        row.detail = f"{row.detail or ''}{BY_TOKEN}"[-500:]
+        session.add(row)
 
 
 def _send_at(value: str) -> datetime:
@@ -180,9 +275,11 @@ def _send_at(value: str) -> datetime:
 def schedule_update(
     update_id: int, data: ScheduleIn, who: Sender, session: SessionDep
 ) -> dict[str, Any]:
+    review.check_send(session, updates.get(session, update_id), who.id, data.fingerprint)
     sending.schedule(
         session, update_id, who.id, _send_at(data.send_at), utcnow(), fingerprint=data.fingerprint
     )
+    _audit_by_token(session, who, update_id, AuditAction.SCHEDULED)
     session.commit()
     return _view(session, update_id)
 
@@ -212,6 +309,16 @@ def cancel_update(update_id: int, who: Sender, session: SessionDep) -> dict[str,
     sending.cancel(session, update_id, who.id)
     session.commit()
     return _view(session, update_id)
+
+
+@router.post("/updates/{update_id}/review", status_code=202)
+def ask_for_review(update_id: int, who: Editor, session: SessionDep) -> dict[str, Any]:
+    """Ask the senders to review a draft: each is emailed a link to its send confirmation."""
+    notice_ids = review.ask(session, updates.get(session, update_id), who)
+    session.commit()
+    for notice_id in notice_ids:
+        notice_publisher.submit(notice_id)
+    return {**_view(session, update_id), "reviewers": len(notice_ids)}
 
 
 @router.get("/stats")

@@ -12,10 +12,13 @@ from mailing.web.routes.console import (
     factors,
     figures,
     import_page,
+    review,
     sending,
     signin,
+    sso,
     staff_admin,
     suppressions,
+    welcome,
 )
 from mailing.web.routes.console.common import console_router
 
@@ -24,11 +27,14 @@ from mailing.web.routes.console.common import console_router
 router = console_router()
 for _part in (
     signin,
+    sso,
     factors,
     drafts,
+    review,
     sending,
     figures,
     staff_admin,
+    welcome,
     desk_page,
     import_page,
     suppressions,

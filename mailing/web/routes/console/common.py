@@ -16,7 +16,7 @@ from mailing import updates
 from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
 from mailing.models import Staff, Update
-from mailing.staff import passkeys, signin
+from mailing.staff import invitations, passkeys, signin
 from mailing.staff.factors import CodeAccepted, has_factor
 from mailing.staff.sessions import (
     SignedIn,
@@ -162,6 +162,11 @@ def account_holder(request: Request, session: SessionDep, who: Pending) -> Signe
     (the first enrolment). A half-open session whose owner has a factor must give it first."""
     if not who.complete and has_factor(session, who.staff):
         raise Interrupt(RedirectResponse("/admin/login/second-factor", status_code=303))
+    if not who.complete and not invitations.may_enrol_first_factor(
+        session, who.staff, who.session_key
+    ):
+        # Someone sent a one-time link enrols only through it, never with a password alone.
+        raise Interrupt(console_page("enrol_by_link", None, status_code=403))
     return who
 
 

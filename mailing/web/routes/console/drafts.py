@@ -98,6 +98,7 @@ def _compose_page(
 NOTICES = {
     "saved": "Your draft is saved.",
     "tested": "A test copy is on its way to {email}.",
+    "review-asked": "The senders are asked to review it; you will be told when it has gone.",
 }
 
 

@@ -12,10 +12,11 @@ from sqlmodel import Session
 
 from mailing import london, sending, updates
 from mailing.deliverability import figures as deliverability
-from mailing.errors import Conflict, Invalid
+from mailing.errors import Conflict, Forbidden, Invalid
 from mailing.models import Update, utcnow
 from mailing.sending.control import overdue
 from mailing.sending.progress import failed_deliveries
+from mailing.staff import review
 from mailing.states import StaffRole, UpdateStatus
 from mailing.web.deps import SessionDep
 from mailing.web.routes.console.common import (
@@ -70,7 +71,8 @@ def send(update_id: RowId, who: RecentSecondFactor, form: Form, session: Session
     update = update_or_404(session, who, update_id)
     if update.status == UpdateStatus.DRAFT:
         try:
-            sending.request_send(
+            review.check_send(session, update, who.staff.id, form.get("fingerprint"))
+            started = sending.request_send(
                 session,
                 update_id,
                 who.staff.id,
@@ -80,6 +82,12 @@ def send(update_id: RowId, who: RecentSecondFactor, form: Form, session: Session
         except sending.ContentChanged:
             session.rollback()
             return console_page("changed", who, status_code=409, update=update, nav="updates")
+        except (Forbidden, Conflict) as refused:
+            return _send_page(
+                who, session, update, refused.status_code, errors={"send": refused.message}
+            )
+        if started.started:
+            review.tell_author_now(session, update, who.staff.id)
     # Sending twice sends nothing more: a second press just shows the progress.
     return RedirectResponse(_progress_url(update_id), status_code=303)
 
@@ -106,6 +114,7 @@ def schedule(
     need(who, StaffRole.SENDER)
     update = update_or_404(session, who, update_id)
     try:
+        review.check_send(session, update, who.staff.id, form.get("fingerprint"))
         sending.schedule(
             session,
             update_id,
@@ -121,8 +130,12 @@ def schedule(
         session.rollback()
         values = {"send_date": form.get("send_date", ""), "send_time": form.get("send_time", "")}
         return _send_page(who, session, update, 422, errors=bad.errors, values=values)
-    except Conflict:
+    except Forbidden as refused:
+        return _send_page(who, session, update, 403, errors={"send": refused.message})
+    except Conflict as refused:
         session.rollback()
+        if update.status == UpdateStatus.DRAFT:  # refused by review, not a second press
+            return _send_page(who, session, update, 409, errors={"send": refused.message})
         return RedirectResponse(_progress_url(update_id), status_code=303)
     session.commit()
     return RedirectResponse(_progress_url(update_id), status_code=303)

@@ -1,4 +1,5 @@
-"""What every `mailing` command shares: the settings are checked before it starts."""
+"""The guard every command wears: the settings are checked first, and an unsafe configuration
+ends the command with a clear message (exit status 2) before it touches anything."""
 
 from __future__ import annotations
 
