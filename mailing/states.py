@@ -122,7 +122,10 @@ class SubscriberTransitions:
 class UpdateTransitions:
     SCHEDULE = _t("schedule", {Upd.DRAFT}, Upd.SCHEDULED)
     UNSCHEDULE = _t("unschedule", {Upd.SCHEDULED}, Upd.DRAFT)
-    START = _t("start", {Upd.DRAFT, Upd.SCHEDULED}, Upd.SENDING)
+    # "Send now" (console, API, CLI) starts a draft only: a scheduled update waits for its time
+    # (START_DUE, the reconciler) unless it is unscheduled first. One rule for every entry point.
+    START = _t("start", {Upd.DRAFT}, Upd.SENDING)
+    START_DUE = _t("start_due", {Upd.SCHEDULED}, Upd.SENDING)
     PAUSE = _t("pause", {Upd.SENDING}, Upd.PAUSED)
     RESUME = _t("resume", {Upd.PAUSED}, Upd.SENDING)
     CANCEL = _t("cancel", {Upd.SCHEDULED, Upd.SENDING, Upd.PAUSED}, Upd.CANCELLED)

@@ -67,18 +67,20 @@ def confirm_send(update_id: RowId, who: Who, session: SessionDep) -> Response:
 def send(update_id: RowId, who: RecentSecondFactor, form: Form, session: SessionDep) -> Response:
     need(who, StaffRole.SENDER)
     update = update_or_404(session, who, update_id)
-    if update.status == UpdateStatus.DRAFT:
-        try:
-            sending.request_send(
-                session,
-                update_id,
-                who.staff.id,
-                publish_update_batches,
-                fingerprint=str(form.get("fingerprint", "")),
-            )
-        except sending.ContentChanged:
-            session.rollback()
-            return console_page("changed", who, status_code=409, update=update, nav="updates")
+    try:
+        sending.request_send(
+            session,
+            update_id,
+            who.staff.id,
+            publish_update_batches,
+            fingerprint=str(form.get("fingerprint", "")),
+        )
+    except sending.ContentChanged:
+        session.rollback()
+        return console_page("changed", who, status_code=409, update=update, nav="updates")
+    except sending.WrongState:
+        # Scheduled: it waits for its time (the progress page offers to unschedule it).
+        session.rollback()
     # Sending twice sends nothing more: a second press just shows the progress.
     return RedirectResponse(_progress_url(update_id), status_code=303)
 
