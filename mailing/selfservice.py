@@ -33,17 +33,21 @@ from mailing.models import (
     SoftBounce,
     Subscriber,
     Update,
+    table_of,
     utcnow,
 )
 from mailing.ratelimit import get_limiter
 from mailing.states import (
     SUPPRESSED_SUBSCRIBER,
+    ConsentChannel,
     ConsentEventKind,
-    DeliveryStatus,
+    DeliveryTransitions,
+    ErasureReason,
     NoticeKind,
     SubscriberStatus,
     SubscriberTransitions,
-    check,
+    Transition,
+    transition,
 )
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,8 @@ ADDRESS_LIMIT_PREFIXES = ("confirm-mail:", "erase-mail:", "export-mail:")
 # A confirmation link is minted by the worker moments after the request is recorded; wait a
 # little past its expiry before deleting the sign-up, so a link never outlives its record.
 UNCONFIRMED_GRACE = timedelta(hours=1)
+DELIVERY = table_of(Delivery)
+SUBSCRIBER = table_of(Subscriber)
 
 
 class NotActive(Exception):
@@ -67,27 +73,18 @@ class NotActive(Exception):
 # --- Unsubscribe and preferences ------------------------------------------------------------
 
 
-def unsubscribe(session: Session, subscriber: Subscriber, *, channel: str) -> bool:
+def unsubscribe(session: Session, subscriber: Subscriber, *, channel: ConsentChannel) -> bool:
     """Stop all mail to this subscriber at once; True if this call changed their status.
 
     Their pending deliveries are cancelled in the same transaction, so an update already being
-    sent cannot reach them after this commits. Deliveries are updated before the subscriber row:
-    the send pipeline locks a delivery before it reads the subscriber, and taking locks in the
-    same order means the two never deadlock.
+    sent cannot reach them after this commits. The status changes through the named transition
+    (one conditional UPDATE), so of two unsubscribes at once only one changes it and only that
+    one records the withdrawal.
     """
     assert subscriber.id is not None
-    session.execute(
-        sa.update(Delivery)
-        .where(col(Delivery.subscriber_id) == subscriber.id)
-        .where(col(Delivery.status) == DeliveryStatus.PENDING)
-        .values(status=DeliveryStatus.CANCELLED)
-    )
-    if subscriber.status != SubscriberStatus.ACTIVE:
+    if not stop_mail(session, subscriber, SubscriberTransitions.UNSUBSCRIBE, utcnow()):
         # Already unsubscribed (nothing to do), or pending (never confirmed, so never mailed).
         return False
-    subscriber.status = check("subscriber", SubscriberTransitions.UNSUBSCRIBE, subscriber.status)
-    subscriber.unsubscribed_at = subscriber.updated_at = utcnow()
-    session.add(subscriber)
     consent.record(
         session,
         subscriber.id,
@@ -97,8 +94,31 @@ def unsubscribe(session: Session, subscriber: Subscriber, *, channel: str) -> bo
         with_wording=False,
     )
     UNSUBSCRIBES.inc()
-    log.info("subscriber %s unsubscribed (%s)", subscriber.id, channel)
+    log.info("subscriber %s unsubscribed (%s)", subscriber.id, ConsentChannel(channel).value)
     return True
+
+
+def stop_mail(
+    session: Session, subscriber: Subscriber, t: Transition[SubscriberStatus], now: datetime
+) -> bool:
+    """Cancel the subscriber's pending deliveries, then apply `t` (unsubscribe or bounce) to
+    their row; True if this call changed their status (a racing caller's UPDATE matches none).
+
+    Deliveries are updated before the subscriber row: the send pipeline locks a delivery before
+    it reads the subscriber, and taking locks in the same order means the two never deadlock.
+    """
+    assert subscriber.id is not None
+    cancel = DeliveryTransitions.CANCEL
+    transition(session, DELIVERY, cancel, DELIVERY.c.subscriber_id == subscriber.id)
+    changed = transition(
+        session,
+        SUBSCRIBER,
+        t,
+        SUBSCRIBER.c.id == subscriber.id,
+        {"unsubscribed_at": now, "updated_at": now},
+    )
+    session.expire(subscriber, ["status", "unsubscribed_at", "updated_at"])
+    return bool(changed)
 
 
 class ThemesOutcome(StrEnum):
@@ -108,7 +128,7 @@ class ThemesOutcome(StrEnum):
 
 
 def change_themes(
-    session: Session, subscriber: Subscriber, themes: list[str], *, channel: str
+    session: Session, subscriber: Subscriber, themes: list[str], *, channel: ConsentChannel
 ) -> ThemesOutcome:
     """Set an active subscriber's themes; choosing none is unsubscribing. NotActive otherwise."""
     assert subscriber.id is not None
@@ -252,7 +272,7 @@ def _subscriber_tables() -> list[sa.Table]:
 def erase(
     session: Session,
     subscriber: Subscriber,
-    reason: str,
+    reason: ErasureReason,
     *,
     suppress: bool = True,
     forget_limits: bool = True,
@@ -283,14 +303,14 @@ def erase(
                 subscribers.suppress(session, email_key, "erased")
         except IntegrityError:
             pass
-    session.add(ErasureLog(reason=reason, rows_deleted=rows))
+    session.add(ErasureLog(reason=ErasureReason(reason).value, rows_deleted=rows))
     if forget_limits:
         address_hash = subscribers.address_hash(email_key)
         limiter = get_limiter()
         for prefix in ADDRESS_LIMIT_PREFIXES:
             limiter.forget(prefix, address_hash)
     ERASURES.inc()
-    log.info("subscriber %s erased (%s): %d rows", sid, reason, rows)
+    log.info("subscriber %s erased (%s): %d rows", sid, ErasureReason(reason).value, rows)
     return rows
 
 
@@ -323,7 +343,7 @@ def purge(session: Session, now: datetime) -> PurgeResult:
         .order_by(col(Subscriber.id))
     ).all()
     for subscriber in unconfirmed:
-        erase(session, subscriber, "unconfirmed", suppress=False, forget_limits=False)
+        erase(session, subscriber, ErasureReason.UNCONFIRMED, suppress=False, forget_limits=False)
 
     asked_to_come_back = (
         select(ConsentEvent.id)
@@ -345,7 +365,7 @@ def purge(session: Session, now: datetime) -> PurgeResult:
     ).all()
     for subscriber in lapsed:
         # Rate-limit windows last an hour; a month on, there is nothing keyed to them left.
-        erase(session, subscriber, "retention", forget_limits=False)
+        erase(session, subscriber, ErasureReason.RETENTION, forget_limits=False)
 
     result = PurgeResult(unconfirmed=len(unconfirmed), retained=len(lapsed))
     if unconfirmed or lapsed:

@@ -65,6 +65,25 @@ class ConsentEventKind(StrEnum):
     WITHDRAWN = "withdrawn"
 
 
+class ConsentChannel(StrEnum):
+    """How a consent event reached us (the ledger's `channel`)."""
+
+    FORM = "form"  # the sign-up form
+    API = "api"  # JSON from the site's own pages or the embed snippet
+    EMAIL_LINK = "email-link"  # a link's page in one of our emails (confirm, preferences)
+    ONE_CLICK = "one-click"  # RFC 8058 one-click unsubscribe, as a mailbox provider sends it
+    EMAIL = "email"  # a message to the List-Unsubscribe mailto: address
+    COMPLAINT = "complaint"  # a spam complaint (feedback loop)
+
+
+class ErasureReason(StrEnum):
+    """Why a subscriber's rows were deleted (erasure_log.reason)."""
+
+    REQUEST = "request"  # they asked, from an emailed erase link
+    UNCONFIRMED = "unconfirmed"  # a sign-up never confirmed, past its link's expiry
+    RETENTION = "retention"  # unsubscribed or bounced for longer than the retention period
+
+
 class Frequency(StrEnum):
     """How often a subscriber hears from us: each update as it is sent, or a weekly summary."""
 

@@ -27,12 +27,13 @@ from mailing.config import get_settings
 from mailing.models import ConsentEvent, Subscriber, SubscriberTheme, table_of, utcnow
 from mailing.ratelimit import get_limiter
 from mailing.states import (
+    ConsentChannel,
     ConsentEventKind,
     Frequency,
     NoticeKind,
     SubscriberStatus,
     SubscriberTransitions,
-    check,
+    transition,
 )
 from mailing.themes import normalise_themes
 from mailing.tokens import InvalidToken, Purpose, sign
@@ -58,7 +59,7 @@ class SignupRequest:
 
     address: Address
     themes: list[str]
-    channel: str
+    channel: ConsentChannel
     source: str | None
     frequency: Frequency = Frequency.IMMEDIATE
 
@@ -68,7 +69,7 @@ def request_subscription(
     address: Address,
     themes: list[str],
     *,
-    channel: str,
+    channel: ConsentChannel,
     source: str | None,
     frequency: Frequency = Frequency.IMMEDIATE,
 ) -> int | None:
@@ -279,19 +280,29 @@ def confirm(session: Session, payload: dict[str, object]) -> tuple[Subscriber, i
     if subscriber.status == SubscriberStatus.ACTIVE:
         return subscriber, None
     themes = normalise_themes(raw_themes)
-    subscriber.frequency = frequency
-    subscriber.status = check("subscriber", SubscriberTransitions.CONFIRM, subscriber.status)
-    subscriber.confirmed_at = subscriber.updated_at = utcnow()
-    subscriber.unsubscribed_at = None
+    now = utcnow()
+    assert subscriber.id is not None
+    # The named transition, as every status change (the row is locked above, so it wins).
+    confirmed = {"frequency": frequency, "confirmed_at": now, "updated_at": now}
+    where = SUBSCRIBER.c.id == subscriber.id
+    changed = transition(
+        session,
+        SUBSCRIBER,
+        SubscriberTransitions.CONFIRM,
+        where,
+        confirmed | {"unsubscribed_at": None},
+    )
+    session.expire(subscriber)
+    if not changed:
+        raise InvalidToken("invalid")
     subscribers.set_themes(session, subscriber, themes)
     # A fresh double opt-in is the only way back after erasure: it lifts the suppression.
     subscribers.lift_suppression(session, subscriber.email_key)
-    assert subscriber.id is not None
     consent.record(
         session,
         subscriber.id,
         ConsentEventKind.CONFIRMED,
-        channel="email-link",
+        channel=ConsentChannel.EMAIL_LINK,
         themes=themes,
         frequency=subscriber.frequency,
     )

@@ -31,7 +31,7 @@ from mailing.deliverability.classify import Kind, Verdict
 from mailing.deliverability.returnpath import Ref, RefKind
 from mailing.metrics import BOUNCES, COMPLAINTS
 from mailing.models import Delivery, SoftBounce, Subscriber, utcnow
-from mailing.states import DeliveryTransitions, SubscriberTransitions, transition
+from mailing.states import ConsentChannel, DeliveryTransitions, SubscriberTransitions, transition
 from mailing.tokens import InvalidToken, Purpose
 
 log = logging.getLogger(__name__)
@@ -119,23 +119,12 @@ def hard_bounce(session: Session, ref: Ref, status: str, diagnostic: str, now: d
 
 def _bounce_subscriber(session: Session, subscriber: Subscriber, now: datetime) -> bool:
     assert subscriber.id is not None
-    table = _delivery_table()
-    # Deliveries before the subscriber row: the same lock order as the send pipeline.
-    transition(session, table, DeliveryTransitions.CANCEL, table.c.subscriber_id == subscriber.id)
-    subscribers = Subscriber.__table__  # type: ignore[attr-defined]
-    changed = transition(
-        session,
-        subscribers,
-        SubscriberTransitions.BOUNCE,
-        subscribers.c.id == subscriber.id,
-        {"unsubscribed_at": now, "updated_at": now},
-    )
-    session.expire(subscriber)
+    changed = selfservice.stop_mail(session, subscriber, SubscriberTransitions.BOUNCE, now)
     if changed:
         # Nothing about why: the delivery row keeps the status code.
         session.execute(sa.delete(SoftBounce).where(col(SoftBounce.subscriber_id) == subscriber.id))
         log.info("subscriber %s bounced", subscriber.id)
-    return bool(changed)
+    return changed
 
 
 def soft_bounce(session: Session, ref: Ref, status: str, now: datetime) -> bool:
@@ -190,7 +179,7 @@ def complaint(session: Session, ref: Ref | None, unsubscribe_token: str = "") ->
         table = _delivery_table()
         transition(session, table, DeliveryTransitions.COMPLAIN, table.c.id == delivery.id)
     if not _late(subscriber, delivery):
-        selfservice.unsubscribe(session, subscriber, channel="complaint")
+        selfservice.unsubscribe(session, subscriber, channel=ConsentChannel.COMPLAINT)
     return Outcome.COMPLAINT
 
 
@@ -199,7 +188,7 @@ def email_unsubscribe(session: Session, token: str) -> Outcome:
     subscriber = _by_token(session, token)
     if subscriber is None:
         return Outcome.FORGED
-    selfservice.unsubscribe(session, subscriber, channel="email")
+    selfservice.unsubscribe(session, subscriber, channel=ConsentChannel.EMAIL)
     return Outcome.UNSUBSCRIBE
 
 

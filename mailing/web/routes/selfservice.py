@@ -22,7 +22,7 @@ from mailing.addresses import Address, InvalidAddress, normalise
 from mailing.config import get_settings
 from mailing.db import session_scope
 from mailing.models import Subscriber
-from mailing.states import NoticeKind, SubscriberStatus
+from mailing.states import ConsentChannel, ErasureReason, NoticeKind, SubscriberStatus
 from mailing.themes import theme_titles
 from mailing.tokens import EXPORT_MAX_AGE_SECONDS, InvalidToken, Purpose
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
@@ -72,7 +72,8 @@ async def unsubscribe(token: str, request: Request) -> Response:
     """One-click unsubscribe (RFC 8058): body `List-Unsubscribe=One-Click`, or empty."""
     body = await request.body()
     fields = parse_qs(body.decode("latin-1"), keep_blank_values=True) if body else {}
-    channel = "email-link" if fields.get("via") == ["page"] else "one-click"
+    by_page = fields.get("via") == ["page"]
+    channel = ConsentChannel.EMAIL_LINK if by_page else ConsentChannel.ONE_CLICK
     try:
         preferences_url = await run_in_threadpool(_unsubscribe, token, channel)
     except InvalidToken as exc:
@@ -82,7 +83,7 @@ async def unsubscribe(token: str, request: Request) -> Response:
     return _unsubscribed_page(preferences_url)
 
 
-def _unsubscribe(token: str, channel: str) -> str:
+def _unsubscribe(token: str, channel: ConsentChannel) -> str:
     with session_scope() as session:
         subscriber = links.subscriber_for(session, Purpose.UNSUBSCRIBE, token)
         selfservice.unsubscribe(session, subscriber, channel=channel)
@@ -176,7 +177,7 @@ def _change_preferences(
             if is_json:
                 return FormErrors(errors).json()
             return _preferences_page(session, subscriber, status_code=422, errors=errors)
-        channel = "api" if is_json else "email-link"
+        channel = ConsentChannel.API if is_json else ConsentChannel.EMAIL_LINK
         try:
             if subscriber.status != SubscriberStatus.ACTIVE:
                 raise selfservice.NotActive(subscriber.status)
@@ -292,7 +293,7 @@ def erase(token: str, request: Request, session: SessionDep) -> Response:
         subscriber = links.subscriber_for(session, Purpose.ERASE, token)
     except InvalidToken as exc:
         return _bad_link(request, exc.reason)
-    selfservice.erase(session, subscriber, "request")
+    selfservice.erase(session, subscriber, ErasureReason.REQUEST)
     session.commit()
     if wants_json(request):
         return JSONResponse({"status": "erased"})

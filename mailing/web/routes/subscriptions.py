@@ -12,6 +12,7 @@ from mailing import consent, subscribers, subscriptions
 from mailing.config import get_settings
 from mailing.db import session_scope
 from mailing.metrics import CONFIRMATIONS, SIGNUPS
+from mailing.states import ConsentChannel
 from mailing.subscriptions import SignupRequest
 from mailing.themes import theme_titles
 from mailing.tokens import InvalidToken, Purpose, verify
@@ -75,7 +76,7 @@ async def subscribe(request: Request) -> Response:
         request_ = SignupRequest(
             signup.address,
             signup.themes,
-            "api" if body.is_json else "form",
+            ConsentChannel.API if body.is_json else ConsentChannel.FORM,
             signup.source,
             signup.frequency,
         )
