@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from mailing import selfservice
@@ -15,20 +14,10 @@ from mailing.db import get_engine
 from mailing.models import ConsentEvent, Subscriber
 from mailing.states import ConsentChannel, ConsentEventKind, SubscriberStatus
 from tests.conftest import PG_SERVER
+from tests.helpers import someone_waits_for_a_lock
 from tests.sending_support import add_subscribers, wait_until
 
 pytestmark = pytest.mark.skipif(not PG_SERVER, reason="row-lock waits are PostgreSQL's")
-
-
-def _someone_waits_for_a_lock() -> bool:
-    with get_engine().connect() as conn:
-        waiting = conn.execute(
-            sa.text(
-                "SELECT COUNT(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-        ).scalar_one()
-    return int(waiting) > 0
 
 
 def test_two_simultaneous_unsubscribes_record_one_withdrawal(database: str) -> None:
@@ -48,7 +37,7 @@ def test_two_simultaneous_unsubscribes_record_one_withdrawal(database: str) -> N
 
     thread = threading.Thread(target=click_again)
     thread.start()
-    wait_until(_someone_waits_for_a_lock, 10, "the second unsubscribe to wait for the first")
+    wait_until(someone_waits_for_a_lock, 10, "the second unsubscribe to wait for the first")
     first.commit()
     thread.join(30)
     assert answers == [False]
