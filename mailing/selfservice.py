@@ -22,8 +22,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
 from mailing import consent, digests, outbox, subscribers
+from mailing import frequency as frequencies
 from mailing.addresses import Address
 from mailing.config import get_settings
+from mailing.errors import NotActive
 from mailing.metrics import ERASURES, UNSUBSCRIBES
 from mailing.models import (
     ConsentEvent,
@@ -43,6 +45,7 @@ from mailing.states import (
     ConsentEventKind,
     DeliveryTransitions,
     ErasureReason,
+    Frequency,
     NoticeKind,
     SubscriberStatus,
     SubscriberTransitions,
@@ -60,14 +63,6 @@ ADDRESS_LIMIT_PREFIXES = ("confirm-mail:", "erase-mail:", "export-mail:")
 UNCONFIRMED_GRACE = timedelta(hours=1)
 DELIVERY = table_of(Delivery)
 SUBSCRIBER = table_of(Subscriber)
-
-
-class NotActive(Exception):
-    """Themes can only be changed on an active subscription."""
-
-    def __init__(self, status: SubscriberStatus) -> None:
-        super().__init__(f"subscription is {status.value}")
-        self.status = status
 
 
 # --- Unsubscribe and preferences ------------------------------------------------------------
@@ -125,6 +120,28 @@ class ThemesOutcome(StrEnum):
     CHANGED = "changed"
     UNCHANGED = "unchanged"
     UNSUBSCRIBED = "unsubscribed"
+
+
+def change_preferences(
+    session: Session,
+    subscriber: Subscriber,
+    themes: list[str] | None,
+    frequency: Frequency | None,
+    *,
+    channel: ConsentChannel,
+) -> ThemesOutcome:
+    """Change an active subscriber's themes (None: keep them) and frequency (None: keep it);
+    choosing no themes is unsubscribing. NotActive unless the subscription is active."""
+    if subscriber.status != SubscriberStatus.ACTIVE:
+        raise NotActive(subscriber.status)
+    outcome = (
+        ThemesOutcome.UNCHANGED
+        if themes is None
+        else change_themes(session, subscriber, themes, channel=channel)
+    )
+    if frequency is not None and outcome != ThemesOutcome.UNSUBSCRIBED:
+        frequencies.change(session, subscriber, frequency, channel=channel)
+    return outcome
 
 
 def change_themes(

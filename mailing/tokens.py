@@ -21,6 +21,7 @@ from itsdangerous import BadData, SignatureExpired, URLSafeSerializer, URLSafeTi
 from itsdangerous.encoding import base64_decode, base64_encode
 
 from mailing.config import Settings, get_settings
+from mailing.errors import InvalidLink, LinkProblem
 
 
 class Purpose(StrEnum):
@@ -39,14 +40,6 @@ TIMED: dict[Purpose, Callable[[Settings], int]] = {
     Purpose.EXPORT: lambda s: EXPORT_MAX_AGE_SECONDS,
     Purpose.ERASE: lambda s: s.erase_max_age_days * 86400,
 }
-
-
-class InvalidToken(ValueError):
-    """The link is forged, altered, expired, revoked or meant for something else."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason  # "expired" or "invalid"
 
 
 def _serializer(purpose: Purpose, settings: Settings) -> URLSafeSerializer | URLSafeTimedSerializer:
@@ -118,6 +111,7 @@ def _link_signer_for(purpose: Purpose, keys: tuple[str, ...]) -> _LinkSigner:
 
 
 def verify(purpose: Purpose, token: str, settings: Settings | None = None) -> dict[str, Any]:
+    """The payload of a link made for `purpose`; InvalidLink (EXPIRED or INVALID) if not."""
     settings = settings or get_settings()
     serializer = _serializer(purpose, settings)
     try:
@@ -127,11 +121,12 @@ def verify(purpose: Purpose, token: str, settings: Settings | None = None) -> di
         else:
             payload = serializer.loads(token)
     except BadData as exc:
-        raise InvalidToken("expired" if isinstance(exc, SignatureExpired) else "invalid") from exc
+        expired = isinstance(exc, SignatureExpired)
+        raise InvalidLink(LinkProblem.EXPIRED if expired else LinkProblem.INVALID) from exc
     except Exception as exc:  # malformed input of any kind is just an invalid link
-        raise InvalidToken("invalid") from exc
+        raise InvalidLink(LinkProblem.INVALID) from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("s"), int):
-        raise InvalidToken("invalid")
+        raise InvalidLink(LinkProblem.INVALID)
     return payload
 
 
@@ -143,4 +138,4 @@ def _require_canonical_signature(token: str) -> None:
     """
     signature = token.rsplit(".", 1)[-1].encode()
     if base64_encode(base64_decode(signature)) != signature:
-        raise InvalidToken("invalid")
+        raise InvalidLink(LinkProblem.INVALID)

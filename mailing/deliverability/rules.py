@@ -29,10 +29,11 @@ from mailing import links, selfservice
 from mailing.config import get_settings
 from mailing.deliverability.classify import Kind, Verdict
 from mailing.deliverability.returnpath import Ref, RefKind
+from mailing.errors import InvalidLink
 from mailing.metrics import BOUNCES, COMPLAINTS
 from mailing.models import Delivery, SoftBounce, Subscriber, utcnow
 from mailing.states import ConsentChannel, DeliveryTransitions, SubscriberTransitions, transition
-from mailing.tokens import InvalidToken, Purpose
+from mailing.tokens import Purpose
 
 log = logging.getLogger(__name__)
 
@@ -195,5 +196,5 @@ def email_unsubscribe(session: Session, token: str) -> Outcome:
 def _by_token(session: Session, token: str) -> Subscriber | None:
     try:
         return links.subscriber_for(session, Purpose.UNSUBSCRIBE, token)
-    except InvalidToken:
+    except InvalidLink:
         return None

@@ -14,6 +14,7 @@ from sqlmodel import Session, col
 
 from mailing.addresses import keyed_hash
 from mailing.config import get_settings
+from mailing.errors import MailingError
 from mailing.models import Staff, utcnow
 from mailing.ratelimit import get_limiter
 from mailing.staff import passkeys
@@ -33,8 +34,22 @@ LOCKED = (
 )
 
 
-class SignInFailed(Exception):
-    """The message is safe to show: it never says whether the address belongs to staff."""
+class SignInFailed(MailingError):
+    """The message is safe to show: it never says whether the address belongs to staff.
+    401, or 429 while the account (or unknown address) is locked out: `locked` says which, so
+    no caller compares the message."""
+
+    status_code = 401
+
+    def __init__(self, message: str, *, locked: bool = False) -> None:
+        super().__init__(message)
+        self.locked = locked
+        if locked:
+            self.status_code = 429
+
+
+def _locked_out() -> SignInFailed:
+    return SignInFailed(LOCKED, locked=True)
 
 
 def sign_in(session: Session, email: str, password: str) -> tuple[Staff, str]:
@@ -50,10 +65,10 @@ def sign_in(session: Session, email: str, password: str) -> tuple[Staff, str]:
         verdict = get_limiter().hit(
             f"staff-sign-in:{key}", MAX_FAILED_SIGN_INS, int(LOCKOUT.total_seconds())
         )
-        raise SignInFailed(WRONG_DETAILS if verdict.allowed else LOCKED)
+        raise SignInFailed(WRONG_DETAILS) if verdict.allowed else _locked_out()
     if is_locked(staff):
         password_matches(None, password)  # the same time as any other answer
-        raise SignInFailed(LOCKED)
+        raise _locked_out()
     if not password_matches(staff.password_hash, password):
         count_failure(session, staff)
         # The attempt that locks still says "not right", exactly as for an unknown address.
@@ -97,7 +112,7 @@ def second_factor(
     A wrong answer counts towards the lockout; while locked, nothing is even checked.
     """
     if is_locked(staff):
-        raise SignInFailed(LOCKED)
+        raise _locked_out()
     if isinstance(credential, str) and credential:
         ok = passkeys.authenticate(session, staff, credential.encode(), challenge)
         accepted = CodeAccepted("passkey") if ok else None
@@ -107,7 +122,7 @@ def second_factor(
         wrong = WRONG_CODE
     if accepted is None:
         count_failure(session, staff)
-        raise SignInFailed(LOCKED if is_locked(staff) else wrong)
+        raise _locked_out() if is_locked(staff) else SignInFailed(wrong)
     staff.failed_logins = 0
     session.add(staff)
     session.commit()

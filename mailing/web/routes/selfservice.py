@@ -22,12 +22,12 @@ from mailing.addresses import Address, InvalidAddress, normalise
 from mailing.config import get_settings
 from mailing.db import session_scope
 from mailing.models import Subscriber
-from mailing.states import ConsentChannel, ErasureReason, NoticeKind, SubscriberStatus
+from mailing.states import ConsentChannel, ErasureReason, NoticeKind
 from mailing.themes import theme_titles
-from mailing.tokens import EXPORT_MAX_AGE_SECONDS, InvalidToken, Purpose
+from mailing.tokens import EXPORT_MAX_AGE_SECONDS, Purpose
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
 from mailing.web.forms import FormErrors, frequency_field, read_body, text_field, theme_list
-from mailing.web.pages import invalid_link, page
+from mailing.web.pages import page
 from workers.enqueue import notice_publisher
 
 router = APIRouter(tags=["subscribers"])
@@ -37,23 +37,13 @@ log = logging.getLogger(__name__)
 LINK_ACTIONS = {"export": NoticeKind.EXPORT_LINK, "erase": NoticeKind.ERASE_LINK}
 
 
-def _bad_link(request: Request, reason: str) -> Response:
-    if wants_json(request):
-        detail = "This link has expired." if reason == "expired" else "This link is not valid."
-        return JSONResponse({"detail": detail}, status_code=400)
-    return invalid_link(reason)
-
-
 # --- Unsubscribe ----------------------------------------------------------------------------
 
 
 @router.get("/unsubscribe/{token}", include_in_schema=False)
 def unsubscribe_page(token: str, request: Request, session: SessionDep) -> Response:
     # Mail scanners follow GET links: a GET only shows the button.
-    try:
-        subscriber = links.subscriber_for(session, Purpose.UNSUBSCRIBE, token)
-    except InvalidToken as exc:
-        return _bad_link(request, exc.reason)
+    subscriber = links.subscriber_for(session, Purpose.UNSUBSCRIBE, token)
     return page(
         "unsubscribe",
         status=subscriber.status.value,
@@ -74,10 +64,7 @@ async def unsubscribe(token: str, request: Request) -> Response:
     fields = parse_qs(body.decode("latin-1"), keep_blank_values=True) if body else {}
     by_page = fields.get("via") == ["page"]
     channel = ConsentChannel.EMAIL_LINK if by_page else ConsentChannel.ONE_CLICK
-    try:
-        preferences_url = await run_in_threadpool(_unsubscribe, token, channel)
-    except InvalidToken as exc:
-        return _bad_link(request, exc.reason)
+    preferences_url = await run_in_threadpool(_unsubscribe, token, channel)
     if wants_json(request):
         return JSONResponse({"status": "unsubscribed"})
     return _unsubscribed_page(preferences_url)
@@ -125,10 +112,7 @@ def _preferences_page(
 
 @router.get("/preferences/{token}", include_in_schema=False)
 def preferences_page(token: str, request: Request, session: SessionDep) -> Response:
-    try:
-        subscriber = links.subscriber_for(session, Purpose.MANAGE, token)
-    except InvalidToken as exc:
-        return _bad_link(request, exc.reason)
+    subscriber = links.subscriber_for(session, Purpose.MANAGE, token)
     return _preferences_page(session, subscriber)
 
 
@@ -154,10 +138,7 @@ def _change_preferences(
     token: str, request: Request, is_json: bool, data: dict[str, object]
 ) -> Response:
     with session_scope() as session:
-        try:
-            subscriber = links.subscriber_for(session, Purpose.MANAGE, token)
-        except InvalidToken as exc:
-            return _bad_link(request, exc.reason)
+        subscriber = links.subscriber_for(session, Purpose.MANAGE, token)
         errors: dict[str, str] = {}
         kind = _link_kind(data, is_json, errors)
         if kind is not None:
@@ -178,28 +159,10 @@ def _change_preferences(
                 return FormErrors(errors).json()
             return _preferences_page(session, subscriber, status_code=422, errors=errors)
         channel = ConsentChannel.API if is_json else ConsentChannel.EMAIL_LINK
-        try:
-            if subscriber.status != SubscriberStatus.ACTIVE:
-                raise selfservice.NotActive(subscriber.status)
-            outcome = (
-                selfservice.ThemesOutcome.UNCHANGED
-                if themes is None
-                else selfservice.change_themes(session, subscriber, themes, channel=channel)
-            )
-            if frequency is not None and outcome != selfservice.ThemesOutcome.UNSUBSCRIBED:
-                frequencies.change(session, subscriber, frequency, channel=channel)
-        except selfservice.NotActive as exc:
-            if is_json:
-                return JSONResponse(
-                    {"detail": f"The subscription is {exc.status.value}: no themes to change."},
-                    status_code=409,
-                )
-            return page(
-                "not_active",
-                status_code=409,
-                status=exc.status.value,
-                preferences_url=links.url_for(Purpose.MANAGE, subscriber),
-            )
+        # NotActive (409) unless the subscription is active: mailing/web/errors.py answers it.
+        outcome = selfservice.change_preferences(
+            session, subscriber, themes, frequency, channel=channel
+        )
         preferences_url = links.url_for(Purpose.MANAGE, subscriber)
         chosen = subscribers.themes_of(session, subscriber.id or 0)
         how_often = subscriber.frequency
@@ -263,10 +226,7 @@ def _email_link(
 @router.get("/my-data/{token}", responses={200: {"description": "Everything we hold"}, 400: {}})
 def my_data(token: str, request: Request, session: SessionDep) -> Response:
     """Everything held about the subscriber, as a JSON download (from the emailed link only)."""
-    try:
-        subscriber = links.subscriber_for(session, Purpose.EXPORT, token)
-    except InvalidToken as exc:
-        return _bad_link(request, exc.reason)
+    subscriber = links.subscriber_for(session, Purpose.EXPORT, token)
     log.info("subscriber %s downloaded their data", subscriber.id)
     return JSONResponse(
         selfservice.export(session, subscriber),
@@ -279,20 +239,14 @@ def my_data(token: str, request: Request, session: SessionDep) -> Response:
 
 @router.get("/erase/{token}", include_in_schema=False)
 def erase_page(token: str, request: Request, session: SessionDep) -> Response:
-    try:
-        links.subscriber_for(session, Purpose.ERASE, token)
-    except InvalidToken as exc:
-        return _bad_link(request, exc.reason)
+    links.subscriber_for(session, Purpose.ERASE, token)
     return page("erase")
 
 
 @router.post("/erase/{token}", dependencies=[PublicPostLimit], responses={200: {}, 400: {}})
 def erase(token: str, request: Request, session: SessionDep) -> Response:
     """Erase the subscriber now: everything but a keyed hash that stops us mailing them again."""
-    try:
-        subscriber = links.subscriber_for(session, Purpose.ERASE, token)
-    except InvalidToken as exc:
-        return _bad_link(request, exc.reason)
+    subscriber = links.subscriber_for(session, Purpose.ERASE, token)
     selfservice.erase(session, subscriber, ErasureReason.REQUEST)
     session.commit()
     if wants_json(request):

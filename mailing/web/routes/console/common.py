@@ -221,7 +221,7 @@ def insist_on_recent_factor(
             accepted = give_factor(session, who, form)
         except signin.SignInFailed as failed:
             record(request, session, who.staff.id, AuditAction.SECOND_FACTOR_FAILED)
-            error = str(failed)
+            error = failed.message
         else:
             record(request, session, who.staff.id, AuditAction.REAUTHENTICATED, accepted.kind)
             return factor_given(session, who)

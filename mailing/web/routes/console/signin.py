@@ -111,8 +111,7 @@ async def login(request: Request, session: SessionDep) -> Response:
     try:
         member, token = signin.sign_in(session, email, password)
     except signin.SignInFailed as failed:
-        status = 429 if str(failed) == signin.LOCKED else 401
-        return _login_page(status, {"email": str(failed)}, email, next_path)
+        return _login_page(failed.status_code, {"email": failed.message}, email, next_path)
     # Someone with no factor yet enrols one now: the console opens only after that.
     step = "/admin/login/second-factor" if has_factor(session, member) else "/admin/account"
     response = RedirectResponse(f"{step}?next={next_path}", status_code=303)
@@ -163,8 +162,7 @@ def second_factor(
         accepted = give_factor(session, who, form)
     except signin.SignInFailed as failed:
         record(request, session, who.staff.id, AuditAction.SECOND_FACTOR_FAILED)
-        status = 429 if str(failed) == signin.LOCKED else 401
-        return _second_factor_page(session, who, status, next_path, str(failed))
+        return _second_factor_page(session, who, failed.status_code, next_path, failed.message)
     token = sessions.complete_session(session, who)
     record(request, session, who.staff.id, AuditAction.CONSOLE_SIGN_IN, accepted.kind)
     if accepted.recovery_left is None:
