@@ -13,7 +13,7 @@ from mailing import subscribers
 from mailing.config import get_settings
 from mailing.errors import InvalidLink, LinkProblem
 from mailing.models import Subscriber
-from mailing.tokens import TIMED, Purpose, sign, sign_link, verify
+from mailing.tokens import LINK_PATHS, TIMED, Purpose, sign, sign_link, verify
 
 
 def token_for(purpose: Purpose, subscriber: subscribers.LinkSubject) -> str:
@@ -36,8 +36,7 @@ def mail_tokens(subscriber: subscribers.LinkSubject) -> tuple[str, str]:
 
 
 def url_for(purpose: Purpose, subscriber: Subscriber) -> str:
-    path = {Purpose.MANAGE: "preferences", Purpose.EXPORT: "my-data"}.get(purpose, purpose.value)
-    return f"{get_settings().base_url}/{path}/{token_for(purpose, subscriber)}"
+    return f"{get_settings().base_url}{LINK_PATHS[purpose]}{token_for(purpose, subscriber)}"
 
 
 def management_urls(subscriber: Subscriber) -> dict[str, str]:

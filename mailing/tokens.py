@@ -32,6 +32,22 @@ class Purpose(StrEnum):
     ERASE = "erase"
 
 
+# Where each purpose's links live: "/unsubscribe/{token}" and the rest, spelt only here (the
+# routes, the emails, the no-store and log-scrubbing rules and the inbound parsers read it).
+LINK_PATHS: dict[Purpose, str] = {
+    Purpose.CONFIRM: "/confirm/",
+    Purpose.UNSUBSCRIBE: "/unsubscribe/",
+    Purpose.MANAGE: "/preferences/",
+    Purpose.EXPORT: "/my-data/",
+    Purpose.ERASE: "/erase/",
+}
+
+
+def route(purpose: Purpose) -> str:
+    """The route path of a purpose's link: "/unsubscribe/{token}"."""
+    return LINK_PATHS[purpose] + "{token}"
+
+
 EXPORT_MAX_AGE_SECONDS = 24 * 3600
 
 # How long each expiring purpose's links work, in seconds.

@@ -26,6 +26,7 @@ from tests.test_redis_faults import (  # noqa: F401  (fixtures)
     services,
 )
 from tests.test_sending_faults import _kill
+from workers.names import Queue, Task
 
 RECOVERY_LIMIT = 90.0
 
@@ -58,9 +59,7 @@ def _publish_batches(redis: PrivateRedis, update_id: int, tasks: int) -> None:
     publisher = Celery("recovery-test", broker=redis.url(0))
     try:
         for _ in range(tasks):
-            publisher.send_task(
-                "workers.tasks.send_update_batch", args=(update_id,), queue="updates"
-            )
+            publisher.send_task(Task.SEND_UPDATE_BATCH, args=(update_id,), queue=Queue.UPDATES)
     finally:
         publisher.close()
 
@@ -144,7 +143,7 @@ def test_a_confirmation_whose_task_was_flushed_from_the_broker_still_arrives(
             )
         assert notice_id is not None
         publisher = Celery("outbox-test", broker=private_redis.url(0))
-        publisher.send_task("workers.tasks.send_notice", args=(notice_id,), queue="transactional")
+        publisher.send_task(Task.SEND_NOTICE, args=(notice_id,), queue=Queue.TRANSACTIONAL)
         publisher.close()
         redis.Redis.from_url(private_redis.url(0)).flushall()  # before any worker took it
         flushed_at = time.monotonic()

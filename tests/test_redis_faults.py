@@ -33,6 +33,7 @@ from tests.sending_support import (
     wait_until,
 )
 from tests.test_sending_faults import KILL_N, _kill
+from workers.names import Queue, Task
 
 BROKER = os.environ.get("MAILING_TEST_BROKER_URL", "")
 REDIS_SERVER = shutil.which("redis-server")
@@ -237,9 +238,7 @@ def _start_send(redis: PrivateRedis, update_id: int) -> None:
     publisher = Celery("redis-fault-test", broker=redis.url(0))
     try:
         for _ in range(batch_tasks(recipients)):
-            publisher.send_task(
-                "workers.tasks.send_update_batch", args=(update_id,), queue="updates"
-            )
+            publisher.send_task(Task.SEND_UPDATE_BATCH, args=(update_id,), queue=Queue.UPDATES)
     finally:
         publisher.close()
 

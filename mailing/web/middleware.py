@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailing.metrics import REQUEST_LATENCY
+from mailing.tokens import LINK_PATHS
 
 access_log = logging.getLogger("mailing.access")
 
@@ -152,7 +153,7 @@ def _route_of(scope: Scope) -> str:
 
 
 # The first path segment of every route whose path carries a subscriber's token.
-TOKEN_PATHS = ("/confirm/", "/unsubscribe/", "/preferences/", "/my-data/", "/erase/")
+TOKEN_PATHS = tuple(LINK_PATHS.values())
 NO_STORE = (b"cache-control", b"no-store")
 
 

@@ -24,7 +24,7 @@ from mailing.db import session_scope
 from mailing.models import Subscriber
 from mailing.states import ConsentChannel, ErasureReason, NoticeKind
 from mailing.themes import theme_titles
-from mailing.tokens import EXPORT_MAX_AGE_SECONDS, Purpose
+from mailing.tokens import EXPORT_MAX_AGE_SECONDS, Purpose, route
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
 from mailing.web.forms import FormErrors, frequency_field, read_body, text_field, theme_list
 from mailing.web.pages import page
@@ -40,7 +40,7 @@ LINK_ACTIONS = {"export": NoticeKind.EXPORT_LINK, "erase": NoticeKind.ERASE_LINK
 # --- Unsubscribe ----------------------------------------------------------------------------
 
 
-@router.get("/unsubscribe/{token}", include_in_schema=False)
+@router.get(route(Purpose.UNSUBSCRIBE), include_in_schema=False)
 def unsubscribe_page(token: str, request: Request, session: SessionDep) -> Response:
     # Mail scanners follow GET links: a GET only shows the button.
     subscriber = links.subscriber_for(session, Purpose.UNSUBSCRIBE, token)
@@ -55,7 +55,7 @@ def unsubscribe_page(token: str, request: Request, session: SessionDep) -> Respo
 # unsubscribes of many people from a few addresses, and refusing one would mean mailing someone
 # who asked us to stop.
 @router.post(
-    "/unsubscribe/{token}",
+    route(Purpose.UNSUBSCRIBE),
     responses={200: {"description": "Unsubscribed (also when already unsubscribed)"}, 400: {}},
 )
 async def unsubscribe(token: str, request: Request) -> Response:
@@ -110,14 +110,14 @@ def _preferences_page(
     )
 
 
-@router.get("/preferences/{token}", include_in_schema=False)
+@router.get(route(Purpose.MANAGE), include_in_schema=False)
 def preferences_page(token: str, request: Request, session: SessionDep) -> Response:
     subscriber = links.subscriber_for(session, Purpose.MANAGE, token)
     return _preferences_page(session, subscriber)
 
 
 @router.post(
-    "/preferences/{token}",
+    route(Purpose.MANAGE),
     dependencies=[PublicPostLimit],
     responses={200: {}, 400: {}, 409: {"description": "The subscription is not active"}, 422: {}},
 )
@@ -223,7 +223,7 @@ def _email_link(
 # --- Right of access ------------------------------------------------------------------------
 
 
-@router.get("/my-data/{token}", responses={200: {"description": "Everything we hold"}, 400: {}})
+@router.get(route(Purpose.EXPORT), responses={200: {"description": "Everything we hold"}, 400: {}})
 def my_data(token: str, request: Request, session: SessionDep) -> Response:
     """Everything held about the subscriber, as a JSON download (from the emailed link only)."""
     subscriber = links.subscriber_for(session, Purpose.EXPORT, token)
@@ -237,13 +237,13 @@ def my_data(token: str, request: Request, session: SessionDep) -> Response:
 # --- Right to erasure -----------------------------------------------------------------------
 
 
-@router.get("/erase/{token}", include_in_schema=False)
+@router.get(route(Purpose.ERASE), include_in_schema=False)
 def erase_page(token: str, request: Request, session: SessionDep) -> Response:
     links.subscriber_for(session, Purpose.ERASE, token)
     return page("erase")
 
 
-@router.post("/erase/{token}", dependencies=[PublicPostLimit], responses={200: {}, 400: {}})
+@router.post(route(Purpose.ERASE), dependencies=[PublicPostLimit], responses={200: {}, 400: {}})
 def erase(token: str, request: Request, session: SessionDep) -> Response:
     """Erase the subscriber now: everything but a keyed hash that stops us mailing them again."""
     subscriber = links.subscriber_for(session, Purpose.ERASE, token)

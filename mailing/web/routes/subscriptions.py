@@ -15,7 +15,7 @@ from mailing.metrics import CONFIRMATIONS, SIGNUPS
 from mailing.states import ConsentChannel
 from mailing.subscriptions import SignupRequest
 from mailing.themes import theme_titles
-from mailing.tokens import Purpose, verify
+from mailing.tokens import Purpose, route, verify
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
 from mailing.web.forms import FormErrors, SubscriptionIn, parse_signup, read_body
 from mailing.web.pages import page
@@ -105,14 +105,14 @@ def check_email() -> Response:
     return page("check_email", days=get_settings().confirm_max_age_days)
 
 
-@router.get("/confirm/{token}", include_in_schema=False)
+@router.get(route(Purpose.CONFIRM), include_in_schema=False)
 def confirm_page(token: str, session: SessionDep) -> Response:
     # Mail scanners follow GET links: a GET only shows the button, it never gives consent.
     subscriptions.confirmable(session, verify(Purpose.CONFIRM, token))
     return page("confirm")
 
 
-@router.post("/confirm/{token}", dependencies=[PublicPostLimit])
+@router.post(route(Purpose.CONFIRM), dependencies=[PublicPostLimit])
 def confirm(token: str, request: Request, session: SessionDep) -> Response:
     """Confirm a subscription from the link in the confirmation email; repeating it is harmless."""
     subscriber, welcome = subscriptions.confirm(session, verify(Purpose.CONFIRM, token))
