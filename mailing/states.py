@@ -178,23 +178,6 @@ SUPPRESSED_SUBSCRIBER = frozenset({Sub.UNSUBSCRIBED, Sub.BOUNCED})
 DELIVERED = frozenset({Dlv.SENT, Dlv.BOUNCED, Dlv.COMPLAINED})
 
 
-class InvalidTransition(RuntimeError):
-    """A status change that the state machine does not allow."""
-
-    def __init__(self, what: str, transition: Transition[Any], current: object) -> None:
-        super().__init__(f"{what} cannot {transition.name} from {current}")
-        self.transition = transition
-        self.current = current
-
-
-def check(what: str, transition: Transition[S], current: S) -> S:
-    """For ORM code: raise InvalidTransition unless `transition` may start from `current`;
-    returns the new status."""
-    if not transition.allows(current):
-        raise InvalidTransition(what, transition, current)
-    return transition.target
-
-
 def transition(
     conn: Session | Connection,
     table: sa.Table,
