@@ -95,7 +95,7 @@ def worker(ctx: click.Context) -> None:
         argv += ["-Q", ",".join(Queue)]
         # Sign-up mail is never stuck behind a send: besides the pool that takes every queue,
         # one process takes only `transactional` (confirmations, welcomes, links).
-        command = [sys.executable, "-m", "mailing.cli", "worker", "-Q", Queue.TRANSACTIONAL]
+        command = [sys.executable, "-m", "mailing.cli", "worker", "-Q", Queue.TRANSACTIONAL.value]
         reserved = subprocess.Popen(  # noqa: S603 (our own command, no input in it)
             [*command, "--concurrency", "1", "-n", "notices@%h"]
         )

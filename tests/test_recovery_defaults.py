@@ -59,7 +59,9 @@ def _publish_batches(redis: PrivateRedis, update_id: int, tasks: int) -> None:
     publisher = Celery("recovery-test", broker=redis.url(0))
     try:
         for _ in range(tasks):
-            publisher.send_task(Task.SEND_UPDATE_BATCH, args=(update_id,), queue=Queue.UPDATES)
+            publisher.send_task(
+                Task.SEND_UPDATE_BATCH.value, args=(update_id,), queue=Queue.UPDATES.value
+            )
     finally:
         publisher.close()
 
@@ -143,7 +145,9 @@ def test_a_confirmation_whose_task_was_flushed_from_the_broker_still_arrives(
             )
         assert notice_id is not None
         publisher = Celery("outbox-test", broker=private_redis.url(0))
-        publisher.send_task(Task.SEND_NOTICE, args=(notice_id,), queue=Queue.TRANSACTIONAL)
+        publisher.send_task(
+            Task.SEND_NOTICE.value, args=(notice_id,), queue=Queue.TRANSACTIONAL.value
+        )
         publisher.close()
         redis.Redis.from_url(private_redis.url(0)).flushall()  # before any worker took it
         flushed_at = time.monotonic()

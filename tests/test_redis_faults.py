@@ -238,7 +238,9 @@ def _start_send(redis: PrivateRedis, update_id: int) -> None:
     publisher = Celery("redis-fault-test", broker=redis.url(0))
     try:
         for _ in range(batch_tasks(recipients)):
-            publisher.send_task(Task.SEND_UPDATE_BATCH, args=(update_id,), queue=Queue.UPDATES)
+            publisher.send_task(
+                Task.SEND_UPDATE_BATCH.value, args=(update_id,), queue=Queue.UPDATES.value
+            )
     finally:
         publisher.close()
 

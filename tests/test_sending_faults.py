@@ -229,7 +229,9 @@ def test_a_worker_killed_mid_send_loses_nothing_and_repeats_at_most_one_chunk(
 
     def publish(update_id: int, tasks: int, countdown: float = 0) -> None:
         for _ in range(tasks):
-            publisher.send_task(Task.SEND_UPDATE_BATCH, args=(update_id,), queue=Queue.UPDATES)
+            publisher.send_task(
+                Task.SEND_UPDATE_BATCH.value, args=(update_id,), queue=Queue.UPDATES.value
+            )
 
     emails = add_subscribers(KILL_N, ["healthy-living"])
     update_id = draft(themes=["healthy-living"])
