@@ -12,7 +12,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from markupsafe import Markup
@@ -20,10 +19,10 @@ from sqlmodel import Session, col, select
 
 from mailing import updates
 from mailing.config import get_settings
+from mailing.london import LONDON
 from mailing.models import Update
 from mailing.states import UpdateStatus
 
-LONDON = ZoneInfo("Europe/London")
 PAGE_SIZE = 20
 FEED_SIZE = 20
 SUMMARY_CHARS = 240

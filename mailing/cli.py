@@ -68,7 +68,8 @@ def serve(host: str, port: int, workers: int) -> None:
 def worker(ctx: click.Context) -> None:
     """Run a Celery worker; extra arguments go to Celery."""
     from mailing import logs
-    from workers.celery_app import QUEUES, configure
+    from workers.celery_app import configure
+    from workers.names import Queue
 
     logs.setup()
     app = configure()
@@ -76,10 +77,10 @@ def worker(ctx: click.Context) -> None:
     argv = ["--quiet", "worker", "--loglevel", "INFO", *ctx.args]
     reserved = None
     if not any(a == "-Q" or a.startswith("--queues") for a in ctx.args):
-        argv += ["-Q", ",".join(QUEUES)]
+        argv += ["-Q", ",".join(Queue)]
         # Sign-up mail is never stuck behind a send: besides the pool that takes every queue,
         # one process takes only `transactional` (confirmations, welcomes, links).
-        command = [sys.executable, "-m", "mailing.cli", "worker", "-Q", "transactional"]
+        command = [sys.executable, "-m", "mailing.cli", "worker", "-Q", Queue.TRANSACTIONAL.value]
         reserved = subprocess.Popen(  # noqa: S603 (our own command, no input in it)
             [*command, "--concurrency", "1", "-n", "notices@%h"]
         )

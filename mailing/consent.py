@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from mailing.models import ConsentEvent, ConsentText, table_of, utcnow
-from mailing.states import ConsentEventKind, Frequency
+from mailing.states import ConsentChannel, ConsentEventKind, Frequency
 
 CONSENT_VERSION = "2026-11-v1"
 CONSENT_TEXT = (
@@ -88,7 +88,7 @@ class Event:
 
     subscriber_id: int
     kind: ConsentEventKind
-    channel: str
+    channel: ConsentChannel
     themes: list[str]
     source: str | None = None
     with_wording: bool = True
@@ -101,7 +101,7 @@ def record(
     subscriber_id: int,
     kind: ConsentEventKind,
     *,
-    channel: str,
+    channel: ConsentChannel,
     themes: list[str],
     source: str | None = None,
     with_wording: bool = True,

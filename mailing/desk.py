@@ -20,12 +20,19 @@ from sqlmodel import Session, col, select
 from mailing import consent, selfservice, subscribers, subscriptions
 from mailing.addresses import Address, InvalidAddress, normalise
 from mailing.audit import AuditAction, audit
-from mailing.errors import Conflict, Invalid, NotFound, TooMany
+from mailing.errors import Conflict, Invalid, NotActive, NotFound, TooMany
 from mailing.models import Delivery, Subscriber, WeeklyDigest
-from mailing.states import DELIVERED, DigestStatus, NoticeKind, SubscriberStatus
+from mailing.states import (
+    DELIVERED,
+    ConsentChannel,
+    DigestStatus,
+    ErasureReason,
+    NoticeKind,
+    SubscriberStatus,
+)
 from mailing.themes import UnknownTheme, normalise_themes
 
-CHANNEL = "support-desk"
+CHANNEL = ConsentChannel.SUPPORT_DESK
 MAX_REASON = 300
 ADDRESS = re.compile(r"[^\s@<>(),;:\"'\[\]]+@[^\s@<>(),;:\"'\[\]]+")
 REMOVED = "[address removed]"
@@ -140,7 +147,7 @@ def _do(session: Session, subscriber: Subscriber, action: DeskAction, themes: ob
         selfservice.unsubscribe(session, subscriber, channel=CHANNEL)
         return Done()
     if action == DeskAction.ERASE:
-        selfservice.erase(session, subscriber, "request")
+        selfservice.erase(session, subscriber, ErasureReason.REQUEST)
         return Done(erased=True)
     if action == DeskAction.THEMES:
         try:
@@ -149,7 +156,7 @@ def _do(session: Session, subscriber: Subscriber, action: DeskAction, themes: ob
             raise Invalid({"themes": str(exc)}) from None
         try:
             selfservice.change_themes(session, subscriber, chosen, channel=CHANNEL)
-        except selfservice.NotActive as exc:
+        except NotActive as exc:
             raise Conflict(f"Themes change only on an active subscription ({exc}).") from None
         return Done()
     if action == DeskAction.RESEND_CONFIRMATION:

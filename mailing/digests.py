@@ -27,6 +27,7 @@ from sqlmodel import Session, col, select
 from mailing import archive, updates
 from mailing.config import get_settings
 from mailing.emails import Prepared, placeholder, prepare
+from mailing.london import LONDON
 from mailing.models import (
     Delivery,
     DigestWeek,
@@ -37,10 +38,10 @@ from mailing.models import (
 )
 from mailing.states import DigestStatus, Frequency, SubscriberStatus, UpdateStatus
 from mailing.themes import theme_titles
+from mailing.tokens import LINK_PATHS, Purpose
 
 log = logging.getLogger(__name__)
 
-LONDON = archive.LONDON
 SATURDAY = 5  # date.weekday()
 SEND_AT = time(8, 30)
 # A beat that was down at 08:30 still sends that Saturday's summaries when it comes back within
@@ -206,8 +207,8 @@ def prepare_digest(session: Session, week: str, update_ids: str) -> Prepared | N
     if not entries:
         return None
     base = get_settings().base_url
-    unsubscribe_url = f"{base}/unsubscribe/{placeholder(updates.UNSUBSCRIBE)}"
-    preferences_url = f"{base}/preferences/{placeholder(updates.MANAGE)}"
+    unsubscribe_url = f"{base}{LINK_PATHS[Purpose.UNSUBSCRIBE]}{placeholder(updates.UNSUBSCRIBE)}"
+    preferences_url = f"{base}{LINK_PATHS[Purpose.MANAGE]}{placeholder(updates.MANAGE)}"
     day = date.fromisoformat(week)
     count = "1 update" if len(entries) == 1 else f"{len(entries)} updates"
     return prepare(

@@ -26,6 +26,7 @@ from typing import Any
 from mailing.config import Settings, get_settings
 from mailing.deliverability.returnpath import mailto_unsubscribe
 from mailing.rendering import render
+from mailing.tokens import LINK_PATHS, Purpose
 
 _MARKER = secrets.token_hex(4)
 PLACEHOLDER = re.compile(rb"@@" + _MARKER.encode() + rb"([A-Z_]+)@@")
@@ -126,7 +127,9 @@ def _placeholders_in(text: str, html: str, headers: Mapping[str, str] | None) ->
     return {m.decode() for m in PLACEHOLDER.findall(blob)}
 
 
-_UNSUBSCRIBE_TOKEN = re.compile(r"/unsubscribe/(@@" + _MARKER + r"[A-Z_]+@@)>")
+_UNSUBSCRIBE_TOKEN = re.compile(
+    re.escape(LINK_PATHS[Purpose.UNSUBSCRIBE]) + r"(@@" + _MARKER + r"[A-Z_]+@@)>"
+)
 
 
 def _with_mailto(value: str) -> str:

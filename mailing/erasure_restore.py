@@ -18,6 +18,7 @@ from mailing.config import get_settings
 from mailing.guarded import guarded
 from mailing.models import Subscriber, Suppression, table_of
 from mailing.selfservice import erase
+from mailing.states import ErasureReason
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def reapply(session: Session) -> Reapplied:
             subscriber = session.get(Subscriber, subscriber_id)
             assert subscriber is not None
             with erasure_journal.replaying():
-                erase(session, subscriber, "reapplied", suppress=entry.keep_hash)
+                erase(session, subscriber, ErasureReason.REAPPLIED, suppress=entry.keep_hash)
             result.erased_again += 1
             break
     held = set(session.exec(select(Suppression.address_hash)).all())

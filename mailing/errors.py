@@ -6,6 +6,10 @@ caused it.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+from mailing.states import SubscriberStatus
+
 
 class MailingError(Exception):
     """Base of every domain error."""
@@ -38,6 +42,8 @@ class Invalid(MailingError):
 
 
 class Forbidden(MailingError):
+    """This person may not do this, whatever the state (403)."""
+
     status_code = 403
 
 
@@ -55,3 +61,36 @@ class Unavailable(MailingError):
     """A part we depend on (the relay) did not take the work; nothing changed (503)."""
 
     status_code = 503
+
+
+class LinkProblem(StrEnum):
+    """What is wrong with a link from an email (the 400 page says which, and what to do)."""
+
+    INVALID = "invalid"  # forged, altered, revoked (erased), misdirected or for another purpose
+    EXPIRED = "expired"  # a confirmation, data or erase link past its age
+    USED = "used"  # a confirmation link already used (it works once)
+
+
+LINK_PROBLEM_TEXT: dict[LinkProblem, str] = {
+    LinkProblem.INVALID: "This link is not valid.",
+    LinkProblem.EXPIRED: "This link has expired.",
+    LinkProblem.USED: "This link has already been used.",
+}
+
+
+class InvalidLink(MailingError):
+    """A link in an email that cannot act (400): `problem` says why."""
+
+    status_code = 400
+
+    def __init__(self, problem: LinkProblem = LinkProblem.INVALID) -> None:
+        super().__init__(LINK_PROBLEM_TEXT[problem])
+        self.problem = problem
+
+
+class NotActive(Conflict):
+    """Themes and frequency can only be changed on an active subscription (409)."""
+
+    def __init__(self, status: SubscriberStatus) -> None:
+        super().__init__(f"The subscription is {status.value}: no themes to change.")
+        self.status = status

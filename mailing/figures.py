@@ -13,7 +13,7 @@ from sqlmodel import Session, col, delete, select
 
 from mailing.models import Subscriber, SubscriberCountSnapshot, SubscriberTheme, utcnow
 from mailing.states import SubscriberStatus, UpdateStatus
-from mailing.themes import ALL_THEMES, THEMES
+from mailing.themes import ALL_THEMES, STYLES, THEMES
 
 
 def counts_by_theme(session: Session) -> dict[str, dict[str, int]]:
@@ -81,16 +81,6 @@ def active_history(session: Session, days: int = 90, *, live_today: bool = False
     day_list = sorted(by_day)
     values = {t: [by_day[d].get(t, 0) for d in day_list] for t in ALL_THEMES}
     return History(day_list, [Series(t, THEMES[t], values[t]) for t in ALL_THEMES])
-
-
-# Colour and a distinct dash and marker per theme: the lines differ by more than colour alone.
-STYLES: dict[str, tuple[str, str, str]] = {
-    "healthy-children": ("#1d4f91", "", "circle"),
-    "healthy-minds": ("#00703c", "8 4", "square"),
-    "healthy-places": ("#d4351c", "2 3", "triangle"),
-    "healthy-communities": ("#6f3c97", "12 4 2 4", "diamond"),
-    "healthy-living": ("#505a5f", "4 4", "cross"),
-}
 
 
 @dataclass(frozen=True)

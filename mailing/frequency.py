@@ -13,12 +13,14 @@ from sqlmodel import Session
 
 from mailing import consent, subscribers
 from mailing.models import Subscriber, utcnow
-from mailing.states import ConsentEventKind, Frequency
+from mailing.states import ConsentChannel, ConsentEventKind, Frequency
 
 log = logging.getLogger(__name__)
 
 
-def change(session: Session, subscriber: Subscriber, frequency: Frequency, *, channel: str) -> bool:
+def change(
+    session: Session, subscriber: Subscriber, frequency: Frequency, *, channel: ConsentChannel
+) -> bool:
     """Set an active subscriber's frequency; True if it changed. The caller checks the status
     and commits."""
     assert subscriber.id is not None

@@ -55,11 +55,12 @@ from mailing.models import (
 )
 from mailing.states import (
     SUPPRESSED_SUBSCRIBER,
+    ConsentChannel,
     ConsentEventKind,
     NoticeKind,
     SubscriberStatus,
     SubscriberTransitions,
-    check,
+    transition,
 )
 from mailing.subscriptions import _CREATE_PENDING
 
@@ -67,7 +68,7 @@ __all__ = ["ImportRefused", "Problem", "Report", "run"]
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "import"
+CHANNEL = ConsentChannel.IMPORT
 CHUNK = 1000
 MAX_PROBLEMS_KEPT = 200  # invalid lines kept for the console's preview (all are counted)
 UNKNOWN_WORDING = (
@@ -294,13 +295,13 @@ def _activate_pending(session: Session, subscriber_id: int, row: Row, source: st
     """A pending sign-up the old list holds consent for: active now, on the list's evidence."""
     subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
     assert subscriber is not None
-    subscriber.status = check("subscriber", SubscriberTransitions.CONFIRM, subscriber.status)
-    subscriber.frequency = row.frequency
-    subscriber.confirmed_at = row.consented_at
-    subscriber.updated_at = utcnow()
+    # The named transition, as every status change (the row is locked above).
+    values = {"frequency": row.frequency, "confirmed_at": row.consented_at, "updated_at": utcnow()}
+    transition(
+        session, SUBSCRIBER, SubscriberTransitions.CONFIRM, SUBSCRIBER.c.id == subscriber_id, values
+    )
+    session.expire(subscriber)
     subscribers.set_themes(session, subscriber, row.themes)
-    session.add(subscriber)
-    session.flush()
     _record(session, [(subscriber_id, row)], source, utcnow())
 
 

@@ -11,8 +11,9 @@ from sqlmodel import Session
 
 from mailing import subscribers
 from mailing.config import get_settings
+from mailing.errors import InvalidLink, LinkProblem
 from mailing.models import Subscriber
-from mailing.tokens import TIMED, InvalidToken, Purpose, sign, sign_link, verify
+from mailing.tokens import LINK_PATHS, TIMED, Purpose, sign, sign_link, verify
 
 
 def token_for(purpose: Purpose, subscriber: subscribers.LinkSubject) -> str:
@@ -35,8 +36,7 @@ def mail_tokens(subscriber: subscribers.LinkSubject) -> tuple[str, str]:
 
 
 def url_for(purpose: Purpose, subscriber: Subscriber) -> str:
-    path = {Purpose.MANAGE: "preferences", Purpose.EXPORT: "my-data"}.get(purpose, purpose.value)
-    return f"{get_settings().base_url}/{path}/{token_for(purpose, subscriber)}"
+    return f"{get_settings().base_url}{LINK_PATHS[purpose]}{token_for(purpose, subscriber)}"
 
 
 def management_urls(subscriber: Subscriber) -> dict[str, str]:
@@ -47,11 +47,11 @@ def management_urls(subscriber: Subscriber) -> dict[str, str]:
 
 
 def subscriber_for(session: Session, purpose: Purpose, token: str) -> Subscriber:
-    """The subscriber a link names; InvalidToken if forged, expired, revoked or misdirected."""
+    """The subscriber a link names; InvalidLink if forged, expired, revoked or misdirected."""
     payload = verify(purpose, token)
     subscriber = session.get(Subscriber, payload["s"])
     if subscriber is None or not subscribers.matches_link_check(subscriber, payload.get("h")):
-        raise InvalidToken("invalid")
+        raise InvalidLink(LinkProblem.INVALID)
     if payload.get("v", subscriber.token_version) != subscriber.token_version:
-        raise InvalidToken("invalid")
+        raise InvalidLink(LinkProblem.INVALID)
     return subscriber

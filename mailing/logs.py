@@ -12,10 +12,14 @@ import re
 import sys
 from datetime import UTC, datetime
 
+from mailing.tokens import LINK_PATHS
+
 ADDRESS = re.compile(
     r"[^\s<>\"'(),;:@/]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}|[^\s<>\"'(),;:@/]+%40[A-Za-z0-9.-]+"
 )
-TOKEN_PATH = re.compile(r"/(confirm|unsubscribe|preferences|my-data|erase)/[A-Za-z0-9._-]+")
+TOKEN_PATH = re.compile(
+    "/(" + "|".join(re.escape(p.strip("/")) for p in LINK_PATHS.values()) + r")/[A-Za-z0-9._-]+"
+)
 
 
 # Signed link tokens (itsdangerous: base64 JSON `eyJ…`, or `.`-prefixed when compressed),

@@ -23,13 +23,13 @@ from sqlmodel import Session, col
 from mailing import consent, outbox, selfservice, subscribers
 from mailing.config import get_settings
 from mailing.models import ConsentEvent, Subscriber, table_of
-from mailing.states import ConsentEventKind, NoticeKind, SubscriberStatus
+from mailing.states import ConsentChannel, ConsentEventKind, NoticeKind, SubscriberStatus
 
 log = logging.getLogger(__name__)
 
 ANSWER_DAYS = 30
 BATCH = 500  # asks per run: the hourly job spreads a large backlog over the day
-CHANNEL = "consent-refresh"
+CHANNEL = ConsentChannel.CONSENT_REFRESH
 GIVING = (ConsentEventKind.CONFIRMED, ConsentEventKind.IMPORTED, ConsentEventKind.RENEWED)
 
 EVENT = table_of(ConsentEvent)
@@ -157,7 +157,7 @@ def renew(session: Session, subscriber: Subscriber, now: datetime) -> bool:
             consent.Event(
                 subscriber.id,
                 ConsentEventKind.RENEWED,
-                "email-link",
+                ConsentChannel.EMAIL_LINK,
                 subscribers.themes_of(session, subscriber.id),
                 frequency=subscriber.frequency,
                 occurred_at=now,

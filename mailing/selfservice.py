@@ -22,8 +22,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
 from mailing import consent, digests, erasure_journal, outbox, subscribers
+from mailing import frequency as frequencies
 from mailing.addresses import Address
 from mailing.config import get_settings
+from mailing.deliverability.suppressions import Cause, cause_values
+from mailing.errors import NotActive
 from mailing.metrics import ERASURES, UNSUBSCRIBES
 from mailing.models import (
     ConsentEvent,
@@ -33,17 +36,22 @@ from mailing.models import (
     SoftBounce,
     Subscriber,
     Update,
+    table_of,
     utcnow,
 )
 from mailing.ratelimit import get_limiter
 from mailing.states import (
     SUPPRESSED_SUBSCRIBER,
+    ConsentChannel,
     ConsentEventKind,
-    DeliveryStatus,
+    DeliveryTransitions,
+    ErasureReason,
+    Frequency,
     NoticeKind,
     SubscriberStatus,
     SubscriberTransitions,
-    check,
+    Transition,
+    transition,
 )
 
 log = logging.getLogger(__name__)
@@ -54,14 +62,8 @@ ADDRESS_LIMIT_PREFIXES = ("confirm-mail:", "erase-mail:", "export-mail:")
 # A confirmation link is minted by the worker moments after the request is recorded; wait a
 # little past its expiry before deleting the sign-up, so a link never outlives its record.
 UNCONFIRMED_GRACE = timedelta(hours=1)
-
-
-class NotActive(Exception):
-    """Themes can only be changed on an active subscription."""
-
-    def __init__(self, status: SubscriberStatus) -> None:
-        super().__init__(f"subscription is {status.value}")
-        self.status = status
+DELIVERY = table_of(Delivery)
+SUBSCRIBER = table_of(Subscriber)
 
 
 # --- Unsubscribe and preferences ------------------------------------------------------------
@@ -71,40 +73,59 @@ def unsubscribe(
     session: Session,
     subscriber: Subscriber,
     *,
-    channel: str,
+    channel: ConsentChannel,
     kind: ConsentEventKind = ConsentEventKind.WITHDRAWN,
     at: datetime | None = None,
 ) -> bool:
     """Stop all mail to this subscriber at once; True if this call changed their status.
 
     Their pending deliveries are cancelled in the same transaction, so an update already being
-    sent cannot reach them after this commits. Deliveries are updated before the subscriber row:
-    the send pipeline locks a delivery before it reads the subscriber, and taking locks in the
-    same order means the two never deadlock.
+    sent cannot reach them after this commits. The status changes through the named transition
+    (one conditional UPDATE), so of two unsubscribes at once only one changes it and only that
+    one records the withdrawal.
     """
     assert subscriber.id is not None
-    session.execute(
-        sa.update(Delivery)
-        .where(col(Delivery.subscriber_id) == subscriber.id)
-        .where(col(Delivery.status) == DeliveryStatus.PENDING)
-        .values(status=DeliveryStatus.CANCELLED)
-    )
-    if subscriber.status != SubscriberStatus.ACTIVE:
+    # Why (mailing/deliverability/suppressions.py): a complaint report, or their own wish.
+    cause = Cause.COMPLAINT if channel == ConsentChannel.COMPLAINT else Cause.UNSUBSCRIBE
+    t = SubscriberTransitions.UNSUBSCRIBE
+    if not stop_mail(session, subscriber, t, at or utcnow(), cause_values(cause, None)):
         # Already unsubscribed (nothing to do), or pending (never confirmed, so never mailed).
         return False
-    subscriber.status = check("subscriber", SubscriberTransitions.UNSUBSCRIBE, subscriber.status)
-    subscriber.unsubscribed_at = subscriber.updated_at = at or utcnow()
-    # Why (mailing/deliverability/suppressions.py): a complaint report, or their own wish.
-    subscriber.suppression_cause = "complaint" if channel == "complaint" else "unsubscribe"
-    subscriber.suppression_update_id = None
-    session.add(subscriber)
     consent.record_many(
         session,
         [consent.Event(subscriber.id, kind, channel, [], with_wording=False, occurred_at=at)],
     )
     UNSUBSCRIBES.inc()
-    log.info("subscriber %s unsubscribed (%s)", subscriber.id, channel)
+    log.info("subscriber %s unsubscribed (%s)", subscriber.id, ConsentChannel(channel).value)
     return True
+
+
+def stop_mail(
+    session: Session,
+    subscriber: Subscriber,
+    t: Transition[SubscriberStatus],
+    now: datetime,
+    cause: dict[str, Any],
+) -> bool:
+    """Cancel the subscriber's pending deliveries, then apply `t` (unsubscribe or bounce) to
+    their row with the suppression's cause; True if this call changed their status (a racing
+    caller's UPDATE matches none).
+
+    Deliveries are updated before the subscriber row: the send pipeline locks a delivery before
+    it reads the subscriber, and taking locks in the same order means the two never deadlock.
+    """
+    assert subscriber.id is not None
+    cancel = DeliveryTransitions.CANCEL
+    transition(session, DELIVERY, cancel, DELIVERY.c.subscriber_id == subscriber.id)
+    changed = transition(
+        session,
+        SUBSCRIBER,
+        t,
+        SUBSCRIBER.c.id == subscriber.id,
+        {"unsubscribed_at": now, "updated_at": now, **cause},
+    )
+    session.expire(subscriber, ["status", "unsubscribed_at", "updated_at", *cause])
+    return bool(changed)
 
 
 class ThemesOutcome(StrEnum):
@@ -113,8 +134,30 @@ class ThemesOutcome(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
 
 
+def change_preferences(
+    session: Session,
+    subscriber: Subscriber,
+    themes: list[str] | None,
+    frequency: Frequency | None,
+    *,
+    channel: ConsentChannel,
+) -> ThemesOutcome:
+    """Change an active subscriber's themes (None: keep them) and frequency (None: keep it);
+    choosing no themes is unsubscribing. NotActive unless the subscription is active."""
+    if subscriber.status != SubscriberStatus.ACTIVE:
+        raise NotActive(subscriber.status)
+    outcome = (
+        ThemesOutcome.UNCHANGED
+        if themes is None
+        else change_themes(session, subscriber, themes, channel=channel)
+    )
+    if frequency is not None and outcome != ThemesOutcome.UNSUBSCRIBED:
+        frequencies.change(session, subscriber, frequency, channel=channel)
+    return outcome
+
+
 def change_themes(
-    session: Session, subscriber: Subscriber, themes: list[str], *, channel: str
+    session: Session, subscriber: Subscriber, themes: list[str], *, channel: ConsentChannel
 ) -> ThemesOutcome:
     """Set an active subscriber's themes; choosing none is unsubscribing. NotActive otherwise."""
     assert subscriber.id is not None
@@ -260,7 +303,7 @@ def _subscriber_tables() -> list[sa.Table]:
 def erase(
     session: Session,
     subscriber: Subscriber,
-    reason: str,
+    reason: ErasureReason,
     *,
     suppress: bool = True,
     forget_limits: bool = True,
@@ -291,7 +334,7 @@ def erase(
                 subscribers.suppress(session, email_key, "erased")
         except IntegrityError:
             pass
-    session.add(ErasureLog(reason=reason, rows_deleted=rows))
+    session.add(ErasureLog(reason=ErasureReason(reason).value, rows_deleted=rows))
     erasure_journal.record(subscribers.address_hash(email_key), keep_hash=suppress)
     if forget_limits:
         address_hash = subscribers.address_hash(email_key)
@@ -299,7 +342,7 @@ def erase(
         for prefix in ADDRESS_LIMIT_PREFIXES:
             limiter.forget(prefix, address_hash)
     ERASURES.inc()
-    log.info("subscriber %s erased (%s): %d rows", sid, reason, rows)
+    log.info("subscriber %s erased (%s): %d rows", sid, ErasureReason(reason).value, rows)
     return rows
 
 
@@ -332,7 +375,7 @@ def purge(session: Session, now: datetime) -> PurgeResult:
         .order_by(col(Subscriber.id))
     ).all()
     for subscriber in unconfirmed:
-        erase(session, subscriber, "unconfirmed", suppress=False, forget_limits=False)
+        erase(session, subscriber, ErasureReason.UNCONFIRMED, suppress=False, forget_limits=False)
 
     asked_to_come_back = (
         select(ConsentEvent.id)
@@ -354,7 +397,7 @@ def purge(session: Session, now: datetime) -> PurgeResult:
     ).all()
     for subscriber in lapsed:
         # Rate-limit windows last an hour; a month on, there is nothing keyed to them left.
-        erase(session, subscriber, "retention", forget_limits=False)
+        erase(session, subscriber, ErasureReason.RETENTION, forget_limits=False)
 
     result = PurgeResult(unconfirmed=len(unconfirmed), retained=len(lapsed))
     if unconfirmed or lapsed:

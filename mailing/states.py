@@ -79,6 +79,29 @@ class ConsentEventKind(StrEnum):
     LAPSED = "lapsed"
 
 
+class ConsentChannel(StrEnum):
+    """How a consent event reached us (the ledger's `channel`)."""
+
+    FORM = "form"  # the sign-up form
+    API = "api"  # JSON from the site's own pages or the embed snippet
+    EMAIL_LINK = "email-link"  # a link's page in one of our emails (confirm, preferences)
+    ONE_CLICK = "one-click"  # RFC 8058 one-click unsubscribe, as a mailbox provider sends it
+    EMAIL = "email"  # a message to the List-Unsubscribe mailto: address
+    COMPLAINT = "complaint"  # a spam complaint (feedback loop)
+    SUPPORT_DESK = "support-desk"  # staff acting for the person, who asked by another channel
+    CONSENT_REFRESH = "consent-refresh"  # the consent refresh (asked, renewed, lapsed)
+    IMPORT = "import"  # a list brought in with `mailing import`
+
+
+class ErasureReason(StrEnum):
+    """Why a subscriber's rows were deleted (erasure_log.reason)."""
+
+    REQUEST = "request"  # they asked, from an emailed erase link
+    UNCONFIRMED = "unconfirmed"  # a sign-up never confirmed, past its link's expiry
+    RETENTION = "retention"  # unsubscribed or bounced for longer than the retention period
+    REAPPLIED = "reapplied"  # erased again from the erasure journal after a restore
+
+
 class Frequency(StrEnum):
     """How often a subscriber hears from us: each update as it is sent, or a weekly summary."""
 
@@ -138,7 +161,10 @@ class SubscriberTransitions:
 class UpdateTransitions:
     SCHEDULE = _t("schedule", {Upd.DRAFT}, Upd.SCHEDULED)
     UNSCHEDULE = _t("unschedule", {Upd.SCHEDULED}, Upd.DRAFT)
-    START = _t("start", {Upd.DRAFT, Upd.SCHEDULED}, Upd.SENDING)
+    # "Send now" (console, API, CLI) starts a draft only: a scheduled update waits for its time
+    # (START_DUE, the reconciler) unless it is unscheduled first. One rule for every entry point.
+    START = _t("start", {Upd.DRAFT}, Upd.SENDING)
+    START_DUE = _t("start_due", {Upd.SCHEDULED}, Upd.SENDING)
     PAUSE = _t("pause", {Upd.SENDING}, Upd.PAUSED)
     RESUME = _t("resume", {Upd.PAUSED}, Upd.SENDING)
     CANCEL = _t("cancel", {Upd.SCHEDULED, Upd.SENDING, Upd.PAUSED}, Upd.CANCELLED)
@@ -173,23 +199,6 @@ IN_FLIGHT_UPDATE = frozenset({Upd.SENDING, Upd.PAUSED})
 SUPPRESSED_SUBSCRIBER = frozenset({Sub.UNSUBSCRIBED, Sub.BOUNCED})
 # Deliveries that went out (the relay took them).
 DELIVERED = frozenset({Dlv.SENT, Dlv.BOUNCED, Dlv.COMPLAINED})
-
-
-class InvalidTransition(RuntimeError):
-    """A status change that the state machine does not allow."""
-
-    def __init__(self, what: str, transition: Transition[Any], current: object) -> None:
-        super().__init__(f"{what} cannot {transition.name} from {current}")
-        self.transition = transition
-        self.current = current
-
-
-def check(what: str, transition: Transition[S], current: S) -> S:
-    """For ORM code: raise InvalidTransition unless `transition` may start from `current`;
-    returns the new status."""
-    if not transition.allows(current):
-        raise InvalidTransition(what, transition, current)
-    return transition.target
 
 
 def transition(

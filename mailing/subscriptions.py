@@ -25,18 +25,20 @@ from sqlmodel import Session, select
 from mailing import consent, outbox, subscribers
 from mailing.addresses import Address
 from mailing.config import get_settings
+from mailing.errors import InvalidLink, LinkProblem
 from mailing.models import ConsentEvent, Subscriber, SubscriberTheme, table_of, utcnow
 from mailing.ratelimit import get_limiter
 from mailing.states import (
+    ConsentChannel,
     ConsentEventKind,
     Frequency,
     NoticeKind,
     SubscriberStatus,
     SubscriberTransitions,
-    check,
+    transition,
 )
 from mailing.themes import normalise_themes
-from mailing.tokens import InvalidToken, Purpose, sign
+from mailing.tokens import Purpose, sign
 
 CONFIRM_EMAIL_WINDOW = 3600
 SUBSCRIBER = table_of(Subscriber)
@@ -59,7 +61,7 @@ class SignupRequest:
 
     address: Address
     themes: list[str]
-    channel: str
+    channel: ConsentChannel
     source: str | None
     frequency: Frequency = Frequency.IMMEDIATE
 
@@ -69,7 +71,7 @@ def request_subscription(
     address: Address,
     themes: list[str],
     *,
-    channel: str,
+    channel: ConsentChannel,
     source: str | None,
     frequency: Frequency = Frequency.IMMEDIATE,
 ) -> int | None:
@@ -247,7 +249,7 @@ def confirmations_of(session: Session, subscriber_id: int) -> int:
 def confirmable(
     session: Session, payload: dict[str, object], *, lock: bool = False
 ) -> tuple[Subscriber, list[str], Frequency]:
-    """The subscriber, themes and frequency a confirmation link names; InvalidToken if it
+    """The subscriber, themes and frequency a confirmation link names; InvalidLink if it
     cannot confirm.
 
     An active subscriber's link stays harmless to follow (it changes nothing). Otherwise the
@@ -255,20 +257,20 @@ def confirmable(
     """
     subscriber = session.get(Subscriber, payload["s"], with_for_update=lock)
     if subscriber is None or not subscribers.matches_link_check(subscriber, payload.get("h")):
-        raise InvalidToken("invalid")
+        raise InvalidLink(LinkProblem.INVALID)
     raw_themes = payload.get("t")
     if not isinstance(raw_themes, list) or not all(isinstance(t, str) for t in raw_themes):
-        raise InvalidToken("invalid")
+        raise InvalidLink(LinkProblem.INVALID)
     raw_frequency = payload.get("f", Frequency.IMMEDIATE.value)  # links made before frequencies
     if raw_frequency not in Frequency.__members__.values():
-        raise InvalidToken("invalid")
+        raise InvalidLink(LinkProblem.INVALID)
     assert subscriber.id is not None
     # Links made before the count was signed into them carry none: they predate any confirmation.
     made_after = payload.get("n", 0)
     if subscriber.status != SubscriberStatus.ACTIVE and made_after != confirmations_of(
         session, subscriber.id
     ):
-        raise InvalidToken("used")
+        raise InvalidLink(LinkProblem.USED)
     return subscriber, raw_themes, Frequency(str(raw_frequency))
 
 
@@ -276,26 +278,36 @@ def confirm(session: Session, payload: dict[str, object]) -> tuple[Subscriber, i
     """Activate the subscription a confirmation link names, and queue the welcome email in the
     same transaction; returns the subscriber and the welcome's notice id (None: it was active
     already, and confirming twice changes nothing). A link already used cannot confirm again
-    after an unsubscribe (InvalidToken). The caller commits, then publishes the notice.
+    after an unsubscribe (InvalidLink). The caller commits, then publishes the notice.
     """
     # Locked: two clicks on one link at once must not both confirm.
     subscriber, raw_themes, frequency = confirmable(session, payload, lock=True)
     if subscriber.status == SubscriberStatus.ACTIVE:
         return subscriber, None
     themes = normalise_themes(raw_themes)
-    subscriber.frequency = frequency
-    subscriber.status = check("subscriber", SubscriberTransitions.CONFIRM, subscriber.status)
-    subscriber.confirmed_at = subscriber.updated_at = utcnow()
-    subscriber.unsubscribed_at = None
+    now = utcnow()
+    assert subscriber.id is not None
+    # The named transition, as every status change (the row is locked above, so it wins).
+    confirmed = {"frequency": frequency, "confirmed_at": now, "updated_at": now}
+    where = SUBSCRIBER.c.id == subscriber.id
+    changed = transition(
+        session,
+        SUBSCRIBER,
+        SubscriberTransitions.CONFIRM,
+        where,
+        confirmed | {"unsubscribed_at": None},
+    )
+    session.expire(subscriber)
+    if not changed:
+        raise InvalidLink(LinkProblem.INVALID)
     subscribers.set_themes(session, subscriber, themes)
     # A fresh double opt-in is the only way back after erasure: it lifts the suppression.
     subscribers.lift_suppression(session, subscriber.email_key)
-    assert subscriber.id is not None
     consent.record(
         session,
         subscriber.id,
         ConsentEventKind.CONFIRMED,
-        channel="email-link",
+        channel=ConsentChannel.EMAIL_LINK,
         themes=themes,
         frequency=subscriber.frequency,
     )

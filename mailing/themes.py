@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-THEMES: dict[str, str] = {
-    "healthy-children": "Healthy Children",
-    "healthy-minds": "Healthy Minds",
-    "healthy-places": "Healthy Places",
-    "healthy-communities": "Healthy Communities",
-    "healthy-living": "Healthy Living",
-}
+
+@dataclass(frozen=True)
+class Theme:
+    """A theme and everything shown with it. Adding a theme means adding one line here."""
+
+    slug: str
+    title: str
+    # How the figures chart draws it: a colour and a distinct dash and marker, so the lines
+    # differ by more than colour alone.
+    colour: str
+    dash: str
+    marker: str
+
+
+THEME_LIST: tuple[Theme, ...] = (
+    Theme("healthy-children", "Healthy Children", "#1d4f91", "", "circle"),
+    Theme("healthy-minds", "Healthy Minds", "#00703c", "8 4", "square"),
+    Theme("healthy-places", "Healthy Places", "#d4351c", "2 3", "triangle"),
+    Theme("healthy-communities", "Healthy Communities", "#6f3c97", "12 4 2 4", "diamond"),
+    Theme("healthy-living", "Healthy Living", "#505a5f", "4 4", "cross"),
+)
+THEMES: dict[str, str] = {t.slug: t.title for t in THEME_LIST}
 ALL_THEMES: tuple[str, ...] = tuple(THEMES)
+STYLES: dict[str, tuple[str, str, str]] = {t.slug: (t.colour, t.dash, t.marker) for t in THEME_LIST}
 
 
 class UnknownTheme(ValueError):

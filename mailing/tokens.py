@@ -21,6 +21,7 @@ from itsdangerous import BadData, SignatureExpired, URLSafeSerializer, URLSafeTi
 from itsdangerous.encoding import base64_decode, base64_encode
 
 from mailing.config import Settings, get_settings
+from mailing.errors import InvalidLink, LinkProblem
 
 
 class Purpose(StrEnum):
@@ -32,6 +33,23 @@ class Purpose(StrEnum):
     STAY = "stay"  # a consent refresh's "keep me on the list" button (mailing/refresh.py)
     STAFF_ENROL = "staff-enrol"  # a staff invitation or second-factor reset link
     SSO_FLOW = "sso-flow"  # the state, nonce and PKCE verifier of one single sign-on round trip
+
+
+# Where each purpose's links live: "/unsubscribe/{token}" and the rest, spelt only here (the
+# routes, the emails, the no-store and log-scrubbing rules and the inbound parsers read it).
+LINK_PATHS: dict[Purpose, str] = {
+    Purpose.CONFIRM: "/confirm/",
+    Purpose.UNSUBSCRIBE: "/unsubscribe/",
+    Purpose.MANAGE: "/preferences/",
+    Purpose.EXPORT: "/my-data/",
+    Purpose.ERASE: "/erase/",
+    Purpose.STAY: "/stay/",
+}
+
+
+def route(purpose: Purpose) -> str:
+    """The route path of a purpose's link: "/unsubscribe/{token}"."""
+    return LINK_PATHS[purpose] + "{token}"
 
 
 EXPORT_MAX_AGE_SECONDS = 24 * 3600
@@ -46,14 +64,6 @@ TIMED: dict[Purpose, Callable[[Settings], int]] = {
     Purpose.STAFF_ENROL: lambda s: STAFF_ENROL_MAX_AGE_SECONDS,
     Purpose.SSO_FLOW: lambda s: 600,
 }
-
-
-class InvalidToken(ValueError):
-    """The link is forged, altered, expired, revoked or meant for something else."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason  # "expired" or "invalid"
 
 
 def _serializer(purpose: Purpose, settings: Settings) -> URLSafeSerializer | URLSafeTimedSerializer:
@@ -125,6 +135,7 @@ def _link_signer_for(purpose: Purpose, keys: tuple[str, ...]) -> _LinkSigner:
 
 
 def verify(purpose: Purpose, token: str, settings: Settings | None = None) -> dict[str, Any]:
+    """The payload of a link made for `purpose`; InvalidLink (EXPIRED or INVALID) if not."""
     settings = settings or get_settings()
     serializer = _serializer(purpose, settings)
     try:
@@ -134,11 +145,12 @@ def verify(purpose: Purpose, token: str, settings: Settings | None = None) -> di
         else:
             payload = serializer.loads(token)
     except BadData as exc:
-        raise InvalidToken("expired" if isinstance(exc, SignatureExpired) else "invalid") from exc
+        expired = isinstance(exc, SignatureExpired)
+        raise InvalidLink(LinkProblem.EXPIRED if expired else LinkProblem.INVALID) from exc
     except Exception as exc:  # malformed input of any kind is just an invalid link
-        raise InvalidToken("invalid") from exc
+        raise InvalidLink(LinkProblem.INVALID) from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("s"), int):
-        raise InvalidToken("invalid")
+        raise InvalidLink(LinkProblem.INVALID)
     return payload
 
 
@@ -150,4 +162,4 @@ def _require_canonical_signature(token: str) -> None:
     """
     signature = token.rsplit(".", 1)[-1].encode()
     if base64_encode(base64_decode(signature)) != signature:
-        raise InvalidToken("invalid")
+        raise InvalidLink(LinkProblem.INVALID)

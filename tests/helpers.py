@@ -69,3 +69,15 @@ def self_signed_pem(key: Any, common_name: str, *, ip: str | None = None) -> byt
             x509.SubjectAlternativeName([x509.IPAddress(ip_address(ip))]), critical=False
         ).add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def someone_waits_for_a_lock() -> bool:
+    """PostgreSQL: is any session of this run's database waiting for a row lock right now?"""
+    with get_engine().connect() as conn:
+        waiting = conn.execute(
+            sa.text(
+                "SELECT COUNT(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one()
+    return int(waiting) > 0

@@ -7,7 +7,6 @@ import threading
 from datetime import timedelta
 
 import pytest
-import sqlalchemy as sa
 from sqlmodel import Session
 
 from mailing import digest_sending, digests, links, selfservice
@@ -15,7 +14,7 @@ from mailing.db import get_engine
 from mailing.models import Subscriber, utcnow
 from mailing.tokens import Purpose
 from tests.conftest import PG_SERVER
-from tests.helpers import count
+from tests.helpers import count, someone_waits_for_a_lock
 from tests.residents_support import confirmed, put_update
 from tests.sending_support import wait_until
 
@@ -34,17 +33,6 @@ def _planned_summary(client, smtp) -> str:
         assert digests.plan(session, until + timedelta(minutes=1)) is not None
         session.commit()
     return preferences.rsplit("/", 1)[1]
-
-
-def _someone_waits_for_a_lock() -> bool:
-    with get_engine().connect() as conn:
-        waiting = conn.execute(
-            sa.text(
-                "SELECT COUNT(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-        ).scalar_one()
-    return int(waiting) > 0
 
 
 def _unsubscribe(token: str, *, commit: bool = True) -> Session:
@@ -71,7 +59,7 @@ def test_an_unsubscribe_waits_for_the_chunk_being_sent(client, smtp):
 
     thread = threading.Thread(target=leave)
     thread.start()
-    wait_until(_someone_waits_for_a_lock, 10, "the unsubscribe to wait for the chunk's locks")
+    wait_until(someone_waits_for_a_lock, 10, "the unsubscribe to wait for the chunk's locks")
     assert not left.is_set()
     digest_sending._settle(conn, digest_sending._Chunk(sent=[row.digest_id]))
     transaction.commit()
@@ -90,7 +78,7 @@ def test_a_chunk_waits_for_an_unsubscribe_in_progress_and_then_sends_nothing(cli
         target=lambda: outcome.append(digest_sending.deliver_batch(1, 2**31 - 1))
     )
     thread.start()
-    wait_until(_someone_waits_for_a_lock, 10, "the chunk to wait for the unsubscribe's lock")
+    wait_until(someone_waits_for_a_lock, 10, "the chunk to wait for the unsubscribe's lock")
     leaving.commit()
     leaving.close()
     thread.join(30)

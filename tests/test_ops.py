@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import only_link, subscribe
+from workers.names import Task
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -53,7 +54,7 @@ def test_metrics_count_events_and_read_figures_from_the_database(client, smtp):
 def test_metrics_time_the_tasks_workers_run(client, smtp):
     from tests.conftest import drain_worker
 
-    key = ("mailing_task_seconds_count", (("task", "workers.tasks.send_notices"),))
+    key = ("mailing_task_seconds_count", (("task", Task.SEND_NOTICES.value),))
     before = _samples(client.get("/metrics").text).get(key, 0)
     subscribe(client, "timed@example.org")
     smtp.outbox.wait_for(1)

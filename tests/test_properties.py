@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from mailing.addresses import MAX_ADDRESS_LENGTH, InvalidAddress, normalise
 from mailing.config import Settings, get_settings
-from mailing.tokens import InvalidToken, Purpose, sign, verify
+from mailing.errors import InvalidLink
+from mailing.tokens import Purpose, sign, verify
 
 # --- Address normalisation ----------------------------------------------------------------
 
@@ -102,7 +103,7 @@ def test_any_change_to_a_token_is_rejected(purpose, payload, data):
         label="altered",
     )
     assume(change != token)
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidLink):
         verify(purpose, change)
 
 
@@ -110,7 +111,7 @@ def test_any_change_to_a_token_is_rejected(purpose, payload, data):
 @settings(max_examples=100, deadline=None)
 def test_a_token_never_verifies_for_another_purpose(made_for, used_for, payload):
     assume(made_for != used_for)
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidLink):
         verify(used_for, sign(made_for, payload))
 
 
@@ -118,7 +119,7 @@ def test_a_token_never_verifies_for_another_purpose(made_for, used_for, payload)
 @settings(max_examples=300, deadline=None)
 def test_arbitrary_text_is_never_a_valid_token(text):
     for purpose in Purpose:
-        with pytest.raises(InvalidToken):
+        with pytest.raises(InvalidLink):
             verify(purpose, text)
 
 
@@ -144,7 +145,7 @@ def test_a_token_signed_before_a_key_rotation_still_verifies(rotated, purpose, p
     # New links are signed with the new key: the old key alone no longer verifies them.
     new_token = sign(purpose, payload)
     assert verify(purpose, new_token) == payload
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidLink):
         verify(purpose, new_token, before)
 
 
@@ -154,5 +155,5 @@ def test_a_token_signed_before_a_key_rotation_still_verifies(rotated, purpose, p
 )
 def test_a_token_from_a_retired_key_is_rejected(settings_env, purpose, payload):
     settings_env(secret_keys=NEW_KEY)
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidLink):
         verify(purpose, sign(purpose, payload, Settings(secret_keys=OLD_KEY)))

@@ -26,6 +26,7 @@ from tests.test_redis_faults import (  # noqa: F401  (fixtures)
     services,
 )
 from tests.test_sending_faults import _kill
+from workers.names import Queue, Task
 
 RECOVERY_LIMIT = 90.0
 
@@ -59,7 +60,7 @@ def _publish_batches(redis: PrivateRedis, update_id: int, tasks: int) -> None:
     try:
         for _ in range(tasks):
             publisher.send_task(
-                "workers.tasks.send_update_batch", args=(update_id,), queue="updates"
+                Task.SEND_UPDATE_BATCH.value, args=(update_id,), queue=Queue.UPDATES.value
             )
     finally:
         publisher.close()
@@ -144,7 +145,9 @@ def test_a_confirmation_whose_task_was_flushed_from_the_broker_still_arrives(
             )
         assert notice_id is not None
         publisher = Celery("outbox-test", broker=private_redis.url(0))
-        publisher.send_task("workers.tasks.send_notice", args=(notice_id,), queue="transactional")
+        publisher.send_task(
+            Task.SEND_NOTICE.value, args=(notice_id,), queue=Queue.TRANSACTIONAL.value
+        )
         publisher.close()
         redis.Redis.from_url(private_redis.url(0)).flushall()  # before any worker took it
         flushed_at = time.monotonic()

@@ -33,6 +33,7 @@ from tests.sending_support import (
     wait_until,
 )
 from tests.test_sending_faults import KILL_N, _kill
+from workers.names import Queue, Task
 
 BROKER = os.environ.get("MAILING_TEST_BROKER_URL", "")
 REDIS_SERVER = shutil.which("redis-server")
@@ -238,7 +239,7 @@ def _start_send(redis: PrivateRedis, update_id: int) -> None:
     try:
         for _ in range(batch_tasks(recipients)):
             publisher.send_task(
-                "workers.tasks.send_update_batch", args=(update_id,), queue="updates"
+                Task.SEND_UPDATE_BATCH.value, args=(update_id,), queue=Queue.UPDATES.value
             )
     finally:
         publisher.close()

@@ -30,6 +30,7 @@ from tests.sending_support import (
     wait_sent,
     wait_until,
 )
+from workers.names import Queue, Task
 
 KILL_N = int(os.environ.get("MAILING_TEST_KILL_N", "5000"))
 REDIS = os.environ.get("MAILING_TEST_REDIS_URL", "")
@@ -230,7 +231,7 @@ def test_a_worker_killed_mid_send_loses_nothing_and_repeats_at_most_one_chunk(
     def publish(update_id: int, tasks: int, countdown: float = 0) -> None:
         for _ in range(tasks):
             publisher.send_task(
-                "workers.tasks.send_update_batch", args=(update_id,), queue="updates"
+                Task.SEND_UPDATE_BATCH.value, args=(update_id,), queue=Queue.UPDATES.value
             )
 
     emails = add_subscribers(KILL_N, ["healthy-living"])

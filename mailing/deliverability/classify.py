@@ -20,6 +20,7 @@ from enum import StrEnum
 from flufl.bounce import all_failures
 
 from mailing.deliverability.returnpath import BOUNCE_PREFIX
+from mailing.tokens import LINK_PATHS, Purpose
 
 # flufl.bounce logs each detector it runs, and the exception of one that fails (with the text).
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
@@ -28,7 +29,9 @@ DIAGNOSTIC_CHARS = 120
 _STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _ADDRESS = re.compile(r"<[^>]*>|[^\s<>()\[\],;:\"']+@[^\s<>()\[\],;:\"']+")
 _BOUNCE_REF = re.compile(re.escape(BOUNCE_PREFIX) + r"([A-Za-z0-9-]{1,60})@", re.IGNORECASE)
-_UNSUBSCRIBE_TOKEN = re.compile(r"/unsubscribe/([A-Za-z0-9._-]{10,400})>")
+_UNSUBSCRIBE_TOKEN = re.compile(
+    re.escape(LINK_PATHS[Purpose.UNSUBSCRIBE]) + r"([A-Za-z0-9._-]{10,400})>"
+)
 # ARF feedback types (RFC 5965) that complain about our mail; "not-spam" (RFC 6430) and anything
 # unknown do not.
 COMPLAINT_TYPES = frozenset({"abuse", "fraud", "virus", "other"})

@@ -30,10 +30,11 @@ from mailing.config import get_settings
 from mailing.deliverability.classify import Kind, Verdict
 from mailing.deliverability.returnpath import Ref, RefKind
 from mailing.deliverability.suppressions import Cause, cause_values
+from mailing.errors import InvalidLink
 from mailing.metrics import BOUNCES, COMPLAINTS
 from mailing.models import Delivery, SoftBounce, Subscriber, utcnow
-from mailing.states import DeliveryTransitions, SubscriberTransitions, transition
-from mailing.tokens import InvalidToken, Purpose
+from mailing.states import ConsentChannel, DeliveryTransitions, SubscriberTransitions, transition
+from mailing.tokens import Purpose
 
 log = logging.getLogger(__name__)
 
@@ -122,23 +123,14 @@ def _bounce_subscriber(
     session: Session, subscriber: Subscriber, now: datetime, update_id: int | None
 ) -> bool:
     assert subscriber.id is not None
-    table = _delivery_table()
-    # Deliveries before the subscriber row: the same lock order as the send pipeline.
-    transition(session, table, DeliveryTransitions.CANCEL, table.c.subscriber_id == subscriber.id)
-    subscribers = Subscriber.__table__  # type: ignore[attr-defined]
-    changed = transition(
-        session,
-        subscribers,
-        SubscriberTransitions.BOUNCE,
-        subscribers.c.id == subscriber.id,
-        {"unsubscribed_at": now, "updated_at": now, **cause_values(Cause.BOUNCE, update_id)},
-    )
-    session.expire(subscriber)
+    bounce = SubscriberTransitions.BOUNCE
+    cause = cause_values(Cause.BOUNCE, update_id)
+    changed = selfservice.stop_mail(session, subscriber, bounce, now, cause)
     if changed:
         # Nothing about why: the delivery row keeps the status code.
         session.execute(sa.delete(SoftBounce).where(col(SoftBounce.subscriber_id) == subscriber.id))
         log.info("subscriber %s bounced", subscriber.id)
-    return bool(changed)
+    return changed
 
 
 def soft_bounce(session: Session, ref: Ref, status: str, now: datetime) -> bool:
@@ -193,7 +185,7 @@ def complaint(session: Session, ref: Ref | None, unsubscribe_token: str = "") ->
         table = _delivery_table()
         transition(session, table, DeliveryTransitions.COMPLAIN, table.c.id == delivery.id)
     if not _late(subscriber, delivery) and selfservice.unsubscribe(
-        session, subscriber, channel="complaint"
+        session, subscriber, channel=ConsentChannel.COMPLAINT
     ):
         subscriber.suppression_update_id = delivery.update_id if delivery else None
     return Outcome.COMPLAINT
@@ -204,12 +196,12 @@ def email_unsubscribe(session: Session, token: str) -> Outcome:
     subscriber = _by_token(session, token)
     if subscriber is None:
         return Outcome.FORGED
-    selfservice.unsubscribe(session, subscriber, channel="email")
+    selfservice.unsubscribe(session, subscriber, channel=ConsentChannel.EMAIL)
     return Outcome.UNSUBSCRIBE
 
 
 def _by_token(session: Session, token: str) -> Subscriber | None:
     try:
         return links.subscriber_for(session, Purpose.UNSUBSCRIBE, token)
-    except InvalidToken:
+    except InvalidLink:
         return None

@@ -83,18 +83,32 @@ def _pinned(update: Update, expected: str | None) -> None:
 
 
 def start_send(
-    session: Session, update_id: int, staff_id: int | None, *, fingerprint: str | None = None
+    session: Session,
+    update_id: int,
+    staff_id: int | None,
+    *,
+    fingerprint: str | None = None,
+    due: bool = False,
 ) -> Started:
-    """Turn a draft (or a due scheduled update) into `sending` and write its deliveries, all in
-    the caller's transaction. Recipients are decided now. Raises UpdateNotFound, ContentChanged.
+    """Turn a draft (or, with `due`, a scheduled update whose time has come) into `sending` and
+    write its deliveries, all in the caller's transaction. Recipients are decided now.
+
+    The one rule for "send now", whoever asks (console, API, CLI): only a draft starts; a
+    scheduled update is WrongState (409) until it is unscheduled; anything already sending or
+    sent is not started again (Started(False)). Raises UpdateNotFound, ContentChanged, WrongState.
     """
     update = drafts.get(session, update_id, lock=True)
+    start = UpdateTransitions.START_DUE if due else UpdateTransitions.START
+    if not start.allows(update.status):
+        if not due and update.status == UpdateStatus.SCHEDULED:
+            raise WrongState(update, "sent now; unschedule it first to send it at once")
+        return Started(False, update.recipients)  # already sending or sent: nothing more
     _pinned(update, fingerprint)
     now = utcnow()
     won = transition(
         session,
         UPDATE,
-        UpdateTransitions.START,
+        start,
         UPDATE.c.id == update_id,
         {"send_started_at": now, "heartbeat_at": now, "send_at": None},
     )
@@ -127,9 +141,10 @@ def request_send(
     publish: Publish,
     *,
     fingerprint: str | None = None,
+    due: bool = False,
 ) -> SendRequest:
     """Start a send and commit it, then tell the workers. The one way to send an update."""
-    started = start_send(session, update_id, staff_id, fingerprint=fingerprint)
+    started = start_send(session, update_id, staff_id, fingerprint=fingerprint, due=due)
     session.commit()
     published = True
     if started.started and started.recipients:
@@ -238,7 +253,7 @@ def start_due(session: Session, now: datetime, publish: Publish) -> int:
     ).scalars()
     started = 0
     for update_id in list(due):
-        request = request_send(session, int(update_id), None, publish)
+        request = request_send(session, int(update_id), None, publish, due=True)
         started += int(request.started)
     return started
 

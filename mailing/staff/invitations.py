@@ -16,11 +16,12 @@ from sqlmodel import Session, col, select
 
 from mailing import outbox
 from mailing.config import get_settings
+from mailing.errors import InvalidLink
 from mailing.models import Staff, StaffInvitation, utcnow
 from mailing.staff.passwords import hash_token
 from mailing.staff.sessions import aware, end_all_sessions, start_session
 from mailing.states import NoticeKind
-from mailing.tokens import STAFF_ENROL_MAX_AGE_SECONDS, InvalidToken, Purpose, sign, verify
+from mailing.tokens import STAFF_ENROL_MAX_AGE_SECONDS, Purpose, sign, verify
 
 LINK_LIFETIME = timedelta(seconds=STAFF_ENROL_MAX_AGE_SECONDS)
 INVITE = "invite"
@@ -83,12 +84,12 @@ def link_url(invitation: StaffInvitation) -> str:
 
 
 def check(session: Session, token: str) -> tuple[StaffInvitation, Staff]:
-    """The link's row and staff member if it still works. InvalidToken for a forged or
+    """The link's row and staff member if it still works. InvalidLink for a forged or
     over-age link, LinkSpent for one used, replaced or for a disabled member."""
     payload = verify(Purpose.STAFF_ENROL, token)
     invitation = session.get(StaffInvitation, payload.get("i"))
     if invitation is None or invitation.staff_id != payload["s"]:
-        raise InvalidToken("invalid")
+        raise InvalidLink()
     staff = session.get(Staff, invitation.staff_id)
     expires = aware(invitation.expires_at)
     if (

@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 from mailing import outbox
 from mailing.addresses import keyed_hash
 from mailing.config import get_settings
+from mailing.errors import MailingError
 from mailing.models import Staff, utcnow
 from mailing.ratelimit import client_bucket, get_limiter
 from mailing.staff import passkeys
@@ -59,10 +60,13 @@ CODES_LOCKED = (
 )
 
 
-class SignInFailed(Exception):
+class SignInFailed(MailingError):
     """The message is safe to show: it never says whether the address belongs to staff.
-    `retry_after`: seconds until a try may succeed (a 429), else None (a 401). `notices`: ids
-    of notices to admins, to publish once the request is done."""
+    `retry_after`: seconds until a try may succeed (a 429), else None (a 401): the status says
+    which, so no caller compares the message. `notices`: ids of notices to admins, to publish
+    once the request is done."""
+
+    status_code = 401
 
     def __init__(
         self,
@@ -75,6 +79,8 @@ class SignInFailed(Exception):
         self.retry_after = retry_after
         self.notices = notices or []
         self.staff_id = staff_id  # a wrong password for this staff account, to audit
+        if retry_after is not None:
+            self.status_code = 429
 
 
 def _minutes(seconds: int) -> str:

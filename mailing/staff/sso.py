@@ -27,10 +27,11 @@ from sqlmodel import Session
 from mailing.addresses import InvalidAddress, normalise
 from mailing.audit import AuditAction, audit
 from mailing.config import Settings, get_settings
+from mailing.errors import InvalidLink
 from mailing.models import Staff
 from mailing.staff import members
 from mailing.states import StaffRole
-from mailing.tokens import InvalidToken, Purpose, sign, verify
+from mailing.tokens import Purpose, sign, verify
 
 TIMEOUT = httpx.Timeout(10.0)
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384")
@@ -107,7 +108,7 @@ def finish(
     settings = get_settings()
     try:
         flow = verify(Purpose.SSO_FLOW, flow_cookie or "")
-    except InvalidToken as exc:
+    except InvalidLink as exc:
         raise SsoRefused("That sign-in took too long or was not started here. Try again.") from exc
     if not secrets.compare_digest(str(query.get("state", "")), str(flow.get("st", ""))):
         raise SsoRefused("That sign-in answer does not belong to this browser. Try again.")

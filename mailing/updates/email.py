@@ -22,6 +22,7 @@ from mailing.mailer import Mailer
 from mailing.models import Update
 from mailing.rendering import render
 from mailing.themes import stored_themes, theme_titles
+from mailing.tokens import LINK_PATHS, Purpose
 from mailing.updates.markdown import render_html, render_text
 
 UNSUBSCRIBE = "UNSUBSCRIBE"
@@ -66,7 +67,10 @@ def subject_of(update: Update, *, test: bool = False) -> str:
 def preview(update: Update) -> Preview:
     """The email as a subscriber would see it, with example links that lead nowhere."""
     base = get_settings().base_url
-    context = _context(update, f"{base}/unsubscribe/example", f"{base}/preferences/example", False)
+    unsubscribe, manage = (
+        f"{base}{LINK_PATHS[p]}example" for p in (Purpose.UNSUBSCRIBE, Purpose.MANAGE)
+    )
+    context = _context(update, unsubscribe, manage, False)
     subject = subject_of(update)
     return Preview(
         subject=subject,
@@ -83,8 +87,8 @@ def prepare_update_email(update: Update, *, test: bool = False) -> Prepared:
     """
     _check_subject(subject_of(update, test=test))
     base = get_settings().base_url
-    unsubscribe_url = f"{base}/unsubscribe/{placeholder(UNSUBSCRIBE)}"
-    preferences_url = f"{base}/preferences/{placeholder(MANAGE)}"
+    unsubscribe_url = f"{base}{LINK_PATHS[Purpose.UNSUBSCRIBE]}{placeholder(UNSUBSCRIBE)}"
+    preferences_url = f"{base}{LINK_PATHS[Purpose.MANAGE]}{placeholder(MANAGE)}"
     try:
         return prepare(
             "update",

@@ -4,7 +4,10 @@ FastAPI's shape for the API; the console renders its own pages for the errors it
 A browser (a page asking for HTML, or a form post) that is over the per-IP limit or asks for a
 page that does not exist gets the site's own page, as every resident page answers; a JSON
 client keeps FastAPI's JSON.
-"""
+
+The subscriber's links are answered here too, once for every route: an InvalidLink is the 400
+page naming its LinkProblem (JSON `{"detail"}` when the caller wants JSON), and NotActive on the
+preferences form is the 409 page that says why."""
 
 from __future__ import annotations
 
@@ -15,8 +18,9 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mailing.errors import Invalid, MailingError, TooMany
-from mailing.web.pages import page
+from mailing.errors import Invalid, InvalidLink, MailingError, NotActive, TooMany
+from mailing.web.deps import wants_json
+from mailing.web.pages import invalid_link, page
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -36,6 +40,24 @@ def register_errors(app: FastAPI) -> None:
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooMany) else None
         return JSONResponse(
             {"detail": detail_of(exc)}, status_code=exc.status_code, headers=headers
+        )
+
+    @app.exception_handler(InvalidLink)
+    async def _invalid_link(request: Request, exc: InvalidLink) -> Response:
+        if wants_json(request):
+            return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        return invalid_link(exc.problem)
+
+    @app.exception_handler(NotActive)
+    async def _not_active(request: Request, exc: NotActive) -> Response:
+        if wants_json(request):
+            return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        # Raised only on a preferences link's own page: "back" is the page itself.
+        return page(
+            "not_active",
+            status_code=exc.status_code,
+            status=exc.status.value,
+            preferences_url=request.url.path,
         )
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from mailing.addresses import Address, InvalidAddress, normalise
 from mailing.states import Frequency
-from mailing.themes import UnknownTheme, normalise_themes
+from mailing.themes import THEMES, UnknownTheme, normalise_themes
 
 MAX_FIELD = 500
 
@@ -38,7 +38,9 @@ class SubscriptionIn(BaseModel):
     """Documents the JSON body of POST /subscriptions (the route checks it with `parse_signup`)."""
 
     email: str = Field(max_length=254, examples=["resident@example.com"])
-    themes: list[str] = Field(default_factory=list, max_length=5, examples=[["healthy-minds"]])
+    themes: list[str] = Field(
+        default_factory=list, max_length=len(THEMES), examples=[["healthy-minds"]]
+    )
     consent: bool = Field(description="Must be true: the person agreed to receive updates.")
     frequency: Frequency = Field(
         default=Frequency.IMMEDIATE,

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailing.jsonguard import MAX_JSON_DEPTH, json_too_deep
 from mailing.metrics import REQUEST_LATENCY
+from mailing.tokens import LINK_PATHS
 from mailing.web.errors import wants_html
 
 access_log = logging.getLogger("mailing.access")
@@ -196,7 +197,7 @@ def _route_of(scope: Scope) -> str:
 
 
 # The first path segment of every route whose path carries a subscriber's token.
-TOKEN_PATHS = ("/confirm/", "/unsubscribe/", "/preferences/", "/my-data/", "/erase/", "/stay/")
+TOKEN_PATHS = tuple(LINK_PATHS.values())
 NO_STORE = (b"cache-control", b"no-store")
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi.responses import HTMLResponse
 
+from mailing.errors import LinkProblem
 from mailing.rendering import render
 
 
@@ -15,6 +16,7 @@ def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     return HTMLResponse(render(f"pages/{name}.html", **context), status_code=status_code)
 
 
-def invalid_link(reason: str = "invalid") -> HTMLResponse:
-    """400 for a forged, altered, expired, revoked or misdirected link: say what to do next."""
-    return page("invalid_link", status_code=400, reason=reason)
+def invalid_link(problem: LinkProblem = LinkProblem.INVALID) -> HTMLResponse:
+    """400 for a forged, altered, expired, used, revoked or misdirected link: say what to do
+    next (mailing/web/errors.py answers every InvalidLink with it)."""
+    return page("invalid_link", status_code=400, reason=problem.value)

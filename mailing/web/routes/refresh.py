@@ -11,9 +11,9 @@ from mailing.config import get_settings
 from mailing.consent import CONSENT_TEXT
 from mailing.models import utcnow
 from mailing.states import SubscriberStatus
-from mailing.tokens import InvalidToken, Purpose
+from mailing.tokens import Purpose, route
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
-from mailing.web.pages import invalid_link, page
+from mailing.web.pages import page
 
 router = APIRouter()
 
@@ -28,24 +28,18 @@ def _page(status: str, status_code: int = 200) -> Response:
     )
 
 
-@router.get("/stay/{token}", include_in_schema=False)
+@router.get(route(Purpose.STAY), include_in_schema=False)
 def stay_page(token: str, session: SessionDep) -> Response:
-    try:
-        subscriber = links.subscriber_for(session, Purpose.STAY, token)
-    except InvalidToken as exc:
-        return invalid_link(exc.reason)
+    subscriber = links.subscriber_for(session, Purpose.STAY, token)
     active = subscriber.status == SubscriberStatus.ACTIVE
     return _page("active" if active else "gone")
 
 
-@router.post("/stay/{token}", dependencies=[PublicPostLimit], responses={200: {}, 400: {}})
+@router.post(route(Purpose.STAY), dependencies=[PublicPostLimit], responses={200: {}, 400: {}})
 def stay(token: str, request: Request, session: SessionDep) -> Response:
     """Renew consent: `200`, JSON `{"status": "renewed"}` when asked for JSON; `409` if they are
     no longer subscribed."""
-    try:
-        subscriber = links.subscriber_for(session, Purpose.STAY, token)
-    except InvalidToken as exc:
-        return invalid_link(exc.reason)
+    subscriber = links.subscriber_for(session, Purpose.STAY, token)
     renewed = refresh.renew(session, subscriber, utcnow())
     session.commit()
     status, code = ("renewed", 200) if renewed else ("gone", 409)

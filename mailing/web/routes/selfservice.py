@@ -22,12 +22,12 @@ from mailing.addresses import Address, InvalidAddress, normalise
 from mailing.config import get_settings
 from mailing.db import session_scope
 from mailing.models import Subscriber
-from mailing.states import NoticeKind, SubscriberStatus
+from mailing.states import ConsentChannel, ErasureReason, NoticeKind
 from mailing.themes import theme_titles
-from mailing.tokens import EXPORT_MAX_AGE_SECONDS, InvalidToken, Purpose
+from mailing.tokens import EXPORT_MAX_AGE_SECONDS, Purpose, route
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
 from mailing.web.forms import FormErrors, frequency_field, read_body, text_field, theme_list
-from mailing.web.pages import invalid_link, page
+from mailing.web.pages import page
 from workers.enqueue import notice_publisher
 
 router = APIRouter(tags=["subscribers"])
@@ -37,23 +37,13 @@ log = logging.getLogger(__name__)
 LINK_ACTIONS = {"export": NoticeKind.EXPORT_LINK, "erase": NoticeKind.ERASE_LINK}
 
 
-def _bad_link(request: Request, reason: str) -> Response:
-    if wants_json(request):
-        detail = "This link has expired." if reason == "expired" else "This link is not valid."
-        return JSONResponse({"detail": detail}, status_code=400)
-    return invalid_link(reason)
-
-
 # --- Unsubscribe ----------------------------------------------------------------------------
 
 
-@router.get("/unsubscribe/{token}", include_in_schema=False)
+@router.get(route(Purpose.UNSUBSCRIBE), include_in_schema=False)
 def unsubscribe_page(token: str, request: Request, session: SessionDep) -> Response:
     # Mail scanners follow GET links: a GET only shows the button.
-    try:
-        subscriber = links.subscriber_for(session, Purpose.UNSUBSCRIBE, token)
-    except InvalidToken as exc:
-        return _bad_link(request, exc.reason)
+    subscriber = links.subscriber_for(session, Purpose.UNSUBSCRIBE, token)
     return page(
         "unsubscribe",
         status=subscriber.status.value,
@@ -65,24 +55,22 @@ def unsubscribe_page(token: str, request: Request, session: SessionDep) -> Respo
 # unsubscribes of many people from a few addresses, and refusing one would mean mailing someone
 # who asked us to stop.
 @router.post(
-    "/unsubscribe/{token}",
+    route(Purpose.UNSUBSCRIBE),
     responses={200: {"description": "Unsubscribed (also when already unsubscribed)"}, 400: {}},
 )
 async def unsubscribe(token: str, request: Request) -> Response:
     """One-click unsubscribe (RFC 8058): body `List-Unsubscribe=One-Click`, or empty."""
     body = await request.body()
     fields = parse_qs(body.decode("latin-1"), keep_blank_values=True) if body else {}
-    channel = "email-link" if fields.get("via") == ["page"] else "one-click"
-    try:
-        preferences_url = await run_in_threadpool(_unsubscribe, token, channel)
-    except InvalidToken as exc:
-        return _bad_link(request, exc.reason)
+    by_page = fields.get("via") == ["page"]
+    channel = ConsentChannel.EMAIL_LINK if by_page else ConsentChannel.ONE_CLICK
+    preferences_url = await run_in_threadpool(_unsubscribe, token, channel)
     if wants_json(request):
         return JSONResponse({"status": "unsubscribed"})
     return _unsubscribed_page(preferences_url)
 
 
-def _unsubscribe(token: str, channel: str) -> str:
+def _unsubscribe(token: str, channel: ConsentChannel) -> str:
     with session_scope() as session:
         subscriber = links.subscriber_for(session, Purpose.UNSUBSCRIBE, token)
         selfservice.unsubscribe(session, subscriber, channel=channel)
@@ -122,17 +110,14 @@ def _preferences_page(
     )
 
 
-@router.get("/preferences/{token}", include_in_schema=False)
+@router.get(route(Purpose.MANAGE), include_in_schema=False)
 def preferences_page(token: str, request: Request, session: SessionDep) -> Response:
-    try:
-        subscriber = links.subscriber_for(session, Purpose.MANAGE, token)
-    except InvalidToken as exc:
-        return _bad_link(request, exc.reason)
+    subscriber = links.subscriber_for(session, Purpose.MANAGE, token)
     return _preferences_page(session, subscriber)
 
 
 @router.post(
-    "/preferences/{token}",
+    route(Purpose.MANAGE),
     dependencies=[PublicPostLimit],
     responses={200: {}, 400: {}, 409: {"description": "The subscription is not active"}, 422: {}},
 )
@@ -153,10 +138,7 @@ def _change_preferences(
     token: str, request: Request, is_json: bool, data: dict[str, object]
 ) -> Response:
     with session_scope() as session:
-        try:
-            subscriber = links.subscriber_for(session, Purpose.MANAGE, token)
-        except InvalidToken as exc:
-            return _bad_link(request, exc.reason)
+        subscriber = links.subscriber_for(session, Purpose.MANAGE, token)
         errors: dict[str, str] = {}
         kind = _link_kind(data, is_json, errors)
         if kind is not None:
@@ -176,29 +158,11 @@ def _change_preferences(
             if is_json:
                 return FormErrors(errors).json()
             return _preferences_page(session, subscriber, status_code=422, errors=errors)
-        channel = "api" if is_json else "email-link"
-        try:
-            if subscriber.status != SubscriberStatus.ACTIVE:
-                raise selfservice.NotActive(subscriber.status)
-            outcome = (
-                selfservice.ThemesOutcome.UNCHANGED
-                if themes is None
-                else selfservice.change_themes(session, subscriber, themes, channel=channel)
-            )
-            if frequency is not None and outcome != selfservice.ThemesOutcome.UNSUBSCRIBED:
-                frequencies.change(session, subscriber, frequency, channel=channel)
-        except selfservice.NotActive as exc:
-            if is_json:
-                return JSONResponse(
-                    {"detail": f"The subscription is {exc.status.value}: no themes to change."},
-                    status_code=409,
-                )
-            return page(
-                "not_active",
-                status_code=409,
-                status=exc.status.value,
-                preferences_url=links.url_for(Purpose.MANAGE, subscriber),
-            )
+        channel = ConsentChannel.API if is_json else ConsentChannel.EMAIL_LINK
+        # NotActive (409) unless the subscription is active: mailing/web/errors.py answers it.
+        outcome = selfservice.change_preferences(
+            session, subscriber, themes, frequency, channel=channel
+        )
         preferences_url = links.url_for(Purpose.MANAGE, subscriber)
         chosen = subscribers.themes_of(session, subscriber.id or 0)
         how_often = subscriber.frequency
@@ -259,13 +223,10 @@ def _email_link(
 # --- Right of access ------------------------------------------------------------------------
 
 
-@router.get("/my-data/{token}", responses={200: {"description": "Everything we hold"}, 400: {}})
+@router.get(route(Purpose.EXPORT), responses={200: {"description": "Everything we hold"}, 400: {}})
 def my_data(token: str, request: Request, session: SessionDep) -> Response:
     """Everything held about the subscriber, as a JSON download (from the emailed link only)."""
-    try:
-        subscriber = links.subscriber_for(session, Purpose.EXPORT, token)
-    except InvalidToken as exc:
-        return _bad_link(request, exc.reason)
+    subscriber = links.subscriber_for(session, Purpose.EXPORT, token)
     log.info("subscriber %s downloaded their data", subscriber.id)
     return JSONResponse(
         selfservice.export(session, subscriber),
@@ -276,23 +237,17 @@ def my_data(token: str, request: Request, session: SessionDep) -> Response:
 # --- Right to erasure -----------------------------------------------------------------------
 
 
-@router.get("/erase/{token}", include_in_schema=False)
+@router.get(route(Purpose.ERASE), include_in_schema=False)
 def erase_page(token: str, request: Request, session: SessionDep) -> Response:
-    try:
-        links.subscriber_for(session, Purpose.ERASE, token)
-    except InvalidToken as exc:
-        return _bad_link(request, exc.reason)
+    links.subscriber_for(session, Purpose.ERASE, token)
     return page("erase")
 
 
-@router.post("/erase/{token}", dependencies=[PublicPostLimit], responses={200: {}, 400: {}})
+@router.post(route(Purpose.ERASE), dependencies=[PublicPostLimit], responses={200: {}, 400: {}})
 def erase(token: str, request: Request, session: SessionDep) -> Response:
     """Erase the subscriber now: everything but a keyed hash that stops us mailing them again."""
-    try:
-        subscriber = links.subscriber_for(session, Purpose.ERASE, token)
-    except InvalidToken as exc:
-        return _bad_link(request, exc.reason)
-    selfservice.erase(session, subscriber, "request")
+    subscriber = links.subscriber_for(session, Purpose.ERASE, token)
+    selfservice.erase(session, subscriber, ErasureReason.REQUEST)
     session.commit()
     if wants_json(request):
         return JSONResponse({"status": "erased"})

@@ -12,12 +12,13 @@ from mailing import consent, subscribers, subscriptions
 from mailing.config import get_settings
 from mailing.db import session_scope
 from mailing.metrics import CONFIRMATIONS, SIGNUPS
+from mailing.states import ConsentChannel
 from mailing.subscriptions import SignupRequest
 from mailing.themes import theme_titles
-from mailing.tokens import InvalidToken, Purpose, verify
+from mailing.tokens import Purpose, route, verify
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
 from mailing.web.forms import FormErrors, SubscriptionIn, parse_signup, read_body
-from mailing.web.pages import invalid_link, page
+from mailing.web.pages import page
 from mailing.web.signup_batch import batcher_for_loop
 from workers.enqueue import notice_publisher
 
@@ -75,7 +76,7 @@ async def subscribe(request: Request) -> Response:
         request_ = SignupRequest(
             signup.address,
             signup.themes,
-            "api" if body.is_json else "form",
+            ConsentChannel.API if body.is_json else ConsentChannel.FORM,
             signup.source,
             signup.frequency,
         )
@@ -104,27 +105,17 @@ def check_email() -> Response:
     return page("check_email", days=get_settings().confirm_max_age_days)
 
 
-@router.get("/confirm/{token}", include_in_schema=False)
+@router.get(route(Purpose.CONFIRM), include_in_schema=False)
 def confirm_page(token: str, session: SessionDep) -> Response:
     # Mail scanners follow GET links: a GET only shows the button, it never gives consent.
-    try:
-        subscriptions.confirmable(session, verify(Purpose.CONFIRM, token))
-    except InvalidToken as exc:
-        return invalid_link(exc.reason)
+    subscriptions.confirmable(session, verify(Purpose.CONFIRM, token))
     return page("confirm")
 
 
-@router.post("/confirm/{token}", dependencies=[PublicPostLimit])
+@router.post(route(Purpose.CONFIRM), dependencies=[PublicPostLimit])
 def confirm(token: str, request: Request, session: SessionDep) -> Response:
     """Confirm a subscription from the link in the confirmation email; repeating it is harmless."""
-    try:
-        subscriber, welcome = subscriptions.confirm(session, verify(Purpose.CONFIRM, token))
-    except InvalidToken as exc:
-        if wants_json(request):
-            return JSONResponse(
-                {"detail": "This link is not valid or has expired."}, status_code=400
-            )
-        return invalid_link(exc.reason)
+    subscriber, welcome = subscriptions.confirm(session, verify(Purpose.CONFIRM, token))
     session.commit()
     themes = subscribers.themes_of(session, subscriber.id or 0)
     if welcome is not None:

@@ -228,7 +228,7 @@ def insist_on_recent_factor(
             accepted = give_factor(session, who, form)
         except signin.SignInFailed as failed:
             record(request, session, who.staff.id, AuditAction.SECOND_FACTOR_FAILED)
-            error, retry_after = str(failed), failed.retry_after
+            error, retry_after = failed.message, failed.retry_after
         else:
             record(request, session, who.staff.id, AuditAction.REAUTHENTICATED, accepted.kind)
             return factor_given(session, who)

@@ -8,9 +8,9 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
-from mailing import archive, figures, london, updates
+from mailing import archive, figures, london, test_sends, updates
 from mailing.deliverability import figures as deliverability
-from mailing.mailer import PermanentFailure, TransientFailure
+from mailing.errors import MailingError, TooMany
 from mailing.models import Update, utcnow
 from mailing.sending.control import overdue_updates
 from mailing.sending.progress import recent_updates
@@ -202,19 +202,25 @@ def test_form(update_id: RowId) -> Response:
 def send_test(update_id: RowId, who: Who, form: Form, session: SessionDep) -> Response:
     update = update_or_404(session, who, update_id)
     try:
-        updates.send_test(session, who.staff.id, update, who.staff.email)
-    except (TransientFailure, PermanentFailure):
+        # The same rule as the API's: the hourly limit, a staff recipient, 503 if the relay
+        # will not take it.
+        test_sends.send(session, who.staff, update, who.staff.email)
+    except MailingError as refused:
+        session.rollback()
         if update.status != UpdateStatus.DRAFT:
             return RedirectResponse(f"/admin/drafts/{update_id}/progress", status_code=303)
-        return _draft_page(
+        answer = _draft_page(
             who,
             session,
             update,
-            502,
-            {"test": "The mail server did not take the test email. Try again in a minute."},
+            refused.status_code,
+            {"test": refused.message},
             {"subject": update.subject, "body": update.body, "themes": updates.themes_of(update)},
             "",
         )
+        if isinstance(refused, TooMany):
+            answer.headers["Retry-After"] = str(refused.retry_after)
+        return answer
     session.commit()
     if update.status != UpdateStatus.DRAFT:
         return RedirectResponse(f"/admin/drafts/{update_id}/progress", status_code=303)

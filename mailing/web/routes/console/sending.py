@@ -5,7 +5,9 @@ the same functions the API and the CLI call."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
+from enum import StrEnum
 
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlmodel import Session
@@ -69,23 +71,26 @@ def confirm_send(update_id: RowId, who: Who, session: SessionDep) -> Response:
 def send(update_id: RowId, who: RecentSecondFactor, form: Form, session: SessionDep) -> Response:
     need(who, StaffRole.SENDER)
     update = update_or_404(session, who, update_id)
-    if update.status == UpdateStatus.DRAFT:
-        try:
-            review.check_send(session, update, who.staff.id, form.get("fingerprint"))
-            started = sending.request_send(
-                session,
-                update_id,
-                who.staff.id,
-                publish_update_batches,
-                fingerprint=str(form.get("fingerprint", "")),
-            )
-        except sending.ContentChanged:
-            session.rollback()
-            return console_page("changed", who, status_code=409, update=update, nav="updates")
-        except (Forbidden, Conflict) as refused:
-            return _send_page(
-                who, session, update, refused.status_code, errors={"send": refused.message}
-            )
+    try:
+        review.check_send(session, update, who.staff.id, form.get("fingerprint"))
+        started = sending.request_send(
+            session,
+            update_id,
+            who.staff.id,
+            publish_update_batches,
+            fingerprint=str(form.get("fingerprint", "")),
+        )
+    except sending.ContentChanged:
+        session.rollback()
+        return console_page("changed", who, status_code=409, update=update, nav="updates")
+    except sending.WrongState:
+        # Scheduled: it waits for its time (the progress page offers to unschedule it).
+        session.rollback()
+    except (Forbidden, Conflict) as refused:
+        return _send_page(
+            who, session, update, refused.status_code, errors={"send": refused.message}
+        )
+    else:
         if started.started:
             review.tell_author_now(session, update, who.staff.id)
     # Sending twice sends nothing more: a second press just shows the progress.
@@ -141,19 +146,31 @@ def schedule(
     return RedirectResponse(_progress_url(update_id), status_code=303)
 
 
-def _act(session: Session, who: Who, update_id: int, action: str) -> Response:
+class SendAction(StrEnum):
+    """The buttons on a send's progress page."""
+
+    UNSCHEDULE = "unschedule"
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+
+
+ACTIONS: dict[SendAction, Callable[[Session, int, int | None], object]] = {
+    SendAction.UNSCHEDULE: sending.unschedule,
+    SendAction.PAUSE: sending.pause,
+    SendAction.RESUME: lambda s, u, who: sending.resume(s, u, who, publish_update_batches),
+    SendAction.CANCEL: sending.cancel,
+}
+
+
+def _act(session: Session, who: Who, update_id: int, action: object) -> Response:
     need(who, StaffRole.SENDER)
     update_or_404(session, who, update_id)
-    staff_id = who.staff.id
+    act = ACTIONS.get(action) if isinstance(action, SendAction) else None
+    if act is None:  # no fallback: an action not listed does nothing at all
+        return console_page("not_found", who, status_code=404)
     try:
-        if action == "unschedule":
-            sending.unschedule(session, update_id, staff_id)
-        elif action == "pause":
-            sending.pause(session, update_id, staff_id)
-        elif action == "resume":
-            sending.resume(session, update_id, staff_id, publish_update_batches)
-        else:
-            sending.cancel(session, update_id, staff_id)
+        act(session, update_id, who.staff.id)
         session.commit()
     except Conflict:
         # Someone else changed it first (or it finished): the progress page shows where it is.
@@ -163,17 +180,17 @@ def _act(session: Session, who: Who, update_id: int, action: str) -> Response:
 
 @router.post("/drafts/{update_id}/unschedule")
 def unschedule(update_id: RowId, who: Who, form: Form, session: SessionDep) -> Response:
-    return _act(session, who, update_id, "unschedule")
+    return _act(session, who, update_id, SendAction.UNSCHEDULE)
 
 
 @router.post("/drafts/{update_id}/pause")
 def pause(update_id: RowId, who: Who, form: Form, session: SessionDep) -> Response:
-    return _act(session, who, update_id, "pause")
+    return _act(session, who, update_id, SendAction.PAUSE)
 
 
 @router.post("/drafts/{update_id}/resume")
 def resume(update_id: RowId, who: RecentSecondFactor, form: Form, session: SessionDep) -> Response:
-    return _act(session, who, update_id, "resume")
+    return _act(session, who, update_id, SendAction.RESUME)
 
 
 @router.get("/drafts/{update_id}/cancel")
@@ -187,7 +204,7 @@ def confirm_cancel(update_id: RowId, who: Who, session: SessionDep) -> Response:
 
 @router.post("/drafts/{update_id}/cancel")
 def cancel(update_id: RowId, who: RecentSecondFactor, form: Form, session: SessionDep) -> Response:
-    return _act(session, who, update_id, "cancel")
+    return _act(session, who, update_id, SendAction.CANCEL)
 
 
 @router.get("/drafts/{update_id}/progress")

@@ -114,7 +114,7 @@ async def login(request: Request, session: SessionDep) -> Response:
     except signin.SignInFailed as failed:
         if failed.staff_id is not None:
             record(request, session, failed.staff_id, AuditAction.SIGN_IN_FAILED)
-        return refused(_login_page(401, {"email": str(failed)}, email, next_path), failed)
+        return refused(_login_page(401, {"email": failed.message}, email, next_path), failed)
     # Someone with no factor yet enrols one now: the console opens only after that.
     step = "/admin/login/second-factor" if has_factor(session, member) else "/admin/account"
     response = RedirectResponse(f"{step}?next={next_path}", status_code=303)
@@ -176,7 +176,7 @@ def second_factor(
         accepted = give_factor(session, who, form)
     except signin.SignInFailed as failed:
         record(request, session, who.staff.id, AuditAction.SECOND_FACTOR_FAILED)
-        return refused(_second_factor_page(session, who, 401, next_path, str(failed)), failed)
+        return refused(_second_factor_page(session, who, 401, next_path, failed.message), failed)
     token = sessions.complete_session(session, who)
     record(request, session, who.staff.id, AuditAction.CONSOLE_SIGN_IN, accepted.kind)
     if accepted.recovery_left is None:

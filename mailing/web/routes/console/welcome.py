@@ -11,9 +11,9 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
 from mailing.audit import AuditAction
+from mailing.errors import InvalidLink
 from mailing.staff import invitations, members
 from mailing.staff.passwords import MIN_PASSWORD_LENGTH, WeakPassword
-from mailing.tokens import InvalidToken
 from mailing.web.deps import PublicPostLimit, SessionDep
 from mailing.web.routes.console.common import console_page, console_router, record
 from mailing.web.routes.console.signin import set_session_cookie
@@ -37,7 +37,7 @@ def _page(token: str, status_code: int = 200, error: str = "", spent: str = "") 
 def welcome_form(token: str, session: SessionDep) -> Response:
     try:
         invitations.check(session, token)
-    except (InvalidToken, invitations.LinkSpent) as bad:
+    except (InvalidLink, invitations.LinkSpent) as bad:
         return _page("", 400, spent=str(bad) if isinstance(bad, invitations.LinkSpent) else "")
     return _page(token)
 
@@ -46,7 +46,7 @@ def welcome_form(token: str, session: SessionDep) -> Response:
 async def welcome(token: str, request: Request, session: SessionDep) -> Response:
     try:
         invitation, staff = invitations.check(session, token)
-    except (InvalidToken, invitations.LinkSpent) as bad:
+    except (InvalidLink, invitations.LinkSpent) as bad:
         return _page("", 400, spent=str(bad) if isinstance(bad, invitations.LinkSpent) else "")
     form = await request.form()
     password = form.get("password")
