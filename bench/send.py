@@ -40,7 +40,7 @@ from throwaway import (  # noqa: E402
     stop_groups,
 )
 
-from mailing.mailer import _stuffed  # noqa: E402
+from mailing.mail.relay import _stuffed  # noqa: E402
 
 # --- A minimal SMTP sink (one process, asyncio): counts messages, remembers the last one's time
 

@@ -1,8 +1,10 @@
 """Building and sending the one-off emails of the notice outbox, one builder per kind.
 
-A notice is sent by whichever task claims it first, and deleted in the same transaction once the
-relay took it: a duplicate task finds it gone (or locked) and does nothing. If the subscriber is
-gone or no longer needs it (a confirmation for someone already active), it is dropped unsent.
+A new kind is a NoticeKind, a template pair and one entry in BUILDERS. A notice is sent through
+the one mail pipeline (mailing/mail/pipeline.py) on the worker's persistent relay connection, by
+whichever task claims it first, and deleted in the same transaction once the relay took it: a
+duplicate task finds it gone (or locked) and does nothing. If the subscriber is gone or no longer
+needs it (a confirmation for someone already active), it is dropped unsent.
 """
 
 from __future__ import annotations
@@ -10,16 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from mailing import links, outbox, subscribers
 from mailing.config import get_settings
-from mailing.db import session_scope
 from mailing.deliverability.returnpath import for_notice
-from mailing.digests import list_headers
-from mailing.emails import TO, Prepared, prepare
 from mailing.frequency import DESCRIPTIONS
-from mailing.mailer import Mailer
+from mailing.mail import pipeline
+from mailing.mail.builder import TO, Prepared, list_headers, prepare
 from mailing.models import Notice, Subscriber
 from mailing.states import NoticeKind, SubscriberStatus
 from mailing.subscriptions import confirmation_token, confirmations_of
@@ -118,25 +119,56 @@ def build(session: Session, notice: Notice) -> tuple[Prepared, str] | None:
     return None if prepared is None else (prepared, subscriber.email)
 
 
+class _Notice:
+    """One notice of the outbox as a source of the mail pipeline: claimed under a row lock,
+    deleted once the relay took it (or once it is no longer owed)."""
+
+    rated = False  # a confirmation is waited for by a person: never behind a bulk send
+
+    def __init__(self, notice_id: int) -> None:
+        self.notice_id = notice_id
+        self.session: Session | None = None
+        self.claimed = False
+
+    def still_going(self, conn: Connection) -> bool:
+        return not self.claimed  # one claim: a notice is sent once or left for its retry
+
+    def claim(self, conn: Connection, limit: int) -> list[Notice]:
+        self.claimed = True
+        self.session = Session(bind=conn, expire_on_commit=False)
+        notice = outbox.claim(self.session, self.notice_id)
+        return [] if notice is None else [notice]
+
+    def copy(self, row: Notice) -> pipeline.Copy | None:
+        assert self.session is not None
+        built = build(self.session, row)
+        if built is None:
+            return None
+        prepared, to = built
+        sender = for_notice(prepared.envelope_from, row.subscriber_id)
+        return pipeline.Copy(sender, to, prepared.personalise({TO: to}))
+
+    def settle(self, conn: Connection, settled: pipeline.Settled[Notice]) -> None:
+        assert self.session is not None
+        for notice, how in [(n, "sent") for n in settled.sent] + [
+            (n, "dropped") for n in settled.cancelled
+        ]:
+            outbox.done(self.session, notice)
+            log.info(
+                "notice %s (%s) for subscriber %s: %s",
+                notice.id,
+                notice.kind.value,
+                notice.subscriber_id,
+                how,
+            )
+        self.session.close()
+        failures = [f for _, f in settled.failed + settled.deferred + settled.unreachable]
+        if failures:
+            raise failures[0]  # the row stays (rolled back) for the task's retry
+
+
 def send(notice_id: int) -> bool:
-    """Send one notice if it is still owed; True if an email went. Raises mailer failures (the
-    task retries; the row stays until it is sent)."""
-    with session_scope() as session:
-        notice = outbox.claim(session, notice_id)
-        if notice is None:
-            return False
-        built = build(session, notice)
-        if built is not None:
-            prepared, to = built
-            with Mailer() as mailer:
-                sender = for_notice(prepared.envelope_from, notice.subscriber_id)
-                mailer.send(sender, to, prepared.personalise({TO: to}))
-        outbox.done(session, notice)
-        log.info(
-            "notice %s (%s) for subscriber %s: %s",
-            notice_id,
-            notice.kind.value,
-            notice.subscriber_id,
-            "sent" if built else "dropped",
-        )
-        return built is not None
+    """Send one notice if it is still owed; True if an email went. Raises the relay's failures
+    (the task retries; the row stays until it is sent)."""
+    source = _Notice(notice_id)
+    return pipeline.run(source, chunk=1).sent > 0

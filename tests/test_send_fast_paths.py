@@ -19,7 +19,7 @@ from itsdangerous import URLSafeSerializer
 from mailing import links
 from mailing.config import get_settings
 from mailing.deliverability import returnpath
-from mailing.mailer import Deferred, Mailer, PermanentFailure, TransientFailure
+from mailing.mail.relay import Deferred, Mailer, PermanentFailure, TransientFailure
 from mailing.sending.batch import _LinkSubject
 from mailing.subscribers import link_check
 from mailing.tokens import InvalidToken, Purpose, sign, sign_link, verify

@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from mailing import archive, figures, updates
 from mailing.deliverability import figures as deliverability
-from mailing.mailer import PermanentFailure, TransientFailure
+from mailing.mail.relay import PermanentFailure, TransientFailure
 from mailing.models import Update
 from mailing.sending.progress import recent_updates
 from mailing.staff.sessions import SignedIn
