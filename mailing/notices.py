@@ -21,6 +21,7 @@ from mailing.deliverability.returnpath import for_notice
 from mailing.frequency import DESCRIPTIONS
 from mailing.mail import pipeline
 from mailing.mail.builder import TO, Prepared, list_headers, prepare
+from mailing.mail.relay import TransientFailure
 from mailing.models import Notice, Subscriber
 from mailing.states import NoticeKind, SubscriberStatus
 from mailing.subscriptions import confirmation_token, confirmations_of
@@ -171,4 +172,7 @@ def send(notice_id: int) -> bool:
     """Send one notice if it is still owed; True if an email went. Raises the relay's failures
     (the task retries; the row stays until it is sent)."""
     source = _Notice(notice_id)
-    return pipeline.run(source, chunk=1).sent > 0
+    done = pipeline.run(source, chunk=1, lanes=1)
+    if done.more:
+        raise TransientFailure("every relay connection is busy")
+    return done.sent > 0

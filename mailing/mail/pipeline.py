@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy.engine import Connection
 
 from mailing.config import get_settings
 from mailing.db import get_engine
-from mailing.mail import lanes
-from mailing.mail.relay import Deferred, PermanentFailure, TransientFailure
+from mailing.mail.lanes import POOL
+from mailing.mail.relay import Deferred, Mailer, PermanentFailure, TransientFailure
+from mailing.models import utcnow
 from mailing.ratelimit import send_rate
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,15 @@ class Settled(Generic[Row]):
     deferred: list[tuple[Row, Deferred]] = field(default_factory=list)  # the relay said 4xx
     unreachable: list[tuple[Row, TransientFailure]] = field(default_factory=list)
 
+    def retries(self, attempts: Callable[[Row], int]) -> tuple[list[Row], list[Row], datetime]:
+        """The rows to try again later (deferred, then those that met an unreachable relay),
+        the deferred alone (those are given up after the last try; an unreachable relay is not
+        the message's fault), and when they are due: the backoff of the most-tried."""
+        deferred = [row for row, _ in self.deferred]
+        retried = deferred + [row for row, _ in self.unreachable]
+        wait = backoff_seconds(max((attempts(r) for r in retried), default=0))
+        return retried, deferred, utcnow() + timedelta(seconds=wait)
+
 
 class Source(Protocol[Row]):
     """What one kind of email owes and how its rows are settled."""
@@ -75,6 +87,16 @@ class Outcome:
     more: bool = False  # the deadline came with work left: continue in a new task
     stopped: bool = False  # the source said it is no longer going (paused, cancelled)
 
+    def merge(self, other: Outcome) -> None:
+        self.sent += other.sent
+        self.failed += other.failed
+        self.cancelled += other.cancelled
+        self.deferred += other.deferred
+        self.unreachable = self.unreachable or other.unreachable
+        self.stopped = self.stopped or other.stopped
+        # Work is left only if no lane found the source exhausted or stopped.
+        self.more = self.more or other.more
+
     def add(self, settled: Settled[Row]) -> None:
         self.sent += len(settled.sent)
         self.failed += len(settled.failed)
@@ -83,36 +105,99 @@ class Outcome:
         self.unreachable = self.unreachable or bool(settled.unreachable)
 
 
-def run(source: Source[Row], *, deadline: float | None = None, chunk: int | None = None) -> Outcome:
-    """Send what `source` owes, a chunk at a time, until nothing is claimable, the source stops,
-    the relay is unreachable or `deadline` (time.monotonic()) passes."""
+class ClaimClock:
+    """When each lane last claimed: a source's retry check counts from the earliest lane's."""
+
+    def __init__(self) -> None:
+        self._at: dict[int, datetime] = {}
+        self._first = utcnow()
+
+    def mark(self) -> datetime:
+        now = self._at[threading.get_ident()] = utcnow()
+        return now
+
+    def earliest(self) -> datetime:
+        return min(self._at.values(), default=self._first)
+
+
+def lanes_for(conn_dialect: str, wanted: int | None = None) -> int:
+    """MAILING_SMTP_CONNECTIONS lanes on PostgreSQL (SKIP LOCKED hands each its own chunk); one
+    on SQLite, whose one write lock a chunk holds while it is sent."""
+    if conn_dialect != "postgresql":
+        return 1
+    return max(1, wanted or get_settings().smtp_connections)
+
+
+def run(
+    source: Source[Row],
+    *,
+    deadline: float | None = None,
+    chunk: int | None = None,
+    lanes: int | None = None,
+) -> Outcome:
+    """Send what `source` owes, a chunk at a time on each of `lanes` relay connections at once
+    (default: lanes_for the database), until nothing is claimable, the source stops or
+    `deadline` (time.monotonic()) passes; a lane whose relay is unreachable stops on its own.
+    At most lanes x chunk emails are in flight: what a killed worker may send again."""
     size = max(1, chunk or get_settings().send_commit_chunk)
-    rate = send_rate() if source.rated else None
+    count = lanes_for(get_engine().dialect.name, lanes)
+    stop = threading.Event()
+    if count == 1:
+        return _lane(source, size, deadline, stop)
+    futures = [
+        POOL.executor(count).submit(_lane, source, size, deadline, stop) for _ in range(count)
+    ]
     outcome = Outcome()
-    while True:
-        if deadline is not None and time.monotonic() >= deadline:
-            outcome.more = True
-            break
-        if rate is not None:
-            # Wait for the send rate before taking locks, so waiting never blocks an unsubscribe.
-            rate.acquire(size)
-        # A plain connection, not an ORM session: this loop runs once per 50 emails.
-        with get_engine().begin() as conn:
-            if not source.still_going(conn):
-                outcome.stopped = True
-                break
-            rows = source.claim(conn, size)
-            if not rows:
-                break
-            settled = _send(source, rows)
-            source.settle(conn, settled)
-        outcome.add(settled)
-        if settled.unreachable:
-            break
+    for future in futures:
+        outcome.merge(future.result())
     return outcome
 
 
-def _send(source: Source[Row], rows: Sequence[Row]) -> Settled[Row]:
+def _lane(source: Source[Row], size: int, deadline: float | None, stop: threading.Event) -> Outcome:
+    """One lane: its own relay connection (from this process's pool) and its own chunks."""
+    outcome = Outcome()
+    lane = POOL.take()
+    if lane is None:  # every connection (here, or across workers) is busy: another time
+        outcome.more = True
+        return outcome
+    rate = send_rate() if source.rated else None
+    try:
+        while not stop.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                outcome.more = True
+                break
+            if rate is not None:
+                # Wait for the send rate before taking locks, so waiting never blocks an
+                # unsubscribe.
+                rate.acquire(size)
+            if not POOL.renew(lane):
+                outcome.more = True  # the lease was lost (Redis flushed): give the slot up
+                break
+            # A plain connection, not an ORM session: this loop runs once per 50 emails.
+            with get_engine().begin() as conn:
+                if not source.still_going(conn):
+                    outcome.stopped = True
+                    stop.set()  # the other lanes stop after the chunk they hold
+                    break
+                rows = source.claim(conn, size)
+                if not rows:
+                    break
+                settled = _send(source, rows, lane.mailer)
+                source.settle(conn, settled)
+            outcome.add(settled)
+            if settled.unreachable:
+                break
+    except BaseException:
+        POOL.close(lane)
+        raise
+    if outcome.unreachable:
+        POOL.close(lane)
+    else:
+        POOL.give(lane)
+    return outcome
+
+
+def _send(source: Source[Row], rows: Sequence[Row], mailer: Mailer) -> Settled[Row]:
     """Build the chunk's copies first, then send them: the two tight loops run about twice as
     fast as interleaving signing with SMTP round trips (CPU caches stay warm)."""
     settled: Settled[Row] = Settled()
@@ -123,7 +208,6 @@ def _send(source: Source[Row], rows: Sequence[Row]) -> Settled[Row]:
             settled.cancelled.append(row)
         else:
             copies.append((row, copy))
-    mailer = lanes.thread_mailer()
     answers = mailer.send_many([(c.envelope_from, c.to, c.raw) for _, c in copies])
     for (row, _), failure in zip(copies, answers, strict=False):
         if failure is None:
@@ -137,15 +221,22 @@ def _send(source: Source[Row], rows: Sequence[Row]) -> Settled[Row]:
             # nothing after it.
             assert isinstance(failure, TransientFailure)
             settled.unreachable.append((row, failure))
-            mailer.close()
             log.warning("relay unreachable (%s); will retry", failure)
     return settled
 
 
 def send_now(copy: Copy) -> None:
-    """One copy owed to no row (a staff test copy), on this thread's relay connection; raises
-    the relay's PermanentFailure, Deferred or TransientFailure."""
-    failure = lanes.thread_mailer().send_many([(copy.envelope_from, copy.to, copy.raw)])[0]
+    """One copy owed to no row (a staff test copy), on a pooled relay connection; raises the
+    relay's PermanentFailure, Deferred or TransientFailure."""
+    lane = POOL.take()
+    if lane is None:
+        raise TransientFailure("every relay connection is busy")
+    try:
+        failure = lane.mailer.send_many([(copy.envelope_from, copy.to, copy.raw)])[0]
+    except BaseException:
+        POOL.close(lane)
+        raise
+    POOL.give(lane)
     if failure is not None:
         raise failure
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -112,14 +111,13 @@ class _Deliveries:
         self.update_id = update_id
         self.prepared = prepared
         self.max_attempts = get_settings().send_max_retries
-        self.claimed_at = utcnow()
+        self.clock = pipeline.ClaimClock()
 
     def still_going(self, conn: Connection) -> bool:
         return _still_sending(conn, self.update_id)
 
     def claim(self, conn: Connection, limit: int) -> list[_Row]:
-        self.claimed_at = utcnow()
-        return _claim(conn, self.update_id, limit, self.claimed_at)
+        return _claim(conn, self.update_id, limit, self.clock.mark())
 
     def copy(self, row: _Row) -> pipeline.Copy | None:
         if row.status != SubscriberStatus.ACTIVE:
@@ -165,7 +163,7 @@ def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> Bat
         return outcome
     with Session(get_engine(), expire_on_commit=False) as session, session.begin():
         if not finish_if_done(session, update_id):
-            outcome.retry_in = _next_retry_in(session, update_id, source.claimed_at)
+            outcome.retry_in = _next_retry_in(session, update_id, source.clock.earliest())
     return outcome
 
 
@@ -222,21 +220,16 @@ def _settle(
             DELIVERY.c.id == row.delivery_id,
             {"error": str(failure)[:200], "attempts": attempt},
         )
-    deferred = [row for row, _ in result.deferred]
-    retried = deferred + [row for row, _ in result.unreachable]
+    retried, deferred, due = result.retries(lambda r: r.attempts)
     if retried:
         # Both stay pending until their retry time, the attempt counted.
-        wait = backoff_seconds(max(r.attempts for r in retried))
         conn.execute(
-            sa.update(DELIVERY)
-            .where(chunk_ids)
-            .values(attempts=attempt, retry_at=now + timedelta(seconds=wait)),
+            sa.update(DELIVERY).where(chunk_ids).values(attempts=attempt, retry_at=due),
             {"chunk_ids": [r.delivery_id for r in retried]},
         )
     gave_up = 0
     if deferred:
-        # One the relay keeps deferring is given up; an unreachable relay is not the message's
-        # fault, so those are never given up on.
+        # One the relay keeps deferring is given up.
         gave_up = transition(
             conn,
             DELIVERY,

@@ -186,14 +186,13 @@ class _Summaries:
     def __init__(self, first_id: int, last_id: int) -> None:
         self.first_id, self.last_id = first_id, last_id
         self.built: dict[tuple[str, str], Prepared | None] = {}
-        self.claimed_at = utcnow()
+        self.clock = pipeline.ClaimClock()
 
     def still_going(self, conn: Connection) -> bool:
         return True
 
     def claim(self, conn: Connection, limit: int) -> list[_Row]:
-        self.claimed_at = utcnow()
-        return _claim(conn, self.first_id, self.last_id, limit, self.claimed_at)
+        return _claim(conn, self.first_id, self.last_id, limit, self.clock.mark())
 
     def copy(self, row: _Row) -> pipeline.Copy | None:
         prepared = self._prepared(row)
@@ -236,7 +235,7 @@ def deliver_batch(first_id: int, last_id: int) -> Outcome:
             sa.select(sa.func.min(TABLE.c.retry_at)).where(
                 TABLE.c.id.between(first_id, last_id),
                 TABLE.c.status == DigestStatus.PENDING.value,
-                TABLE.c.retry_at > source.claimed_at,
+                TABLE.c.retry_at > source.clock.earliest(),
             )
         ).scalar()
     if due is not None:
@@ -268,18 +267,12 @@ def _settle(conn: Connection, result: pipeline.Settled[_Row]) -> None:
         transition(
             conn, TABLE, DigestTransitions.CANCEL, ids([r.digest_id for r in result.cancelled])
         )
-    deferred = [row for row, _ in result.deferred]
-    retried = deferred + [row for row, _ in result.unreachable]
+    retried, deferred, due = result.retries(lambda r: r.attempts)
     if retried:
-        wait = pipeline.backoff_seconds(max(r.attempts for r in retried))
-        conn.execute(
-            sa.update(TABLE)
-            .where(ids([r.digest_id for r in retried]))
-            .values(**counted, retry_at=now + timedelta(seconds=wait))
-        )
+        retry = ids([r.digest_id for r in retried])
+        conn.execute(sa.update(TABLE).where(retry).values(**counted, retry_at=due))
     if deferred:
-        # One the relay keeps deferring is given up on, as update deliveries are; an unreachable
-        # relay is not the summary's fault.
+        # One the relay keeps deferring is given up on, as update deliveries are.
         limit = get_settings().send_max_retries
         transition(
             conn,
