@@ -127,7 +127,7 @@ def test_lanes_send_side_by_side_on_the_defaults(
     sink = CountingSink()
     with SinkServer(sink) as server:
         settings_env(smtp_host="127.0.0.1", smtp_port=server.port)
-        assert get_settings().smtp_connections == 16
+        assert get_settings().smtp_connections == 24
         update_id = draft(themes=["healthy-living"])
         start(update_id)
         update = wait_sent(update_id, timeout=120)

@@ -161,15 +161,17 @@ def _lane(source: Source[Row], size: int, deadline: float | None, stop: threadin
         outcome.more = True
         return outcome
     rate = send_rate() if source.rated else None
+    per_copy = 0.0  # seconds a copy took in the last chunk (the relay's round trip, mostly)
     try:
         while not stop.is_set():
-            if deadline is not None and time.monotonic() >= deadline:
+            limit = _fits(size, deadline, per_copy)
+            if limit == 0:
                 outcome.more = True
                 break
             if rate is not None:
                 # Wait for the send rate before taking locks, so waiting never blocks an
                 # unsubscribe.
-                rate.acquire(size)
+                rate.acquire(limit)
             if not POOL.renew(lane):
                 outcome.more = True  # the lease was lost (Redis flushed): give the slot up
                 break
@@ -179,10 +181,12 @@ def _lane(source: Source[Row], size: int, deadline: float | None, stop: threadin
                     outcome.stopped = True
                     stop.set()  # the other lanes stop after the chunk they hold
                     break
-                rows = source.claim(conn, size)
+                rows = source.claim(conn, limit)
                 if not rows:
                     break
+                began = time.monotonic()
                 settled = _send(source, rows, lane.mailer)
+                per_copy = (time.monotonic() - began) / len(rows)
                 source.settle(conn, settled)
             outcome.add(settled)
             if settled.unreachable:
@@ -195,6 +199,20 @@ def _lane(source: Source[Row], size: int, deadline: float | None, stop: threadin
     else:
         POOL.give(lane)
     return outcome
+
+
+def _fits(size: int, deadline: float | None, per_copy: float) -> int:
+    """How many copies the next chunk may hold: a full chunk, or as many as the time left
+    allows at the last chunk's pace (so the lanes of a task end together at its deadline, none
+    idle while another finishes a long chunk); 0 when the time is up."""
+    if deadline is None:
+        return size
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return 0
+    if per_copy <= 0:
+        return size
+    return max(1, min(size, int(left / per_copy)))
 
 
 def _send(source: Source[Row], rows: Sequence[Row], mailer: Mailer) -> Settled[Row]:
