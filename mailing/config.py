@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_starttls: bool = False
     smtp_timeout: float = 30.0
+    # Relay connections each worker process keeps open and busy at once (its lanes: each a thread
+    # with its own connection and its own chunk), and the cap across all workers (leases in Redis
+    # when MAILING_REDIS_URL is set; Postfix's smtpd_client_connection_count_limit is 50).
+    smtp_connections: int = Field(default=24, ge=1, le=256)
+    smtp_connections_total: int = Field(default=50, ge=1)
     from_address: str = "Health Inequalities Strategy <updates@localhost>"
     list_id: str = "Health Inequalities Strategy updates <health-inequalities.updates.localhost>"
 

@@ -36,8 +36,11 @@ def make_engine(url: str) -> Engine:
 
         return engine
     connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+    # A worker's send lanes each hold a connection while their chunk is sent: kept in the pool,
+    # not opened and closed as overflow for every chunk.
+    size = max(10, get_settings().smtp_connections + 4)
     engine = sa.create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args
+        url, pool_pre_ping=True, pool_size=size, max_overflow=10, connect_args=connect_args
     )
     # Rows inserted together go as one multi-row INSERT, as they already do with RETURNING,
     # not as psycopg's executemany (one statement a row, pipelined): a sign-up batch of four

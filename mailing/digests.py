@@ -5,7 +5,7 @@ with the clocks) and list the published updates sent since the Saturday before a
 person's themes (one staff kept out of the archive is given whole, having no page to link to);
 no one is sent an empty summary. `plan` writes one pending `weekly_digest` row
 per person and week, once: the week is claimed in `digest_week` first, and (subscriber, week) is
-unique. Sending them is mailing/digest_sending.py's job. Every time here is a parameter (`now`),
+unique. Sending them is mailing/sending/summaries.py's job. Every time here is a parameter (`now`),
 so the calendar is tested with a controlled clock.
 """
 
@@ -26,8 +26,8 @@ from sqlmodel import Session, col, select
 
 from mailing import archive, updates
 from mailing.config import get_settings
-from mailing.emails import Prepared, placeholder, prepare
 from mailing.london import LONDON
+from mailing.mail.builder import Prepared, list_headers, list_urls, prepare
 from mailing.models import (
     Delivery,
     DigestWeek,
@@ -38,7 +38,6 @@ from mailing.models import (
 )
 from mailing.states import DigestStatus, Frequency, SubscriberStatus, UpdateStatus
 from mailing.themes import theme_titles
-from mailing.tokens import LINK_PATHS, Purpose
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +206,7 @@ def prepare_digest(session: Session, week: str, update_ids: str) -> Prepared | N
     if not entries:
         return None
     base = get_settings().base_url
-    unsubscribe_url = f"{base}{LINK_PATHS[Purpose.UNSUBSCRIBE]}{placeholder(updates.UNSUBSCRIBE)}"
-    preferences_url = f"{base}{LINK_PATHS[Purpose.MANAGE]}{placeholder(updates.MANAGE)}"
+    unsubscribe_url, preferences_url = list_urls()
     day = date.fromisoformat(week)
     count = "1 update" if len(entries) == 1 else f"{len(entries)} updates"
     return prepare(
@@ -224,15 +222,6 @@ def prepare_digest(session: Session, week: str, update_ids: str) -> Prepared | N
         },
         headers=list_headers(unsubscribe_url),
     )
-
-
-def list_headers(unsubscribe_url: str) -> dict[str, str]:
-    """One-click unsubscribe (RFC 8058) and List-Id, as every update carries them."""
-    return {
-        "List-Unsubscribe": f"<{unsubscribe_url}>",
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        "List-Id": get_settings().list_id,
-    }
 
 
 def export_rows(session: Session, subscriber_id: int) -> list[dict[str, object]]:

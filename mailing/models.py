@@ -300,6 +300,7 @@ class WeeklyDigest(SQLModel, table=True):
     enqueued_at: datetime | None = None
     sent_at: datetime | None = None
     error: str | None = Field(default=None, max_length=200)  # an SMTP code and class, no address
+    retry_at: datetime | None = None  # a deferred summary is not claimed again before it
 
 
 class DigestWeek(SQLModel, table=True):

@@ -1,8 +1,10 @@
 """Building and sending the one-off emails of the notice outbox, one builder per kind.
 
-A notice is sent by whichever task claims it first, and deleted in the same transaction once the
-relay took it: a duplicate task finds it gone (or locked) and does nothing. If the subscriber is
-gone or no longer needs it (a confirmation for someone already active), it is dropped unsent.
+A new kind is a NoticeKind, a template pair and one entry in BUILDERS. A notice is sent through
+the one mail pipeline (mailing/mail/pipeline.py) on the worker's persistent relay connection, by
+whichever task claims it first, and deleted in the same transaction once the relay took it: a
+duplicate task finds it gone (or locked) and does nothing. If the subscriber is gone or no longer
+needs it (a confirmation for someone already active), it is dropped unsent.
 """
 
 from __future__ import annotations
@@ -11,21 +13,21 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from mailing import links, outbox, subscribers
 from mailing.config import get_settings
-from mailing.db import session_scope
 from mailing.deliverability.returnpath import for_notice
-from mailing.digests import list_headers
-from mailing.emails import TO, Prepared, prepare
 from mailing.frequency import DESCRIPTIONS
-from mailing.mailer import Mailer
+from mailing.mail import pipeline
+from mailing.mail.builder import TO, Prepared, list_headers, prepare
+from mailing.mail.relay import TransientFailure
 from mailing.models import Notice, Staff, Subscriber, Update
 from mailing.states import NoticeKind, SubscriberStatus, UpdateStatus
 from mailing.subscriptions import confirmation_token, confirmations_of
 from mailing.themes import ALL_THEMES, theme_titles
-from mailing.tokens import EXPORT_MAX_AGE_SECONDS, Purpose
+from mailing.tokens import EXPORT_MAX_AGE_SECONDS, LINK_PATHS, Purpose
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ def _confirm(session: Session, subscriber: Subscriber, notice: Notice) -> Prepar
         "confirm",
         subject="Confirm your subscription to Health Inequalities Strategy updates",
         context={
-            "confirm_url": f"{settings.base_url}/confirm/{token}",
+            "confirm_url": f"{settings.base_url}{LINK_PATHS[Purpose.CONFIRM]}{token}",
             "themes": theme_titles(themes or list(ALL_THEMES)),
             "days": settings.confirm_max_age_days,
         },
@@ -117,7 +119,7 @@ def _repermission(session: Session, subscriber: Subscriber, notice: Notice) -> P
         "repermission",
         subject="Do you still want Health Inequalities Strategy updates?",
         context={
-            "confirm_url": f"{settings.base_url}/confirm/{token}",
+            "confirm_url": f"{settings.base_url}{LINK_PATHS[Purpose.CONFIRM]}{token}",
             "themes": theme_titles(themes or list(ALL_THEMES)),
             "days": settings.confirm_max_age_days,
         },
@@ -223,12 +225,30 @@ def _update_sent(session: Session, staff: Staff, notice: Notice) -> Prepared | N
     )
 
 
+def _send_paused(session: Session, staff: Staff, notice: Notice) -> Prepared | None:
+    """To senders and admins: a send stopped itself (the send guard); the reason is the
+    update's error, which names figures only."""
+    update = session.get(Update, notice.update_id) if notice.update_id else None
+    if update is None or staff.disabled_at is not None:
+        return None
+    return prepare(
+        "send_paused",
+        subject=f"Sending paused: {update.subject}"[:200],
+        context={
+            "update_subject": update.subject,
+            "reason": update.error or "",
+            "console_url": f"{get_settings().base_url}/admin/drafts/{update.id}/progress",
+        },
+    )
+
+
 StaffBuilder = Callable[[Session, Staff, Notice], Prepared | None]
 STAFF_BUILDERS: dict[NoticeKind, StaffBuilder] = {
     NoticeKind.STAFF_INVITE: _staff_invite,
     NoticeKind.REVIEW_REQUEST: _review_request,
     NoticeKind.UPDATE_SENT: _update_sent,
     NoticeKind.SIGN_IN_FAILURES: _sign_in_failures,
+    NoticeKind.SEND_PAUSED: _send_paused,
 }
 
 
@@ -249,26 +269,63 @@ def build(session: Session, notice: Notice) -> tuple[Prepared, str] | None:
     return None if prepared is None else (prepared, subscriber.email)
 
 
+class _Notice:
+    """One notice of the outbox as a source of the mail pipeline: claimed under a row lock,
+    deleted once the relay took it (or once it is no longer owed)."""
+
+    rated = False  # a confirmation is waited for by a person: never behind a bulk send
+
+    def __init__(self, notice_id: int) -> None:
+        self.notice_id = notice_id
+        self.session: Session | None = None
+        self.claimed = False
+
+    def still_going(self, conn: Connection) -> bool:
+        return not self.claimed  # one claim: a notice is sent once or left for its retry
+
+    def claim(self, conn: Connection, limit: int) -> list[Notice]:
+        self.claimed = True
+        self.session = Session(bind=conn, expire_on_commit=False)
+        notice = outbox.claim(self.session, self.notice_id)
+        return [] if notice is None else [notice]
+
+    def copy(self, row: Notice) -> pipeline.Copy | None:
+        assert self.session is not None
+        built = build(self.session, row)
+        if built is None:
+            return None
+        prepared, to = built
+        sender = for_notice(prepared.envelope_from, row.subscriber_id)
+        return pipeline.Copy(sender, to, prepared.personalise({TO: to}))
+
+    def settle(self, conn: Connection, settled: pipeline.Settled[Notice]) -> None:
+        assert self.session is not None
+        for notice, how in [(n, "sent") for n in settled.sent] + [
+            (n, "dropped") for n in settled.cancelled
+        ]:
+            outbox.done(self.session, notice)
+            log.info(
+                "notice %s (%s) for %s %s: %s",
+                notice.id,
+                notice.kind.value,
+                "staff" if notice.staff_id is not None else "subscriber",
+                notice.staff_id if notice.staff_id is not None else notice.subscriber_id,
+                how,
+            )
+        self.session.close()
+        failures = [f for _, f in settled.failed + settled.deferred + settled.unreachable]
+        if failures:
+            raise failures[0]  # the row stays (rolled back) for the task's retry
+
+    def committed(self, settled: pipeline.Settled[Notice]) -> None:
+        """Nothing to do once the chunk is committed."""
+
+
 def send(notice_id: int) -> bool:
-    """Send one notice if it is still owed; True if an email went. Raises mailer failures (the
-    task retries; the row stays until it is sent)."""
-    with session_scope() as session:
-        notice = outbox.claim(session, notice_id)
-        if notice is None:
-            return False
-        built = build(session, notice)
-        if built is not None:
-            prepared, to = built
-            with Mailer() as mailer:
-                sender = for_notice(prepared.envelope_from, notice.subscriber_id)
-                mailer.send(sender, to, prepared.personalise({TO: to}))
-        outbox.done(session, notice)
-        log.info(
-            "notice %s (%s) for %s %s: %s",
-            notice_id,
-            notice.kind.value,
-            "staff" if notice.staff_id is not None else "subscriber",
-            notice.staff_id if notice.staff_id is not None else notice.subscriber_id,
-            "sent" if built else "dropped",
-        )
-        return built is not None
+    """Send one notice if it is still owed; True if an email went. Raises the relay's failures
+    (the task retries; the row stays until it is sent)."""
+    source = _Notice(notice_id)
+    done = pipeline.run(source, chunk=1, lanes=1)
+    if done.more:
+        raise TransientFailure("every relay connection is busy")
+    return done.sent > 0

@@ -64,6 +64,7 @@ class NoticeKind(StrEnum):
     STAFF_INVITE = "staff_invite"  # to a staff member (notice.staff_id): their one-time link
     REVIEW_REQUEST = "review_request"  # to a sender: an editor asks them to review an update
     UPDATE_SENT = "update_sent"  # to the update's author: it has gone
+    SEND_PAUSED = "send_paused"  # to senders and admins: a send stopped itself (the guard)
 
 
 class ConsentEventKind(StrEnum):

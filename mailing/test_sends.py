@@ -13,7 +13,7 @@ from sqlmodel import Session
 from mailing.addresses import InvalidAddress, normalise
 from mailing.config import get_settings
 from mailing.errors import Invalid, TooMany, Unavailable
-from mailing.mailer import PermanentFailure, TransientFailure
+from mailing.mail.relay import PermanentFailure, TransientFailure
 from mailing.models import Staff, Update, table_of
 from mailing.ratelimit import get_limiter
 from mailing.updates import send_test

@@ -134,3 +134,100 @@ def test_ruff_is_clean() -> None:
 def test_mypy_strict_is_clean() -> None:
     result = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+# --- The one way out (mailing/mail/) ----------------------------------------------------------
+
+MAIL = "mailing.mail"
+# Building a MIME message to send: the email package's message classes and its generators (a
+# parsed message, email.message.Message, is reading mail, not building it).
+BUILDS_MIME = {
+    "EmailMessage",
+    "MIMEMultipart",
+    "MIMEText",
+    "MIMEBase",
+    "Generator",
+    "BytesGenerator",
+}
+
+
+def _trees() -> dict[str, ast.AST]:
+    return {name: ast.parse(path.read_text(), str(path)) for name, path in _modules().items()}
+
+
+def _imports(tree: ast.AST) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    return found
+
+
+def hands_mail_to_the_relay(tree: ast.AST) -> bool:
+    """Calls a relay connection's send or send_many (`x.send_many(...)`, or `x.send(...)` /
+    `x.sendmail(...)` on something named a mailer or an smtp connection), other than a relay
+    calling its own methods."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = ast.unparse(node.func.value).lower()
+            if owner == "self":
+                continue
+            if node.func.attr == "send_many" or (
+                node.func.attr in {"send", "sendmail", "send_message"}
+                and ("mailer" in owner or "smtp" in owner)
+            ):
+                return True
+    return False
+
+
+def builds_mime(tree: ast.AST) -> bool:
+    if any(i.startswith("email.mime") or i == "email.generator" for i in _imports(tree)):
+        return True
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            if name in BUILDS_MIME:
+                return True
+    return False
+
+
+def test_exactly_one_module_hands_mail_to_smtp() -> None:
+    trees = _trees()
+    # The relay alone talks SMTP; the pipeline alone hands it mail.
+    assert sorted(n for n, tree in trees.items() if "smtplib" in _imports(tree)) == [
+        f"{MAIL}.relay"
+    ]
+    callers = sorted(
+        n for n, tree in trees.items() if n != f"{MAIL}.relay" and hands_mail_to_the_relay(tree)
+    )
+    assert callers == [f"{MAIL}.pipeline"]
+
+
+def test_nothing_outside_mail_builds_a_mime_message() -> None:
+    builders = sorted(
+        n for n, tree in _trees().items() if not n.startswith(MAIL) and builds_mime(tree)
+    )
+    assert builders == []
+    assert builds_mime(_trees()[f"{MAIL}.builder"])
+
+
+def test_the_mail_rules_catch_a_stray_sender() -> None:
+    stray = ast.parse(
+        "import smtplib\n"
+        "from email.message import EmailMessage\n"
+        "def f(mailer, smtp):\n"
+        "    EmailMessage()\n"
+        "    mailer.send('a', 'b', b'c')\n"
+    )
+    assert hands_mail_to_the_relay(stray) and builds_mime(stray)
+    assert "smtplib" in _imports(stray)
+    assert hands_mail_to_the_relay(ast.parse("def f(smtp):\n    smtp.sendmail('a', 'b', 'c')\n"))
+    assert not hands_mail_to_the_relay(ast.parse("def f(task):\n    task.send(1)\n"))
+    assert not builds_mime(ast.parse("from email.message import Message\nMessage\n"))
+
+
+def test_no_digest_sending_module() -> None:
+    assert "mailing.digest_sending" not in _modules()

@@ -8,10 +8,11 @@ from datetime import date, timedelta
 
 from sqlmodel import Session
 
-from mailing import digest_sending, digests
+from mailing import digests
 from mailing.config import get_settings
 from mailing.db import get_engine
 from mailing.models import utcnow
+from mailing.sending import summaries as digest_sending
 from tests.conftest import drain_worker
 from tests.helpers import count
 from tests.residents_support import confirmed, put_update
@@ -206,3 +207,49 @@ def test_weekly_summary_end_to_end_in_production(client, smtp, settings_env):
     drain_worker()
     [mail] = _summaries(smtp)
     assert mail.to == ["prod.weekly@example.net"] and "Parks" in mail.part("plain")
+
+
+def test_a_summary_the_relay_defers_is_retried_with_backoff_and_arrives_once(
+    client, smtp, settings_env
+):
+    """The update path's backoff: a 4xx leaves the summary pending until its retry time, and the
+    batch task comes back for it then (before, it waited for beat's re-drive after a stall)."""
+    import time
+
+    import sqlalchemy as sa
+
+    from tests.sending_support import PipeliningSink, SinkServer, wait_until
+
+    class TimedSink(PipeliningSink):
+        tried: list[float]
+
+        async def handle_RCPT(self, server, session, envelope, address, options):
+            self.tried.append(time.monotonic())
+            return await super().handle_RCPT(server, session, envelope, address, options)
+
+    confirmed(client, smtp, "busy@example.net", [MINDS], frequency="weekly")
+    _, until = digests.week_window(_saturday())
+    put_update("News", [MINDS], sent_at=until - timedelta(days=1))
+    sink = TimedSink(defer={"busy@example.net": 2})
+    sink.tried = []
+    with SinkServer(sink) as relay:
+        settings_env(
+            smtp_host="127.0.0.1",
+            smtp_port=relay.port,
+            send_retry_backoff=0.2,
+            send_retry_backoff_max=1,
+        )
+        assert _run(until + timedelta(minutes=1)) == 1
+        wait_until(lambda: sink.count() >= 1, 30, "the deferred summary to arrive")
+        drain_worker()
+        assert sink.recipients() == {"busy@example.net": 1}
+    assert len(sink.tried) == 3
+    # Each retry waited its backoff (full jitter: at least half of 0.2 s, then of 0.4 s).
+    assert sink.tried[1] - sink.tried[0] >= 0.1
+    assert sink.tried[2] - sink.tried[1] >= 0.2
+    with get_engine().connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT status, attempts, retry_at, error FROM weekly_digest")
+        ).one()
+    assert (row.status, row.attempts, row.error) == ("sent", 3, None)
+    assert row.retry_at is not None

@@ -9,9 +9,11 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session
 
-from mailing import digest_sending, digests, links, selfservice
+from mailing import digests, links, selfservice
 from mailing.db import get_engine
+from mailing.mail.pipeline import Settled
 from mailing.models import Subscriber, utcnow
+from mailing.sending import summaries as digest_sending
 from mailing.tokens import Purpose
 from tests.conftest import PG_SERVER
 from tests.helpers import count, someone_waits_for_a_lock
@@ -61,7 +63,7 @@ def test_an_unsubscribe_waits_for_the_chunk_being_sent(client, smtp):
     thread.start()
     wait_until(someone_waits_for_a_lock, 10, "the unsubscribe to wait for the chunk's locks")
     assert not left.is_set()
-    digest_sending._settle(conn, digest_sending._Chunk(sent=[row.digest_id]))
+    digest_sending._settle(conn, Settled(sent=[row]))
     transaction.commit()
     conn.close()
     thread.join(10)

@@ -115,7 +115,8 @@ def test_a_killed_worker_is_replaced_and_the_send_finishes_within_90_seconds_on_
     )
     assert set(got) == set(emails)  # nothing lost
     assert recovered_in < RECOVERY_LIMIT
-    assert duplicates <= get_settings().send_commit_chunk
+    # At most what the killed worker process had in flight: a chunk per lane.
+    assert duplicates <= get_settings().smtp_connections * get_settings().send_commit_chunk
     assert count("delivery", "WHERE status = 'sent'") == recipients
     assert services.database_errors() == []
     # No storm: the initial tasks, their hand-offs (one per task every couple of seconds) and

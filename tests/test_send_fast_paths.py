@@ -20,7 +20,7 @@ from mailing import links
 from mailing.config import get_settings
 from mailing.deliverability import returnpath
 from mailing.errors import InvalidLink
-from mailing.mailer import Deferred, Mailer, PermanentFailure, TransientFailure
+from mailing.mail.relay import Deferred, Mailer, PermanentFailure, TransientFailure
 from mailing.sending.batch import _LinkSubject
 from mailing.subscribers import link_check
 from mailing.tokens import Purpose, sign, sign_link, verify

@@ -38,7 +38,7 @@ def sender(database: str) -> dict[str, str]:
 
 def _placeholder_attempts() -> list[str]:
     """Every spelling of a per-recipient value that a writer might try."""
-    from mailing import emails
+    from mailing.mail import builder as emails
 
     names = ["TO", "UNSUBSCRIBE", "MANAGE", "MESSAGE_ID"]
     guessed = [f"@@{n}@@" for n in names]

@@ -123,11 +123,12 @@ def publish_update_batches(update_id: int, tasks: int, countdown: float = 0) -> 
         )
 
 
-def enqueue_digest_batch(first_id: int, last_id: int) -> None:
-    """A range of this week's summaries to send."""
+def enqueue_digest_batch(first_id: int, last_id: int, countdown: float = 0) -> None:
+    """A range of this week's summaries to send (after `countdown` seconds: a retry)."""
     app.send_task(
         "workers.tasks.send_digest_batch",
         args=(first_id, last_id),
         queue="updates",
+        countdown=countdown or None,
         retry_policy=PUBLISH_RETRY,
     )

@@ -6,7 +6,7 @@ import logging
 
 from celery import Task
 
-from mailing.mailer import TransientFailure
+from mailing.mail.relay import TransientFailure
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def reconcile() -> None:
         reconcile_all(session, utcnow(), publish_update_batches, publish_notice)
 
 
-# --- Weekly summaries (mailing/digests.py, mailing/digest_sending.py) ---------------------------
+# --- Weekly summaries (mailing/digests.py, mailing/sending/summaries.py) ------------------------
 
 
 @app.task
@@ -115,8 +115,8 @@ def weekly_digests() -> int:
     """Every reconcile interval from beat: plan Saturday's summaries once they are due (08:30
     London time), and re-drive any whose task was lost."""
     from mailing.db import session_scope
-    from mailing.digest_sending import run
     from mailing.models import utcnow
+    from mailing.sending.summaries import run
     from workers.enqueue import enqueue_digest_batch
 
     with session_scope() as session:
@@ -125,8 +125,11 @@ def weekly_digests() -> int:
 
 @app.task
 def send_digest_batch(first_id: int, last_id: int) -> None:
-    """Send one range of weekly summaries; what is left pending, beat's weekly_digests resends."""
-    from mailing.digest_sending import deliver_batch
+    """Send one range of weekly summaries; those waiting for a retry (the relay deferred them or
+    was down) are sent by this task published again for when the first is due; a lost task is
+    re-driven by beat's weekly_digests."""
+    from mailing.sending.summaries import deliver_batch
+    from workers.enqueue import enqueue_digest_batch
 
     outcome = deliver_batch(first_id, last_id)
     log.info(
@@ -138,6 +141,8 @@ def send_digest_batch(first_id: int, last_id: int) -> None:
         outcome.cancelled,
         " (deferred)" if outcome.deferred else "",
     )
+    if outcome.retry_in is not None:
+        enqueue_digest_batch(first_id, last_id, countdown=outcome.retry_in)
 
 
 @app.task

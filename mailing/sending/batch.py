@@ -2,22 +2,20 @@
 
 The database is the source of truth and the broker only a notification. A batch task claims an
 update's pending deliveries a commit chunk at a time (PostgreSQL `FOR UPDATE SKIP LOCKED`; on
-SQLite the one write lock), sends them over one persistent SMTP connection and marks them in the
-same transaction. Because the locks are held while a chunk is sent, an unsubscribe (which cancels
-pending deliveries in its own transaction) either waits for the chunk or cancels it: a mail is
-never sent after it. A worker killed mid-chunk loses its transaction and its locks with its
-connection, so those rows are pending again at once: at most one chunk per killed process is
-sent twice, and nothing is lost. The update's status is read before every chunk, so a pause or a
-cancel lets each worker finish at most the chunk it holds.
+SQLite the one write lock), sends them through the one mail pipeline (mailing/mail/pipeline.py)
+and marks them in the same transaction. Because the locks are held while a chunk is sent, an
+unsubscribe (which cancels pending deliveries in its own transaction) either waits for the
+chunk or cancels it: a mail is never sent after it. A worker killed mid-chunk loses its
+transaction and its locks with its connection, so those rows are pending again at once: at most
+one chunk per killed process is sent twice, and nothing is lost. The update's status is read
+before every chunk, so a pause or a cancel lets each worker finish at most the chunk it holds.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,9 +28,10 @@ from mailing import links
 from mailing.config import get_settings
 from mailing.db import get_engine
 from mailing.deliverability.returnpath import for_delivery
-from mailing.mailer import Deferred, PermanentFailure, thread_mailer
+from mailing.mail import pipeline
+from mailing.mail.builder import Prepared, recipient_values
+from mailing.mail.pipeline import backoff_seconds as backoff_seconds
 from mailing.models import Update, table_of, utcnow
-from mailing.ratelimit import send_rate
 from mailing.sending.recipients import DELIVERY
 from mailing.states import (
     DELIVERED,
@@ -104,6 +103,39 @@ def _tokens(row: _Row) -> tuple[str, str]:
     return links.mail_tokens(_LinkSubject(row.subscriber_id, row.token_version, row.email_key))
 
 
+class _Deliveries:
+    """The update's pending deliveries as a source of the mail pipeline."""
+
+    rated = True
+
+    def __init__(self, update_id: int, prepared: Prepared) -> None:
+        self.update_id = update_id
+        self.prepared = prepared
+        self.max_attempts = get_settings().send_max_retries
+        self.clock = pipeline.ClaimClock()
+
+    def still_going(self, conn: Connection) -> bool:
+        return _still_sending(conn, self.update_id)
+
+    def claim(self, conn: Connection, limit: int) -> list[_Row]:
+        return _claim(conn, self.update_id, limit, self.clock.mark())
+
+    def copy(self, row: _Row) -> pipeline.Copy | None:
+        if row.status != SubscriberStatus.ACTIVE:
+            return None
+        unsubscribe_token, manage_token = _tokens(row)
+        values = recipient_values(row.email, unsubscribe_token, manage_token)
+        sender = for_delivery(self.prepared.envelope_from, row.delivery_id, row.subscriber_id)
+        return pipeline.Copy(sender, row.email, self.prepared.personalise(values))
+
+    def settle(self, conn: Connection, settled: pipeline.Settled[_Row]) -> None:
+        _settle(conn, self.update_id, settled, self.max_attempts)
+
+    def committed(self, settled: pipeline.Settled[_Row]) -> None:
+        # The send guard: a send whose copies the relay refuses or that bounce pauses itself.
+        guard.after_chunk(self.update_id, [row.delivery_id for row, _ in settled.failed])
+
+
 def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> BatchOutcome:
     """Send the update's ready pending deliveries, a commit chunk at a time, for up to
     `budget_seconds` (then `more` is set and the caller continues in a fresh task).
@@ -128,72 +160,15 @@ def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> Bat
             session.commit()
             outcome.stopped = True
             return outcome
-    mailer = thread_mailer()
-    rate = send_rate()
-    chunk = max(1, settings.send_commit_chunk)
-    claimed_at = utcnow()
-    while True:
-        if time.monotonic() >= deadline:
-            outcome.more = True
-            break
-        # Wait for the send rate before taking locks, so waiting never blocks an unsubscribe.
-        rate.acquire(chunk)
-        # A plain connection, not an ORM session: this loop runs once per 50 emails.
-        with get_engine().begin() as conn:
-            if not _still_sending(conn, update_id):
-                outcome.stopped = True
-                break
-            claimed_at = utcnow()
-            rows = _claim(conn, update_id, chunk, claimed_at)
-            if not rows:
-                break
-            result = _Chunk()
-            # Build the chunk's copies first, then send them: the two tight loops run about
-            # twice as fast as interleaving signing with SMTP round trips (CPU caches stay warm).
-            copies: list[tuple[_Row, bytes]] = []
-            for row in rows:
-                if row.status != SubscriberStatus.ACTIVE:
-                    result.cancelled.append(row.delivery_id)
-                    continue
-                unsubscribe_token, manage_token = _tokens(row)
-                values = update_email.recipient_values(row.email, unsubscribe_token, manage_token)
-                copies.append((row, prepared.personalise(values)))
-            sent = mailer.send_many(
-                [
-                    (
-                        for_delivery(prepared.envelope_from, row.delivery_id, row.subscriber_id),
-                        row.email,
-                        raw,
-                    )
-                    for row, raw in copies
-                ]
-            )
-            for (row, _), failure in zip(copies, sent, strict=False):
-                if failure is None:
-                    result.sent.append(row.delivery_id)
-                elif isinstance(failure, PermanentFailure):
-                    result.failed.append((row.delivery_id, str(failure)[:200]))
-                elif isinstance(failure, Deferred):
-                    result.deferred.append(row)
-                else:
-                    # Any other transient failure means the relay is unreachable: the batch
-                    # stops (send_many attempted nothing after it).
-                    result.unreachable.append(row)
-                    mailer.close()
-                    outcome.deferred = True
-                    log.warning("update %s: relay unreachable (%s); will retry", update_id, failure)
-            _settle(conn, update_id, result, settings.send_max_retries)
-        guard.after_chunk(update_id, [delivery_id for delivery_id, _ in result.failed])
-        outcome.sent += len(result.sent)
-        outcome.failed += len(result.failed)
-        outcome.cancelled += len(result.cancelled)
-        if outcome.deferred:
-            break
+    source = _Deliveries(update_id, prepared)
+    done = pipeline.run(source, deadline=deadline)
+    outcome.sent, outcome.failed, outcome.cancelled = done.sent, done.failed, done.cancelled
+    outcome.deferred, outcome.more, outcome.stopped = done.unreachable, done.more, done.stopped
     if outcome.more or outcome.stopped:
         return outcome
     with Session(get_engine(), expire_on_commit=False) as session, session.begin():
         if not finish_if_done(session, update_id):
-            outcome.retry_in = _next_retry_in(session, update_id, claimed_at)
+            outcome.retry_in = _next_retry_in(session, update_id, source.clock.earliest())
     return outcome
 
 
@@ -224,59 +199,49 @@ def _next_retry_in(session: Session, update_id: int, claimed_at: Any) -> float |
     return max(0.0, float((due - now).total_seconds()))
 
 
-@dataclass
-class _Chunk:
-    sent: list[int] = field(default_factory=list)
-    failed: list[tuple[int, str]] = field(default_factory=list)
-    cancelled: list[int] = field(default_factory=list)
-    deferred: list[_Row] = field(default_factory=list)  # the relay answered 4xx for these
-    unreachable: list[_Row] = field(default_factory=list)  # the relay could not be reached
-
-
-def _settle(conn: Connection, update_id: int, result: _Chunk, max_attempts: int) -> None:
+def _settle(
+    conn: Connection, update_id: int, result: pipeline.Settled[_Row], max_attempts: int
+) -> None:
     now = utcnow()
     attempt = DELIVERY.c.attempts + 1
     postgres = conn.dialect.name == "postgresql"
     chunk_ids = sql.CHUNK_IDS[postgres]
     if result.sent:
-        conn.execute(sql.MARK_SENT[postgres], {"chunk_ids": result.sent, "settled_at": now})
+        sent = [r.delivery_id for r in result.sent]
+        conn.execute(sql.MARK_SENT[postgres], {"chunk_ids": sent, "settled_at": now})
     if result.cancelled:
         transition(
             conn,
             DELIVERY,
             DeliveryTransitions.CANCEL,
             chunk_ids,
-            params={"chunk_ids": result.cancelled},
+            params={"chunk_ids": [r.delivery_id for r in result.cancelled]},
         )
-    for delivery_id, error in result.failed:
+    for row, failure in result.failed:
         transition(
             conn,
             DELIVERY,
             DeliveryTransitions.FAIL,
-            DELIVERY.c.id == delivery_id,
-            {"error": error, "attempts": attempt},
+            DELIVERY.c.id == row.delivery_id,
+            {"error": str(failure)[:200], "attempts": attempt},
         )
-    retried = result.deferred + result.unreachable
+    retried, deferred, due = result.retries(lambda r: r.attempts)
     if retried:
         # Both stay pending until their retry time, the attempt counted.
-        wait = backoff_seconds(max(r.attempts for r in retried))
         conn.execute(
-            sa.update(DELIVERY)
-            .where(chunk_ids)
-            .values(attempts=attempt, retry_at=now + timedelta(seconds=wait)),
+            sa.update(DELIVERY).where(chunk_ids).values(attempts=attempt, retry_at=due),
             {"chunk_ids": [r.delivery_id for r in retried]},
         )
     gave_up = 0
-    if result.deferred:
-        # One the relay keeps deferring is given up; an unreachable relay is not the message's
-        # fault, so those are never given up on.
+    if deferred:
+        # One the relay keeps deferring is given up.
         gave_up = transition(
             conn,
             DELIVERY,
             DeliveryTransitions.FAIL,
             sa.and_(chunk_ids, DELIVERY.c.attempts >= max_attempts),
             {"error": f"deferred {max_attempts} times"},
-            params={"chunk_ids": [r.delivery_id for r in result.deferred]},
+            params={"chunk_ids": [r.delivery_id for r in deferred]},
         )
     conn.execute(
         sql.ADD_COUNTS,
@@ -338,10 +303,3 @@ def abandon(session: Session | Connection, update_id: int, reason: str) -> bool:
         transition(session, DELIVERY, DeliveryTransitions.CANCEL, DELIVERY.c.update_id == update_id)
         log.warning("update %s: abandoned: %s", update_id, reason)
     return bool(stopped)
-
-
-def backoff_seconds(retries: int) -> float:
-    """Exponential backoff with full jitter, capped."""
-    settings = get_settings()
-    ceiling = min(settings.send_retry_backoff_max, settings.send_retry_backoff * (2**retries))
-    return random.uniform(ceiling / 2, ceiling)

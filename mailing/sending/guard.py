@@ -16,15 +16,21 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from mailing import outbox
 from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
 from mailing.db import get_engine
 from mailing.deliverability import suppressions
-from mailing.emails import TO, prepare
-from mailing.mailer import Mailer
 from mailing.models import AuditLog, Staff, Update, table_of
 from mailing.sending.recipients import DELIVERY
-from mailing.states import DeliveryStatus, StaffRole, UpdateStatus, UpdateTransitions, transition
+from mailing.states import (
+    DeliveryStatus,
+    NoticeKind,
+    StaffRole,
+    UpdateStatus,
+    UpdateTransitions,
+    transition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,40 +107,39 @@ def after_chunk(update_id: int, refused: list[int]) -> bool:
         if not paused:
             return False
         audit(session, None, AuditAction.AUTO_PAUSED, update_id, reason[:500])
+        owed = tell_senders(session, update_id)
         session.commit()
         log.warning("update %s: %s", update_id, reason)
-        subject = session.get(Update, update_id)
-        tell_senders(session, update_id, subject.subject if subject else "", reason)
+    _send_now(owed)
     return True
 
 
-def tell_senders(session: Session, update_id: int, subject: str, reason: str) -> int:
-    """Email every sender and admin who is not disabled; a relay that will not take it is
-    logged (the console and the API show the pause and its reason anyway)."""
+def tell_senders(session: Session, update_id: int) -> list[int]:
+    """Owe every sender and admin who is not disabled a staff notice of the pause, in the
+    caller's transaction (the notice outbox: a relay that will not take it now is retried, and
+    the console and the API show the pause and its reason anyway). Returns the notice ids."""
     staff = session.exec(
-        select(Staff.email).where(
+        select(Staff.id).where(
             col(Staff.role).in_([StaffRole.SENDER, StaffRole.ADMIN]),
             col(Staff.disabled_at).is_(None),
         )
     ).all()
-    if not staff:
-        return 0
-    settings = get_settings()
-    prepared = prepare(
-        "send_paused",
-        subject=f"Sending paused: {subject}"[:200],
-        context={
-            "update_subject": subject,
-            "reason": reason,
-            "console_url": f"{settings.base_url}/admin/drafts/{update_id}/progress",
-        },
-    )
-    told = 0
-    try:
-        with Mailer() as mailer:
-            for to in staff:
-                mailer.send(prepared.envelope_from, to, prepared.personalise({TO: to}))
-                told += 1
-    except Exception as exc:  # the name only: a relay's answer may quote an address
-        log.error("update %s: senders not told of the pause (%s)", update_id, type(exc).__name__)
-    return told
+    return [
+        outbox.queue_staff(session, staff_id, NoticeKind.SEND_PAUSED, update_id=update_id)
+        for staff_id in staff
+        if staff_id is not None
+    ]
+
+
+def _send_now(notice_ids: list[int]) -> None:
+    """Hand the notices to the one pipeline at once; any it cannot send now stay in the outbox
+    for the reconciler to re-drive."""
+    from mailing import notices
+
+    for notice_id in notice_ids:
+        try:
+            notices.send(notice_id)
+        except Exception as exc:  # the name only: a relay's answer may quote an address
+            log.warning(
+                "send-paused notice %s: %s; left for a retry", notice_id, type(exc).__name__
+            )

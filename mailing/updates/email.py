@@ -1,32 +1,40 @@
 """The update email: built once per update with placeholders, personalised per recipient.
 
 Per-recipient values (the address and two signed links) go only where the template puts them:
-the placeholders carry a random per-process marker (mailing/emails.py), so no text written by
+the placeholders carry a random per-process marker (mailing/mail/builder.py), so no text written by
 staff can produce one. Test copies go only to staff addresses and are audited with the recipient.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.policy import SMTP
 from typing import Any
 
 from sqlmodel import Session
 
 from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
-from mailing.emails import TO, HeaderInjection, Prepared, placeholder, prepare
 from mailing.errors import Invalid
-from mailing.mailer import Mailer
+from mailing.mail import pipeline
+from mailing.mail.builder import (
+    MANAGE,
+    TO,
+    UNSUBSCRIBE,
+    HeaderInjection,
+    Prepared,
+    check_header,
+    list_headers,
+    list_urls,
+    prepare,
+    recipient_values,
+)
 from mailing.models import Update
 from mailing.rendering import render
 from mailing.themes import stored_themes, theme_titles
 from mailing.tokens import LINK_PATHS, Purpose
 from mailing.updates.markdown import render_html, render_text
 
-UNSUBSCRIBE = "UNSUBSCRIBE"
-MANAGE = "MANAGE"
+__all__ = ["MANAGE", "TO", "UNSUBSCRIBE", "recipient_values"]  # the list email's placeholders
 TEST_MARK = "[TEST] "
 
 
@@ -86,19 +94,13 @@ def prepare_update_email(update: Update, *, test: bool = False) -> Prepared:
     Raises CannotBuild if the builder refuses the text.
     """
     _check_subject(subject_of(update, test=test))
-    base = get_settings().base_url
-    unsubscribe_url = f"{base}{LINK_PATHS[Purpose.UNSUBSCRIBE]}{placeholder(UNSUBSCRIBE)}"
-    preferences_url = f"{base}{LINK_PATHS[Purpose.MANAGE]}{placeholder(MANAGE)}"
+    unsubscribe_url, preferences_url = list_urls()
     try:
         return prepare(
             "update",
             subject=subject_of(update, test=test),
             context=_context(update, unsubscribe_url, preferences_url, test),
-            headers={
-                "List-Unsubscribe": f"<{unsubscribe_url}>",
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-                "List-Id": get_settings().list_id,
-            },
+            headers=list_headers(unsubscribe_url),
         )
     except HeaderInjection as exc:
         raise CannotBuild("subject", "A subject must be one line of text.") from exc
@@ -108,16 +110,10 @@ def prepare_update_email(update: Update, *, test: bool = False) -> Prepared:
 
 def _check_subject(subject: str) -> None:
     """The subject alone through the header machinery, so a refusal names the right field."""
-    message = EmailMessage(policy=SMTP)
     try:
-        message["Subject"] = subject
-        message.as_bytes()
+        check_header(subject)
     except (ValueError, TypeError, UnicodeError) as exc:
         raise CannotBuild("subject", "A subject must be one line of plain text.") from exc
-
-
-def recipient_values(email: str, unsubscribe_token: str, manage_token: str) -> dict[str, str]:
-    return {TO: email, UNSUBSCRIBE: unsubscribe_token, MANAGE: manage_token}
 
 
 # Built once per update in each worker process; an edit changes updated_at, so a new version.
@@ -142,11 +138,10 @@ def send_test(session: Session, staff_id: int | None, update: Update, to: str) -
 
     The caller has checked that `to` is a staff address and that the sender is within the test
     limit. Its links lead to the "link not valid" page: a test copy belongs to no subscriber.
-    Raises CannotBuild, or mailer.TransientFailure / PermanentFailure when the relay will not
+    Raises CannotBuild, or relay.TransientFailure / PermanentFailure when the relay will not
     take it.
     """
     prepared = prepare_update_email(update, test=True)
     raw = prepared.personalise(recipient_values(to, "test-copy", "test-copy"))
-    with Mailer() as mailer:
-        mailer.send(prepared.envelope_from, to, raw)
+    pipeline.send_now(pipeline.Copy(prepared.envelope_from, to, raw))
     audit(session, staff_id, AuditAction.TEST_SENT, update.id, f"to {to}")

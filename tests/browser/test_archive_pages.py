@@ -10,9 +10,10 @@ import pytest
 from playwright.sync_api import expect
 from sqlmodel import Session
 
-from mailing import digest_sending, digests
+from mailing import digests
 from mailing.db import get_engine
 from mailing.models import utcnow
+from mailing.sending import summaries as digest_sending
 from tests.browser.conftest import check_accessibility, screenshot
 from tests.conftest import drain_worker
 from tests.residents_support import put_update

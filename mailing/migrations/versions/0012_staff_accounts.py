@@ -35,7 +35,7 @@ OLD_KINDS = (
     "repermission",
     "consent_refresh",
 )
-NEW_KINDS = (*OLD_KINDS, "staff_invite", "review_request", "update_sent")
+NEW_KINDS = (*OLD_KINDS, "staff_invite", "review_request", "update_sent", "send_paused")
 
 
 def _kinds(kinds: Sequence[str]) -> str:

@@ -38,6 +38,8 @@ def placeholder(name: str) -> str:
 
 TO = "TO"
 MESSAGE_ID = "MESSAGE_ID"
+UNSUBSCRIBE = "UNSUBSCRIBE"  # a subscriber's unsubscribe token
+MANAGE = "MANAGE"  # a subscriber's preferences token
 
 
 class HeaderInjection(ValueError):
@@ -144,3 +146,34 @@ def _no_breaks(value: str) -> str:
     if any(c in value for c in "\r\n\x00"):
         raise HeaderInjection("line break in a header value")
     return value
+
+
+def recipient_values(email: str, unsubscribe_token: str, manage_token: str) -> dict[str, str]:
+    """The per-copy values of a list email (an update or a weekly summary)."""
+    return {TO: email, UNSUBSCRIBE: unsubscribe_token, MANAGE: manage_token}
+
+
+def list_urls() -> tuple[str, str]:
+    """The unsubscribe and preferences links of a list email, with their tokens as placeholders."""
+    base = get_settings().base_url
+    return (
+        f"{base}/unsubscribe/{placeholder(UNSUBSCRIBE)}",
+        f"{base}/preferences/{placeholder(MANAGE)}",
+    )
+
+
+def list_headers(unsubscribe_url: str) -> dict[str, str]:
+    """One-click unsubscribe (RFC 8058) and List-Id, as every list email carries them."""
+    return {
+        "List-Unsubscribe": f"<{unsubscribe_url}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": get_settings().list_id,
+    }
+
+
+def check_header(value: str) -> None:
+    """Pass `value` alone through the header machinery (raises ValueError, TypeError or
+    UnicodeError), so a caller can name the field a refusal is about."""
+    message = EmailMessage(policy=SMTP)
+    message["Subject"] = value
+    message.as_bytes()

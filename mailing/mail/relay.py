@@ -1,4 +1,6 @@
-"""Handing mail to the SMTP relay over one persistent connection, with failures classified.
+"""The one module that talks SMTP: mail handed to the relay over one connection, failures
+classified. Only mailing/mail/pipeline.py hands it mail; mailing/mail/lanes.py keeps its
+connections.
 
 A 5xx answer for a recipient is permanent (do not retry); a 4xx answer or a broken connection
 is transient (retry later). Nothing here logs an address.
@@ -17,11 +19,9 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
 from mailing.config import Settings, get_settings
 
@@ -307,20 +307,3 @@ def _abandon(smtp: smtplib.SMTP, replies: list[tuple[int, bytes]]) -> None:
         smtp.rset()
     except (smtplib.SMTPException, OSError):
         smtp.close()
-
-
-_local = threading.local()
-
-
-def thread_mailer() -> Mailer:
-    """A persistent connection for this worker thread, kept open across chunks and tasks (and
-    replaced when the relay settings change)."""
-    settings = get_settings()
-    key = (settings.smtp_host, settings.smtp_port, settings.smtp_username)
-    current: tuple[tuple[Any, ...], Mailer] | None = getattr(_local, "mailer", None)
-    if current is None or current[0] != key:
-        if current is not None:
-            current[1].close()
-        current = (key, Mailer(settings))
-        _local.mailer = current
-    return current[1]
