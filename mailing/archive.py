@@ -1,9 +1,11 @@
 """The public archive: sent updates that staff published, for /updates, each update's page and
 the Atom feed (and the links in weekly summaries).
 
-Invariant: only updates whose status is `sent` and that are published are ever returned (a draft,
-scheduled, paused or cancelled one never is), and nothing here reads a subscriber table, so no
-personal data can reach these pages.
+Invariant: only updates whose status is `sent` and that are published are ever listed (a draft,
+scheduled, paused or cancelled one never is). A published update that has begun going out keeps
+its own page (`find`), so the "View in your browser" link of those it reached works even if the
+send is paused or cancelled part-way. Nothing here reads a subscriber table, so no personal data
+can reach these pages.
 """
 
 from __future__ import annotations
@@ -81,20 +83,31 @@ def entries(
 
 
 def entry(update: Update) -> Entry:
-    assert update.id is not None and update.sent_at is not None
+    # A send stopped part-way has no sent_at: it went out from when it started.
+    sent_at = update.sent_at or update.send_started_at
+    assert update.id is not None and sent_at is not None
     return Entry(
         id=update.id,
         subject=update.subject,
         themes=updates.themes_of(update),
-        sent_at=update.sent_at,
+        sent_at=sent_at,
         summary=summary(update.body),
     )
 
 
+# Statuses of a send that has begun: some people may hold its email and its link.
+_WENT_OUT = frozenset(
+    {UpdateStatus.SENDING, UpdateStatus.PAUSED, UpdateStatus.SENT, UpdateStatus.CANCELLED}
+)
+
+
 def find(session: Session, update_id: int) -> Update | None:
-    """The update if it is in public view, else None (the page answers 404 either way)."""
+    """The published update if it has gone out to anyone (even if cancelled part-way), else
+    None (the page answers 404 either way). Only `entries` decides what is listed."""
     update = updates.find(session, update_id)
-    if update is None or update.status != UpdateStatus.SENT or not update.published:
+    if update is None or not update.published or update.status not in _WENT_OUT:
+        return None
+    if update.status != UpdateStatus.SENT and update.send_started_at is None:
         return None
     return update
 

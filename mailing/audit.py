@@ -26,6 +26,8 @@ class AuditAction(StrEnum):
     PAUSED = "paused"
     RESUMED = "resumed"
     CANCELLED = "cancelled"
+    DUPLICATED = "duplicated"
+    DRAFT_DELETED = "draft-deleted"
     STAFF_CREATED = "staff-created"
     STAFF_DISABLED = "staff-disabled"
     CONSOLE_SIGN_IN = "console-sign-in"

@@ -174,6 +174,21 @@ def _sent_between(session: Session, since: datetime, until: datetime) -> list[Up
     )
 
 
+@dataclass(frozen=True)
+class Upcoming:
+    """What the next Saturday summary would hold if it were planned now (the console's preview)."""
+
+    send_at: datetime  # the next Saturday 08:30, London, in UTC
+    updates: list[Update]  # sent so far this week, newest first
+
+
+def upcoming(session: Session, now: datetime) -> Upcoming:
+    """The updates sent since the last summary's moment, and when the next one goes."""
+    saturday = latest_saturday(now)
+    since = send_moment(saturday)
+    return Upcoming(send_moment(saturday + timedelta(days=7)), _sent_between(session, since, now))
+
+
 # --- The email ---------------------------------------------------------------------------------
 
 

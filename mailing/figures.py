@@ -5,14 +5,21 @@ Figures only: nothing here reads or returns an address.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, delete, select
 
-from mailing.models import Subscriber, SubscriberCountSnapshot, SubscriberTheme, utcnow
-from mailing.states import SubscriberStatus, UpdateStatus
+from mailing.models import (
+    Subscriber,
+    SubscriberCountSnapshot,
+    SubscriberTheme,
+    table_of,
+    utcnow,
+)
+from mailing.states import Frequency, SubscriberStatus, UpdateStatus
 from mailing.themes import ALL_THEMES, STYLES, THEMES
 
 
@@ -32,6 +39,57 @@ def counts_by_theme(session: Session) -> dict[str, dict[str, int]]:
 
 def active_by_theme(session: Session) -> dict[str, int]:
     return {t: c[SubscriberStatus.ACTIVE.value] for t, c in counts_by_theme(session).items()}
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Active subscribers, split by how they hear from us: each update as it goes, or in the
+    weekly summary (which an update reaches only on the Saturday after it is sent)."""
+
+    immediate: int = 0
+    weekly: int = 0
+
+    @property
+    def active(self) -> int:
+        return self.immediate + self.weekly
+
+    @property
+    def sentence(self) -> str:
+        """e.g. '3 active: 2 get each update, 1 the weekly summary'."""
+        each = f"{self.immediate} get each update"
+        return f"{self.active} active: {each}, {self.weekly} the weekly summary"
+
+
+def _reach_query(themes: list[str] | None = None) -> sa.Select[tuple[str, int]]:
+    subscriber = table_of(Subscriber)
+    query = (
+        sa.select(subscriber.c.frequency, sa.func.count())
+        .where(subscriber.c.status == SubscriberStatus.ACTIVE.value)
+        .group_by(subscriber.c.frequency)
+    )
+    if themes is not None:
+        chose = table_of(SubscriberTheme)
+        query = query.where(
+            sa.select(sa.literal(1))
+            .where(chose.c.subscriber_id == subscriber.c.id, chose.c.theme.in_(themes))
+            .exists()
+        )
+    return query
+
+
+def _reach(rows: Iterable[tuple[str, int]]) -> Reach:
+    counts = {str(f): int(n) for f, n in rows}
+    return Reach(counts.get(Frequency.IMMEDIATE.value, 0), counts.get(Frequency.WEEKLY.value, 0))
+
+
+def reach(session: Session, themes: list[str]) -> Reach:
+    """Active subscribers who chose at least one of `themes`, each counted once."""
+    return _reach(session.execute(_reach_query(themes)).tuples())
+
+
+def reach_by_theme(session: Session) -> dict[str, Reach]:
+    """{theme: Reach} for every theme (the compose page's counts)."""
+    return {t: reach(session, [t]) for t in ALL_THEMES}
 
 
 def record_snapshot(session: Session, day: date | None = None) -> str:

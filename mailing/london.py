@@ -44,3 +44,9 @@ def describe(when: datetime) -> str:
     """e.g. 'Tue 1 Dec 2026, 09:00 (London)'."""
     local = when.astimezone(LONDON)
     return f"{local:%a} {local.day} {local:%b %Y, %H:%M} (London)"
+
+
+def short(when: datetime) -> str:
+    """e.g. '01 Dec 2026 09:00', London time (a naive value is UTC, as stored)."""
+    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return f"{aware.astimezone(LONDON):%d %b %Y %H:%M}"

@@ -269,6 +269,7 @@ def test_disabling_without_csrf_changes_nothing(client, session):
 
 def test_figures_page_shows_todays_figures_without_writing(client, session):
     signed_in_client(client, session)
+    add_subscribers(session, 1)
     before = table_snapshot()
     first = client.get("/admin/figures")
     assert first.status_code == 200
@@ -545,8 +546,12 @@ def test_compose_shows_active_subscribers_per_theme(client, session):
     session.commit()
     signed_in_client(client, session)
     page = client.get("/admin/compose").text
-    assert re.search(r"Healthy Places <span[^>]*>\(2 active subscribers\)", page)
-    assert re.search(r"Healthy Minds <span[^>]*>\(0 active subscribers\)", page)
+    assert re.search(
+        r"Healthy Places <span[^>]*>\(2 active: 2 get each update, 0 the weekly summary\)", page
+    )
+    assert re.search(
+        r"Healthy Minds <span[^>]*>\(0 active: 0 get each update, 0 the weekly summary\)", page
+    )
 
 
 def test_compose_with_missing_fields_shows_errors_and_saves_nothing(client, session):

@@ -75,13 +75,14 @@ def over_time(session: Session, limit: int = 52) -> list[dict[str, Any]]:
         sa.select(
             col(Update.id),
             col(Update.sent_at),
+            col(Update.subject),
             sa.func.count(),
             sa.func.sum(sa.case((col(Delivery.status) == DeliveryStatus.BOUNCED, 1), else_=0)),
             sa.func.sum(sa.case((col(Delivery.status) == DeliveryStatus.COMPLAINED, 1), else_=0)),
         )
         .join(Delivery, col(Delivery.update_id) == Update.id)
         .where(col(Update.status) == UpdateStatus.SENT, col(Delivery.status).in_(DELIVERED))
-        .group_by(col(Update.id), col(Update.sent_at))
+        .group_by(col(Update.id), col(Update.sent_at), col(Update.subject))
         .order_by(col(Update.sent_at).desc(), col(Update.id).desc())
         .limit(limit)
     ).all()
@@ -89,10 +90,11 @@ def over_time(session: Session, limit: int = 52) -> list[dict[str, Any]]:
         {
             "update_id": update_id,
             "sent_at": sent_at.isoformat() if sent_at else None,
+            "subject": subject,
             "bounce_rate": round(int(bounced or 0) / total, 5),
             "complaint_rate": round(int(complained or 0) / total, 5),
         }
-        for update_id, sent_at, total, bounced, complained in reversed(rows)
+        for update_id, sent_at, subject, total, bounced, complained in reversed(rows)
     ]
 
 
@@ -102,7 +104,7 @@ class Bar:
     y: float
     width: float
     height: float
-    label: str  # e.g. "#12: 0.40 %"
+    label: str  # e.g. "Healthy Minds in March: 0.40 %"
     over: bool  # over the warning threshold
 
 
@@ -135,7 +137,7 @@ def rate_chart(
                 y=top + plot_h - h,
                 width=max(1.0, slot * 0.7),
                 height=h,
-                label=f"#{r['update_id']}: {value * 100:.2f} %",
+                label=f"{r['subject']}: {value * 100:.2f} %",
                 over=value > threshold,
             )
         )

@@ -42,6 +42,9 @@ class Progress:
             return 100
         if not self.recipients:
             return 0
+        if self.status == UpdateStatus.CANCELLED:
+            # How much went out before the cancel, never "100 %" for a send that stopped.
+            return min(99, (self.sent + self.failed) * 100 // self.recipients)
         # Floor, so 100 % is only shown when every delivery is settled.
         return min(100, self.done * 100 // self.recipients)
 
@@ -53,9 +56,17 @@ class Progress:
             left = f", {self.cancelled} not sent (they left first)" if self.cancelled else ""
             return f"Finished: {self.sent} sent, {self.failed} failed{left}."
         if self.status == UpdateStatus.CANCELLED:
-            return f"Cancelled: {self.sent} sent before, {self.cancelled} not sent."
-        paused = " Paused." if self.status == UpdateStatus.PAUSED else ""
-        return f"{self.done} of {self.recipients} done.{paused}"
+            return (
+                f"{self.sent} of {self.recipients} sent before it was cancelled; "
+                f"{self.cancelled} not sent."
+            )
+        if self.status == UpdateStatus.PAUSED:
+            return (
+                f"{self.done} of {self.recipients} done. Paused: the batches already with the "
+                "mail server finish, so the count may still rise for a moment, then it stops "
+                "until the send is resumed."
+            )
+        return f"{self.done} of {self.recipients} done."
 
     def as_json(self) -> dict[str, object]:
         counts = asdict(self)

@@ -194,6 +194,27 @@ def edit_draft(
     return update
 
 
+def duplicate(session: Session, staff_id: int | None, source: Update) -> Update:
+    """A new draft with the text, themes and archive choice of any update (audited as
+    `duplicated`, naming the source); InvalidUpdate if that text no longer passes. The caller
+    commits."""
+    copy = create_draft(session, staff_id, source.subject, source.body, themes_of(source))
+    copy.published = source.published
+    audit(session, staff_id, AuditAction.DUPLICATED, copy.id, f"copy of update #{source.id}")
+    return copy
+
+
+def delete_draft(session: Session, staff_id: int | None, update: Update) -> None:
+    """Delete a draft (NotADraft for anything else: what was sent or scheduled stays on
+    record). The audit row keeps its id and subject, since the update itself is gone. The
+    caller commits."""
+    if update.status not in EDITABLE_UPDATE:
+        raise NotADraft(update)
+    audit(session, staff_id, AuditAction.DRAFT_DELETED, None, f"#{update.id}: {update.subject}")
+    session.delete(update)
+    session.flush()
+
+
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value else None
 

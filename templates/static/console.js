@@ -5,8 +5,8 @@
   var box = document.getElementById("send-progress");
   if (!box || !window.fetch) { return; }
   var url = box.getAttribute("data-progress-url");
-  var labels = { draft: "Draft", sending: "Sending", sent: "Sent" };
-  var classes = { draft: "tag tag-grey", sending: "tag tag-blue", sent: "tag tag-green" };
+  var labels = { draft: "Draft", scheduled: "Scheduled", sending: "Sending", paused: "Paused", sent: "Sent", cancelled: "Cancelled" };
+  var classes = { draft: "tag tag-grey", scheduled: "tag tag-blue", sending: "tag tag-blue", paused: "tag tag-yellow", sent: "tag tag-green", cancelled: "tag tag-red" };
   var delay = 1000;
 
   function set(id, value) {
@@ -17,7 +17,9 @@
   function show(p) {
     var bar = document.getElementById("progress-bar");
     bar.max = p.recipients || 1;
-    bar.value = p.done;
+    var stopped = p.status === "cancelled";
+    bar.value = stopped ? p.sent + p.failed : p.done;
+    bar.classList.toggle("send-progress-stopped", stopped);
     bar.textContent = p.percent + " %";
     set("progress-percent", p.percent);
     set("progress-sent", p.sent);
@@ -33,7 +35,7 @@
     }
   }
 
-  function finished(p) { return p.status === "sent" && p.pending === 0; }
+  function finished(p) { return p.status === "cancelled" || (p.status === "sent" && p.pending === 0); }
 
   function poll() {
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
@@ -44,7 +46,7 @@
       .then(function (p) {
         show(p);
         if (!finished(p)) { window.setTimeout(poll, delay); }
-        else { set("progress-refresh", "Sending has finished."); }
+        else { set("progress-refresh", p.status === "cancelled" ? "The send was cancelled." : "Sending has finished."); }
       })
       .catch(function () {
         // Keep the refresh link; try again a little later.

@@ -170,7 +170,9 @@ def test_staff_member_drafts_previews_tests_sends_and_watches_progress(desk, ses
     sign_in(desk, "sender@gla.example")
     desk.get_by_role("link", name="New update").first.click()
     expect(desk.get_by_role("heading", level=1)).to_have_text("New update")
-    expect(desk.get_by_text("Healthy Places (2 active subscribers)")).to_be_visible()
+    expect(
+        desk.get_by_text("Healthy Places (2 active: 2 get each update, 0 the weekly summary)")
+    ).to_be_visible()
     check_accessibility(desk)
     screenshot(desk, "admin-compose")
 

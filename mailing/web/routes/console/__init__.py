@@ -11,6 +11,7 @@ from mailing.web.routes.console import (
     drafts,
     factors,
     figures,
+    guide,
     import_page,
     review,
     sending,
@@ -38,5 +39,6 @@ for _part in (
     desk_page,
     import_page,
     suppressions,
+    guide,
 ):
     router.routes.extend(_part.router.routes)

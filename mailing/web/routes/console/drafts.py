@@ -8,7 +8,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
-from mailing import archive, figures, london, test_sends, updates
+from mailing import archive, figures, london, sending, test_sends, updates
 from mailing.deliverability import figures as deliverability
 from mailing.errors import MailingError, TooMany
 from mailing.models import Update, utcnow
@@ -27,10 +27,11 @@ from mailing.web.routes.console.common import (
 )
 
 router = console_router()
+SENT_OR_SENDING = frozenset({UpdateStatus.SENT, UpdateStatus.SENDING, UpdateStatus.PAUSED})
 
 
 @router.get("")
-def dashboard(who: Who, session: SessionDep) -> Response:
+def dashboard(request: Request, who: Who, session: SessionDep) -> Response:
     recent = recent_updates(session)
     # The latest sends whose bounce or complaint rate is over the mailbox providers' limits.
     # One grouped query for the rates of the latest sends, not two queries per send.
@@ -54,7 +55,15 @@ def dashboard(who: Who, session: SessionDep) -> Response:
         ],
         active_total=figures.active_total(session),
         drafts=sum(1 for u in recent if u.status == UpdateStatus.DRAFT),
-        sent_count=sum(1 for u in recent if u.status != UpdateStatus.DRAFT),
+        sent_count=sum(1 for u in recent if u.status in SENT_OR_SENDING),
+        # A scheduled update has no deliveries yet: who it would go to now.
+        planned={
+            u.id: sending.count_recipients(session, updates.themes_of(u))
+            for u in recent
+            if u.status == UpdateStatus.SCHEDULED
+        },
+        created={u.id: london.short(u.created_at) for u in recent},
+        notice="The draft is deleted." if "deleted" in request.query_params else "",
         nav="updates",
     )
 
@@ -90,7 +99,7 @@ def _compose_page(
         status_code=status_code,
         errors=errors,
         values=values,
-        active=figures.active_by_theme(session),
+        active=figures.reach_by_theme(session),
         nav="compose",
     )
 
@@ -99,6 +108,7 @@ NOTICES = {
     "saved": "Your draft is saved.",
     "tested": "A test copy is on its way to {email}.",
     "review-asked": "The senders are asked to review it; you will be told when it has gone.",
+    "copied": "This is a new draft, copied from the update you chose. Nothing is sent yet.",
 }
 
 
@@ -166,7 +176,7 @@ def _draft_page(
         errors=errors,
         values=values,
         notice=notice,
-        active=figures.active_by_theme(session),
+        active=figures.reach_by_theme(session),
         can_send=role_allows(who.staff.role, StaffRole.SENDER),
         nav="updates",
     )
@@ -225,6 +235,47 @@ def send_test(update_id: RowId, who: Who, form: Form, session: SessionDep) -> Re
     if update.status != UpdateStatus.DRAFT:
         return RedirectResponse(f"/admin/drafts/{update_id}/progress", status_code=303)
     return RedirectResponse(f"/admin/drafts/{update_id}?tested=1", status_code=303)
+
+
+@router.post("/drafts/{update_id}/duplicate")
+def duplicate(update_id: RowId, who: Who, form: Form, session: SessionDep) -> Response:
+    """A new draft from any update (sent, scheduled, cancelled or a draft)."""
+    source = update_or_404(session, who, update_id)
+    try:
+        copy = updates.duplicate(session, who.staff.id, source)
+    except updates.InvalidUpdate as bad:
+        session.rollback()
+        values = {
+            "subject": source.subject,
+            "body": source.body,
+            "themes": updates.themes_of(source),
+            "published": source.published,
+        }
+        return _compose_page(who, session, 422, _in_page_order(bad.errors), values)
+    session.commit()
+    return RedirectResponse(f"/admin/drafts/{copy.id}?copied=1", status_code=303)
+
+
+@router.get("/drafts/{update_id}/delete")
+def confirm_delete(update_id: RowId, who: Who, session: SessionDep) -> Response:
+    update = update_or_404(session, who, update_id)
+    if update.status != UpdateStatus.DRAFT:
+        return RedirectResponse(f"/admin/drafts/{update_id}/progress", status_code=303)
+    return console_page(
+        "delete", who, update=update, changed=london.short(update.updated_at), nav="updates"
+    )
+
+
+@router.post("/drafts/{update_id}/delete")
+def delete(update_id: RowId, who: Who, form: Form, session: SessionDep) -> Response:
+    update = update_or_404(session, who, update_id)
+    try:
+        updates.delete_draft(session, who.staff.id, update)
+    except updates.NotADraft:
+        session.rollback()
+        return _not_a_draft(who, update)
+    session.commit()
+    return RedirectResponse("/admin?deleted=1", status_code=303)
 
 
 def _not_a_draft(who: SignedIn, update: Update) -> Response:

@@ -12,7 +12,7 @@ from enum import StrEnum
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlmodel import Session
 
-from mailing import london, sending, updates
+from mailing import archive, figures, london, sending, updates
 from mailing.deliverability import figures as deliverability
 from mailing.errors import Conflict, Forbidden, Invalid
 from mailing.models import Update, utcnow
@@ -51,6 +51,7 @@ def _send_page(
         update=update,
         themes=updates.themes_of(update),
         recipients=sending.count_recipients(session, updates.themes_of(update)),
+        reach=figures.reach(session, updates.themes_of(update)),
         fingerprint=updates.fingerprint(update),
         errors=context.pop("errors", {}),
         nav="updates",
@@ -222,6 +223,8 @@ def progress_page(update_id: RowId, who: Who, session: SessionDep) -> Response:
         can_send=who.staff.role in (StaffRole.SENDER, StaffRole.ADMIN),
         failures=failed_deliveries(session, update_id, show_addresses=show),
         show_addresses=show,
+        body_html=archive.page_html(update),
+        archive_url=f"/updates/{update_id}" if archive.find(session, update_id) else None,
         nav="updates",
     )
 
