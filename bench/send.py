@@ -1,15 +1,18 @@
-"""Benchmark of the update pipeline end to end, against the raw SMTP ceiling of the same machine.
+"""Benchmark of the update pipeline end to end, against clients of the same sink in the same run.
 
-    .venv/bin/python bench/send.py --n 100000 --workers 2
+    .venv/bin/python bench/send.py --latency 20 --n 5000 [--connections 32]
+    .venv/bin/python bench/send.py --n 100000 [--workers 2]
 
-Creates a throwaway PostgreSQL database, N active subscribers, K `mailing worker` processes on
-the Redis broker, and a minimal asyncio SMTP sink in its own process. It times the send from the
-`start_send` call (what POST /admin/updates/{id}/send does) to the last message accepted by the
-sink, then blasts the same number of pre-built messages over K connections to the same sink
-twice: with smtplib's `sendmail` (the raw ceiling the performance issue set: four round trips a
-message), and pipelined as `Mailer.send_many` talks, pre-stuffed, with nothing else to do (the
-stricter ceiling: one round trip a message). It prints all three, the ratios, and the workers'
-peak RSS (VmHWM).
+Creates a throwaway PostgreSQL database with N active subscribers, runs the service on the
+production defaults (plain `mailing worker`, MAILING_ENV=production; `--workers K`: K solo
+`-Q updates` workers instead) against bench/relay.py in its own process, an SMTP sink that
+offers PIPELINING and answers each line `--latency` ms after it arrived (a relay that far
+away). It times the send from `request_send` (what POST /admin/updates/{id}/send does) to the
+last message accepted by the sink, then sends the same number of pre-built messages of the
+same size to the same sink from a C-connection pipelined client (one round trip a message on
+each connection), and at loopback also over K connections with smtplib's `sendmail` (the raw
+ceiling: four round trips a message) and pipelined. It prints the rates, the ratios, the
+workers' peak RSS (VmHWM) and the CPU each part used.
 Not a test: it asserts nothing but that every message arrived.
 """
 
@@ -19,6 +22,7 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import signal
 import smtplib
 import socket
 import subprocess
@@ -31,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from relay import run_relay  # noqa: E402
 from throwaway import (  # noqa: E402
     cpu_seconds,
     drop_database,
@@ -38,77 +43,14 @@ from throwaway import (  # noqa: E402
     make_database,
     processes_cpu,
     stop_groups,
+    tree_cpu,
 )
 
 from mailing.mailer import _stuffed  # noqa: E402
 
-# --- A minimal SMTP sink (one process, asyncio): counts messages, remembers the last one's time
+# --- The SMTP sink: bench/relay.py (answers each line `--latency` ms late; 0 on loopback)
 
-
-class SinkProtocol(asyncio.Protocol):
-    def __init__(self, count: Any, last: Any, arrivals: Any = None) -> None:
-        self.count, self.last = count, last
-        self.arrivals = arrivals  # a queue for (recipient, time) of "probe" recipients
-        self.rcpt = b""
-        self.buffer = bytearray()
-        self.scan = 0  # where to resume looking for the end of a message
-        self.in_data = False
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        transport.write(b"220 sink ESMTP\r\n")
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            if self.in_data:
-                end = self.buffer.find(b"\r\n.\r\n", self.scan)
-                if end < 0:
-                    self.scan = max(0, len(self.buffer) - 4)
-                    return
-                del self.buffer[: end + 5]
-                self.scan = 0
-                self.in_data = False
-                with self.count.get_lock():
-                    self.count.value += 1
-                self.last.value = time.time()
-                if self.arrivals is not None and self.rcpt.startswith(b"<probe"):
-                    self.arrivals.put((self.rcpt.decode(), time.time()))
-                self.transport.write(b"250 OK queued\r\n")
-                continue
-            end = self.buffer.find(b"\r\n")
-            if end < 0:
-                return
-            verb = bytes(self.buffer[:4]).upper()
-            if verb == b"RCPT":
-                self.rcpt = bytes(self.buffer[:end]).partition(b":")[2].strip().lower()
-            del self.buffer[: end + 2]
-            if verb == b"EHLO":
-                self.transport.write(b"250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
-            elif verb == b"DATA":
-                self.in_data = True
-                self.transport.write(b"354 go ahead\r\n")
-                # so that the end marker is found even for an empty body
-                self.buffer[0:0] = b"\r\n"
-            elif verb == b"QUIT":
-                self.transport.write(b"221 bye\r\n")
-                self.transport.close()
-                return
-            else:
-                self.transport.write(b"250 OK\r\n")
-
-
-def run_sink(port: int, count: Any, last: Any, ready: Any, arrivals: Any = None) -> None:
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: SinkProtocol(count, last, arrivals), "127.0.0.1", port, backlog=512
-        )
-        ready.set()
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
+run_sink = run_relay  # (port, count, last, ready, arrivals=None, latency_ms=0.0)
 
 
 # --- Setup ----------------------------------------------------------------------------------
@@ -252,10 +194,136 @@ def ceiling(
     return last.value - started
 
 
+async def _pipelined_connection(
+    port: int, messages: list[bytes], sender: bytes, rcpts: list[str]
+) -> None:
+    """One connection of the C-connection client: as `blast_pipelined`, on asyncio."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def read(n: int) -> None:
+        for _ in range(n):
+            while (line := await reader.readline())[3:4] == b"-":
+                pass
+            if line[:1] not in (b"2", b"3"):
+                raise RuntimeError(f"the sink answered {line!r}")
+
+    await read(1)
+    writer.write(b"EHLO bench\r\n")
+    await read(1)
+    content = b""
+    for rcpt, stuffed in zip(rcpts, messages, strict=True):
+        writer.write(content + sender + rcpt.encode() + b">\r\nDATA\r\n")
+        await read(4 if content else 3)
+        content = stuffed
+    writer.write(content + b"QUIT\r\n")
+    await read(2)
+    writer.close()
+
+
+def blast_pool(port: int, slices: list[tuple[list[bytes], list[str]]], envelope_from: str) -> None:
+    """Several pipelined connections at once in one process (asyncio)."""
+    sender = b"MAIL FROM:<" + envelope_from.encode() + b">\r\nRCPT TO:<"
+
+    async def all_of_them() -> None:
+        await asyncio.gather(
+            *(_pipelined_connection(port, msgs, sender, rcpts) for msgs, rcpts in slices)
+        )
+
+    asyncio.run(all_of_them())
+
+
+def pool_ceiling(
+    port: int,
+    connections: int,
+    messages: list[bytes],
+    sender: str,
+    rcpts: list[str],
+    count: Any,
+    last: Any,
+) -> float:
+    """Seconds for a C-connection pipelined client (pre-stuffed messages, one round trip a
+    message on each connection; its connections spread over one process a core) to hand
+    every message to the sink."""
+    before = count.value
+    slices = [(messages[i::connections], rcpts[i::connections]) for i in range(connections)]
+    processes = min(os.cpu_count() or 1, connections)
+    procs = [
+        mp.Process(target=blast_pool, args=(port, slices[i::processes], sender))
+        for i in range(processes)
+    ]
+    started = time.time()
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert count.value - before == len(messages), (count.value - before, len(messages))
+    return last.value - started
+
+
+def start_default_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`mailing worker` as an operator runs it (every queue, the default pool and concurrency,
+    its process reserved for `transactional`); returns once both of its nodes log "ready."
+    (read from its log, not by a broadcast ping: kombu's after-fork clean-up would then hang
+    the ceilings' forked clients). BENCH_WORKER_LOG=FILE keeps the log."""
+    import threading
+
+    mailing = Path(sys.executable).with_name("mailing")
+    proc = subprocess.Popen(
+        [str(mailing), "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    keep = open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "ab")  # noqa: SIM115
+    ready, deadline = 0, time.time() + 90
+    for line in proc.stderr:
+        keep.write(line)
+        ready += b" ready." in line
+        if ready >= 2:
+            break
+        if time.time() > deadline:
+            raise RuntimeError("`mailing worker` did not start")
+    if ready < 2:
+        raise RuntimeError("`mailing worker` exited")
+    # keep draining its log so a full pipe never blocks it
+    threading.Thread(target=lambda: [keep.write(x) for x in proc.stderr], daemon=True).start()
+    return proc
+
+
+def tree_pids(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit():
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(proc.name))
+        except OSError:
+            continue
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000, help="recipients")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="ms the sink waits before each answer"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=32, help="connections of the pipelined client"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="K solo `mailing worker -Q updates` processes instead of the default command",
+    )
     parser.add_argument(
         "--database-server", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
@@ -263,6 +331,8 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/6")
     parser.add_argument("--keep-sink-messages", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # A SIGTERM (timeout, Ctrl-C of a parent) still stops the workers and drops the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     db_url, db_name = make_database(args.database_server)
     port = free_port()
@@ -276,6 +346,8 @@ def main() -> None:
         MAILING_SECRET_KEYS="bench-secret-key-0123456789-abcdefghijklmnop",
         MAILING_BASE_URL="https://updates.example.org",
     )
+    if not args.workers:
+        env["MAILING_ENV"] = "production"  # every other setting at its default
     os.environ.update(env)
 
     from mailing import migrate
@@ -286,7 +358,9 @@ def main() -> None:
     count = mp.Value("q", 0)
     last = mp.Value("d", 0.0)
     ready = mp.Event()
-    sink = mp.Process(target=run_sink, args=(port, count, last, ready), daemon=True)
+    sink = mp.Process(
+        target=run_relay, args=(port, count, last, ready, None, args.latency), daemon=True
+    )
     sink.start()
     ready.wait(10)
 
@@ -295,7 +369,12 @@ def main() -> None:
         t = time.time()
         add_subscribers(args.n)
         print(f"setup: {args.n} subscribers in {time.time() - t:.1f}s", flush=True)
-        workers = start_workers(args.workers, env)
+        if args.workers:
+            workers = start_workers(args.workers, env)
+            described = f"{args.workers} x `mailing worker -Q updates --pool solo`"
+        else:
+            workers = [start_default_worker(env)]
+            described = f"`mailing worker` (production defaults, {os.cpu_count()} cores)"
 
         from mailing import sending, updates
         from mailing.db import session_scope
@@ -315,7 +394,7 @@ def main() -> None:
             update_id = update.id
         assert update_id is not None
 
-        cpu_before = [cpu_seconds(p.pid) for p in workers] + [cpu_seconds(sink.pid or 0)]
+        cpu_before = [tree_cpu(p.pid) for p in workers] + [cpu_seconds(sink.pid or 0)]
         services_before = [processes_cpu("postgres"), processes_cpu("redis-server")]
         t0 = time.time()
         with session_scope() as session:
@@ -323,7 +402,7 @@ def main() -> None:
         t_started = time.time()
         while count.value < started.recipients:
             time.sleep(0.05)
-            if time.time() - t0 > 1800:
+            if time.time() - t0 > 3600:
                 raise RuntimeError(f"only {count.value} of {started.recipients} arrived")
         e2e_seconds = last.value - t0
         while True:
@@ -332,8 +411,9 @@ def main() -> None:
             if live.finished:
                 break
             time.sleep(0.1)
-        rss = [peak_rss_kib(p.pid) for p in workers]
-        cpu_after = [cpu_seconds(p.pid) for p in workers] + [cpu_seconds(sink.pid or 0)]
+        pids = [pid for p in workers for pid in tree_pids(p.pid)]
+        rss = [peak_rss_kib(pid) for pid in pids]
+        cpu_after = [tree_cpu(p.pid) for p in workers] + [cpu_seconds(sink.pid or 0)]
         cpu = [a - b for a, b in zip(cpu_after, cpu_before, strict=True)]
         database_cpu, redis_cpu = (
             after - before
@@ -345,7 +425,7 @@ def main() -> None:
         )
         load = os.getloadavg()[0]
 
-        # The ceiling: the same number of pre-built messages over the same number of connections.
+        # The ceilings: the same number of pre-built messages of the same size, same sink.
         with session_scope() as session:
             from mailing.models import Update
 
@@ -358,24 +438,29 @@ def main() -> None:
             prepared.personalise(updates.recipient_values(r, token + "a", token + "b"))
             for r in rcpts
         ]
-        k = args.workers
-        raw_seconds = ceiling(blast, port, k, msgs, prepared.envelope_from, rcpts, count, last)
-        stuffed = [_stuffed(m) for m in msgs]  # pre-built: the stricter ceiling does no work
-        piped_seconds = ceiling(
-            blast_pipelined, port, k, stuffed, prepared.envelope_from, rcpts, count, last
-        )
-
+        stuffed = [_stuffed(m) for m in msgs]  # pre-built: the ceilings do no work
+        c = args.connections
+        pool_seconds = pool_ceiling(port, c, stuffed, prepared.envelope_from, rcpts, count, last)
         e2e = started.recipients / e2e_seconds
-        raw = len(msgs) / raw_seconds
-        piped = len(msgs) / piped_seconds
+        pool = len(stuffed) / pool_seconds
+        print(f"relay latency:         {args.latency:g} ms a line")
         print(f"recipients:            {started.recipients}")
-        print(f"workers:               {k} (solo pool, one SMTP connection each)")
-        print(f"start_send (rows):     {t_started - t0:.2f}s")
-        print(f"end to end:            {e2e_seconds:.2f}s  = {e2e:,.0f} emails/s")
-        print(f"raw smtplib ceiling:   {raw_seconds:.2f}s  = {raw:,.0f} emails/s")
-        print(f"ratio:                 {e2e / raw:.2f}")
-        print(f"raw pipelined ceiling: {piped_seconds:.2f}s  = {piped:,.0f} emails/s")
-        print(f"ratio to pipelined:    {e2e / piped:.2f}")
+        print(f"service:               {described}")
+        print(f"start_send (request):  {t_started - t0:.2f}s")
+        print(f"service, end to end:   {e2e_seconds:.2f}s  = {e2e:,.0f} emails/s")
+        print(f"{c}-connection pipelined client: {pool_seconds:.2f}s  = {pool:,.0f} emails/s")
+        print(f"ratio to it:           {e2e / pool:.2f}")
+        if not args.latency:  # four round trips a message: only at loopback
+            k = args.workers or os.cpu_count() or 1
+            raw_seconds = ceiling(blast, port, k, msgs, prepared.envelope_from, rcpts, count, last)
+            piped_seconds = ceiling(
+                blast_pipelined, port, k, stuffed, prepared.envelope_from, rcpts, count, last
+            )
+            raw, piped = len(stuffed) / raw_seconds, len(stuffed) / piped_seconds
+            print(f"raw smtplib ceiling ({k} conn.): {raw_seconds:.2f}s  = {raw:,.0f} emails/s")
+            print(f"ratio:                 {e2e / raw:.2f}")
+            print(f"pipelined ceiling ({k} conn.):   {piped_seconds:.2f}s  = {piped:,.0f} emails/s")
+            print(f"ratio to pipelined:    {e2e / piped:.2f}")
         print(
             "worker peak RSS:       "
             + ", ".join(f"{r / 1024:.1f} MiB" for r in rss)

@@ -21,7 +21,7 @@ def free_port() -> int:
 
 def make_database(server_url: str) -> tuple[str, str]:
     """Create an empty database on this server; returns its URL and its name."""
-    name = f"mailing_bench_{uuid.uuid4().hex[:10]}"
+    name = f"bench_{uuid.uuid4().hex[:10]}"
     engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
