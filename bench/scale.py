@@ -71,6 +71,11 @@ def main() -> None:
             session, f"scale-{time.time_ns()}@staff.example.org", StaffRole.ADMIN
         )
         last_update = session.execute(sa.text("SELECT max(id) FROM theme_update")).scalar_one()
+        from mailing import updates
+
+        a_draft = updates.create_draft(
+            session, None, "Scale draft", "Some **text**.", ["healthy-minds", "healthy-places"]
+        ).id
         # Active subscribers with deliveries, a different one for each state-changing request.
         ids = list(
             session.execute(
@@ -127,6 +132,11 @@ def main() -> None:
                 PAGE,
                 ("GET", f"/admin/updates/{last_update}", staff),
             ),
+            (
+                f"GET /admin/updates/{a_draft} (a draft: who it would reach)",
+                PAGE,
+                ("GET", f"/admin/updates/{a_draft}", staff),
+            ),
             ("GET /admin/stats", PAGE, ("GET", "/admin/stats", staff)),
             ("GET /metrics", PAGE, ("GET", "/metrics", scrape)),
             ("GET /readyz", PAGE, ("GET", "/readyz", {})),
@@ -138,7 +148,7 @@ def main() -> None:
             ("POST /unsubscribe/{token} (one-click)", RESIDENT, iter(unsubscribes)),
             ("POST /erase/{token}", RESIDENT, iter(erasures)),
         ]
-        print(f"{'request':48} {'median':>9} {'limit':>7}  verdict", flush=True)
+        print(f"{'request':56} {'median':>9} {'limit':>7}  verdict", flush=True)
         for name, limit, what in checks:
             times = []
             for attempt in range(args.repeat + 1):
@@ -174,7 +184,7 @@ def main() -> None:
             verdict = "ok" if median <= limit else "OVER"
             if median > limit:
                 over.append(name)
-            print(f"{name:48} {median:8.1f}ms {limit:6.0f}ms  {verdict}", flush=True)
+            print(f"{name:56} {median:8.1f}ms {limit:6.0f}ms  {verdict}", flush=True)
     finally:
         stop_groups([server])
     if over:
