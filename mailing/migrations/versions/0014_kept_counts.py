@@ -32,21 +32,39 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 SHARDS = 16
+# A transaction-level advisory lock per shard, taken before any of the shard's count rows: the
+# transactions of two connections that share a shard take its rows one after the other, never
+# in crossed orders (no deadlock), whatever the order of their statements.
+SHARD_LOCK = f"""
+    PERFORM pg_advisory_xact_lock(140023, mod(pg_backend_pid(), {SHARDS}));"""
 
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 PG_DELIVERY = """
 CREATE FUNCTION delivery_count_kept() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- The update's row is the lock every writer of its counts takes first, in id order (as
+    -- the settle's own UPDATE of it would): two workers settling chunks of one update never
+    -- take its count rows in crossed orders, so never deadlock.
     IF TG_OP = 'INSERT' THEN
+        PERFORM 1 FROM theme_update WHERE id IN (SELECT update_id FROM new_rows)
+            ORDER BY id FOR NO KEY UPDATE;
         INSERT INTO delivery_count (update_id, status, n)
         SELECT update_id, status, count(*) FROM new_rows GROUP BY 1, 2 ORDER BY 1, 2
         ON CONFLICT (update_id, status) DO UPDATE SET n = delivery_count.n + EXCLUDED.n;
     ELSIF TG_OP = 'DELETE' THEN
+        PERFORM 1 FROM theme_update WHERE id IN (SELECT update_id FROM old_rows)
+            ORDER BY id FOR NO KEY UPDATE;
         UPDATE delivery_count c SET n = c.n - d.k
         FROM (SELECT update_id, status, count(*) AS k FROM old_rows GROUP BY 1, 2) d
         WHERE c.update_id = d.update_id AND c.status = d.status;
     ELSE
+        PERFORM 1 FROM theme_update WHERE id IN (
+            SELECT n.update_id FROM new_rows n JOIN old_rows o USING (id)
+            WHERE n.status IS DISTINCT FROM o.status OR n.update_id <> o.update_id
+            UNION SELECT o.update_id FROM new_rows n JOIN old_rows o USING (id)
+            WHERE n.status IS DISTINCT FROM o.status OR n.update_id <> o.update_id
+        ) ORDER BY id FOR NO KEY UPDATE;
         INSERT INTO delivery_count (update_id, status, n)
         SELECT update_id, status, sum(k) FROM (
             SELECT n.update_id, n.status, 1 AS k FROM new_rows n JOIN old_rows o USING (id)
@@ -82,7 +100,9 @@ def _add(deltas: str) -> str:
 PG_SUBSCRIBER = (
     """
 CREATE FUNCTION subscriber_count_kept() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
+BEGIN"""
+    + SHARD_LOCK
+    + """
     IF TG_OP = 'INSERT' THEN"""
     + _add("SELECT '' AS theme, status, 1 AS k FROM new_rows")
     + """
@@ -109,7 +129,9 @@ BEGIN
     RETURN NULL;
 END $$;
 CREATE FUNCTION subscriber_theme_count_kept() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
+BEGIN"""
+    + SHARD_LOCK
+    + """
     IF TG_OP = 'INSERT' THEN"""
     + _add(
         "SELECT t.theme, s.status, 1 AS k FROM new_rows t JOIN subscriber s ON s.id = t.subscriber_id"
