@@ -70,7 +70,9 @@ def main() -> None:
         _, admin = members.create_staff(
             session, f"scale-{time.time_ns()}@staff.example.org", StaffRole.ADMIN
         )
-        last_update = session.execute(sa.text("SELECT max(id) FROM theme_update")).scalar_one()
+        last_update = session.execute(
+            sa.text("SELECT max(id) FROM theme_update WHERE status = 'sent'")
+        ).scalar_one()
         from mailing import updates
 
         a_draft = updates.create_draft(
