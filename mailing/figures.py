@@ -12,6 +12,7 @@ from datetime import date, timedelta
 import sqlalchemy as sa
 from sqlmodel import Session, col, delete, select
 
+from mailing import kept_counts
 from mailing.models import (
     Subscriber,
     SubscriberCountSnapshot,
@@ -24,16 +25,11 @@ from mailing.themes import ALL_THEMES, STYLES, THEMES
 
 
 def counts_by_theme(session: Session) -> dict[str, dict[str, int]]:
-    """{theme: {status: count}} for every theme and status, zeros included."""
+    """{theme: {status: count}} for every theme and status, zeros included (kept counts)."""
     counts = {t: {s.value: 0 for s in SubscriberStatus} for t in ALL_THEMES}
-    rows = session.exec(
-        select(SubscriberTheme.theme, Subscriber.status, sa.func.count())
-        .join(Subscriber, col(Subscriber.id) == col(SubscriberTheme.subscriber_id))
-        .group_by(SubscriberTheme.theme, Subscriber.status)
-    ).all()
-    for theme, status, n in rows:
-        if theme in counts:
-            counts[theme][str(status)] = int(n)
+    for (theme, status), n in kept_counts.subscribers(session).items():
+        if theme in counts and status in counts[theme]:
+            counts[theme][status] = n
     return counts
 
 
@@ -212,12 +208,7 @@ def _nice_step(peak: int) -> int:
 
 def active_total(session: Session) -> int:
     """Active subscribers, each counted once whatever their themes."""
-    n: int | None = session.exec(
-        select(sa.func.count())
-        .select_from(Subscriber)
-        .where(col(Subscriber.status) == SubscriberStatus.ACTIVE)
-    ).one()
-    return int(n or 0)
+    return kept_counts.subscribers_by_status(session)[SubscriberStatus.ACTIVE.value]
 
 
 def _by_status(session: Session, status: sa.ColumnElement[str]) -> dict[str, int]:
@@ -231,7 +222,7 @@ def stats(session: Session) -> dict[str, dict[str, int]]:
     """Counts only: subscribers by status, active subscribers by theme, updates by status."""
     from mailing.models import Update, table_of
 
-    subscribers = _by_status(session, table_of(Subscriber).c.status)
+    subscribers = kept_counts.subscribers_by_status(session)
     update_counts = _by_status(session, table_of(Update).c.status)
     return {
         "subscribers": {s.value: subscribers.get(s.value, 0) for s in SubscriberStatus},

@@ -87,11 +87,14 @@ class DatabaseFigures(Collector):
         return iter(())
 
     def collect(self) -> Iterator[Metric]:
-        from sqlmodel import col, select
+        from sqlmodel import col
 
+        from mailing import kept_counts
         from mailing.db import get_engine
-        from mailing.models import Delivery, utcnow
-        from mailing.states import DeliveryStatus, SubscriberStatus
+        from mailing.models import Delivery, Update, table_of, utcnow
+        from mailing.states import IN_FLIGHT_UPDATE, DeliveryStatus, SubscriberStatus
+
+        UPDATE = table_of(Update)
 
         subscribers = GaugeMetricFamily(
             "mailing_subscribers", "Subscribers by status", labels=["status"]
@@ -111,34 +114,45 @@ class DatabaseFigures(Collector):
         since = utcnow() - RATE_WINDOW
         try:
             with get_engine().connect() as conn:
-                for table, family in (
-                    ("subscriber", subscribers),
-                    ("delivery", deliveries),
-                    ("theme_update", updates),
+                # Kept counts (mailing/kept_counts.py): a scrape never counts the big tables.
+                for family, counts in (
+                    (subscribers, kept_counts.subscribers_by_status(conn)),
+                    (deliveries, kept_counts.deliveries_by_status(conn)),
+                    (updates, _updates_by_status(conn)),
                 ):
-                    rows = conn.execute(
-                        sa.text(f"SELECT status, COUNT(*) FROM {table} GROUP BY status")  # noqa: S608
-                    )
-                    counts = {str(status): float(n) for status, n in rows}
                     if family is subscribers:
                         # Pending would move by one when a new address signs up: never shown.
                         # The others always are, so no series appears with one person either.
                         counts = {
-                            s.value: counts.get(s.value, 0.0)
+                            s.value: counts.get(s.value, 0)
                             for s in SubscriberStatus
                             if s != SubscriberStatus.PENDING
                         }
                     for status, n in counts.items():
-                        family.add_metric([status], n)
-                sent_recently = select(Delivery).where(
-                    Delivery.status == DeliveryStatus.SENT, col(Delivery.sent_at) >= since
+                        family.add_metric([status], float(n))
+                # Only the sends in flight or finished within the window are read: the rows a
+                # scrape looks at grow with the current send, not with the history.
+                recent = (
+                    sa.select(UPDATE.c.id)
+                    .where(
+                        sa.or_(
+                            UPDATE.c.status.in_([s.value for s in IN_FLIGHT_UPDATE]),
+                            UPDATE.c.sent_at >= since,
+                        )
+                    )
+                    .scalar_subquery()
+                )
+                sent_recently = sa.and_(
+                    col(Delivery.update_id).in_(recent),
+                    col(Delivery.status) == DeliveryStatus.SENT,
+                    col(Delivery.sent_at) >= since,
                 )
                 n_recent = conn.execute(
-                    sa.select(sa.func.count()).select_from(sent_recently.subquery())
+                    sa.select(sa.func.count()).select_from(Delivery).where(sent_recently)
                 ).scalar_one()
                 sample = conn.execute(
                     sa.select(Delivery.sent_at, Delivery.enqueued_at)  # type: ignore[call-overload]
-                    .where(Delivery.status == DeliveryStatus.SENT, col(Delivery.sent_at) >= since)
+                    .where(sent_recently)
                     .limit(1000)
                 ).all()
             rate.add_metric([], n_recent / RATE_WINDOW.total_seconds())
@@ -150,6 +164,12 @@ class DatabaseFigures(Collector):
             yield up
             return
         yield from (subscribers, deliveries, updates, rate, latency, up)
+
+
+def _updates_by_status(conn: sa.Connection) -> dict[str, int]:
+    """Updates by status: a few hundred rows in years (one per update)."""
+    rows = conn.execute(sa.text("SELECT status, COUNT(*) FROM theme_update GROUP BY status"))
+    return {str(status): int(n) for status, n in rows}
 
 
 REGISTRY.register(DatabaseFigures())

@@ -161,7 +161,8 @@ def _truncate() -> None:
                 )
             )
         else:
-            for t in reversed(tables):
+            # The kept counts last: deleting the rows they count moves them (triggers).
+            for t in sorted(reversed(tables), key=lambda name: name.endswith("_count")):
                 conn.execute(sa.text(f'DELETE FROM "{t}"'))
 
 

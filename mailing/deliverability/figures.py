@@ -1,7 +1,8 @@
 """Per-update deliverability figures for staff: bounces, complaints and unsubscribes among the
 copies the relay took, their rates, and warnings past the big mailbox providers' limits.
 
-Counts only, read from the delivery rows (the source of truth); no personal data.
+Counts only, from the counts the database keeps of the delivery rows (mailing/kept_counts.py);
+no personal data.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from mailing import kept_counts
 from mailing.models import Delivery, Subscriber, Update
 from mailing.states import DELIVERED, DeliveryStatus, SubscriberStatus, UpdateStatus
 
@@ -23,14 +25,10 @@ BOUNCE_RATE_WARNING = 0.02
 
 def for_update(session: Session, update_id: int) -> dict[str, Any]:
     """Counts and rates of one update's copies that went out (`DELIVERED` statuses)."""
-    by_status = dict(
-        session.execute(
-            select(Delivery.status, sa.func.count())
-            .where(Delivery.update_id == update_id, col(Delivery.status).in_(DELIVERED))
-            .group_by(col(Delivery.status))
-        ).all()
-    )
-    handed_over = sum(int(n) for n in by_status.values())
+    by_status = {
+        s: n for s, n in kept_counts.deliveries_of(session, update_id).items() if s in DELIVERED
+    }
+    handed_over = sum(by_status.values())
     bounced = int(by_status.get(DeliveryStatus.BOUNCED, 0))
     complained = int(by_status.get(DeliveryStatus.COMPLAINED, 0))
     # Who left after this copy reached them (complainers are counted as complaints instead).
@@ -71,18 +69,27 @@ def warnings_for(bounce_rate: float, complaint_rate: float) -> list[str]:
 
 def over_time(session: Session, limit: int = 52) -> list[dict[str, Any]]:
     """Bounce and complaint rates of the last `limit` sent updates, oldest first (for a chart)."""
+    counts = kept_counts.DELIVERY_COUNT
+    delivered = counts.c.status.in_([d.value for d in DELIVERED])
+
+    def summed(status: DeliveryStatus | None = None) -> Any:
+        which = delivered if status is None else counts.c.status == status.value
+        return sa.func.sum(sa.case((which, counts.c.n), else_=0))
+
+    # The kept counts: a few rows per update, however many deliveries it had.
     rows = session.execute(
         sa.select(
             col(Update.id),
             col(Update.sent_at),
             col(Update.subject),
-            sa.func.count(),
-            sa.func.sum(sa.case((col(Delivery.status) == DeliveryStatus.BOUNCED, 1), else_=0)),
-            sa.func.sum(sa.case((col(Delivery.status) == DeliveryStatus.COMPLAINED, 1), else_=0)),
+            summed(),
+            summed(DeliveryStatus.BOUNCED),
+            summed(DeliveryStatus.COMPLAINED),
         )
-        .join(Delivery, col(Delivery.update_id) == Update.id)
-        .where(col(Update.status) == UpdateStatus.SENT, col(Delivery.status).in_(DELIVERED))
+        .join(counts, counts.c.update_id == Update.id)
+        .where(col(Update.status) == UpdateStatus.SENT)
         .group_by(col(Update.id), col(Update.sent_at), col(Update.subject))
+        .having(summed() > 0)
         .order_by(col(Update.sent_at).desc(), col(Update.id).desc())
         .limit(limit)
     ).all()
@@ -91,8 +98,8 @@ def over_time(session: Session, limit: int = 52) -> list[dict[str, Any]]:
             "update_id": update_id,
             "sent_at": sent_at.isoformat() if sent_at else None,
             "subject": subject,
-            "bounce_rate": round(int(bounced or 0) / total, 5),
-            "complaint_rate": round(int(complained or 0) / total, 5),
+            "bounce_rate": round(int(bounced or 0) / int(total), 5),
+            "complaint_rate": round(int(complained or 0) / int(total), 5),
         }
         for update_id, sent_at, subject, total, bounced, complained in reversed(rows)
     ]

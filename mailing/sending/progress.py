@@ -1,15 +1,16 @@
-"""One read model of a send's progress, for the API, the console and `mailing send`: live counts
-from the delivery rows, never from a cache."""
+"""One read model of a send's progress, for the API, the console and `mailing send`: live counts,
+kept by the database in the transaction that changes the delivery rows (mailing/kept_counts.py),
+never from a cache and never by counting the rows."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from mailing import kept_counts
 from mailing.models import Delivery, Subscriber, Update
-from mailing.sending.recipients import DELIVERY, count_recipients
+from mailing.sending.recipients import count_recipients
 from mailing.states import DELIVERED, DeliveryStatus, UpdateStatus
 from mailing.updates import drafts
 
@@ -82,14 +83,7 @@ def progress(session: Session, update_id: int) -> Progress:
     if update.status in (UpdateStatus.DRAFT, UpdateStatus.SCHEDULED):
         waiting = count_recipients(session, drafts.themes_of(update))
         return Progress(update.status, waiting, 0, 0, 0, waiting)
-    counts = {
-        DeliveryStatus(status): int(n)
-        for status, n in session.execute(
-            sa.select(DELIVERY.c.status, sa.func.count())
-            .where(DELIVERY.c.update_id == update_id)
-            .group_by(DELIVERY.c.status)
-        ).all()
-    }
+    counts = kept_counts.deliveries_of(session, update_id)
     return Progress(
         status=update.status,
         recipients=update.recipients,

@@ -1,0 +1,56 @@
+"""The counts the database keeps (migration 0014's triggers), read instead of counting rows.
+
+The subscriber and delivery tables grow with the history; a page or a scrape that counted them
+would grow with it (4 s for an update's page at 16 million deliveries). These read a handful of
+rows: `delivery_count` (an update's deliveries by status) and `subscriber_count` (subscribers by
+status, theme "" for every subscriber once, and by theme and status; summed over its shards).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+from mailing.models import DeliveryCount, SubscriberCount, table_of
+from mailing.states import DeliveryStatus, SubscriberStatus
+
+DELIVERY_COUNT = table_of(DeliveryCount)
+SUBSCRIBER_COUNT = table_of(SubscriberCount)
+EVERYONE = ""  # the theme of the rows that count every subscriber once
+
+
+def deliveries_of(conn: Session | Connection, update_id: int) -> dict[DeliveryStatus, int]:
+    """An update's deliveries by status (statuses with none are left out)."""
+    rows = conn.execute(
+        sa.select(DELIVERY_COUNT.c.status, DELIVERY_COUNT.c.n).where(
+            DELIVERY_COUNT.c.update_id == update_id
+        )
+    ).all()
+    return {DeliveryStatus(status): int(n) for status, n in rows if n}
+
+
+def deliveries_by_status(conn: Session | Connection) -> dict[str, int]:
+    """Every update's deliveries by status (one row per update and status is read)."""
+    rows = conn.execute(
+        sa.select(DELIVERY_COUNT.c.status, sa.func.sum(DELIVERY_COUNT.c.n)).group_by(
+            DELIVERY_COUNT.c.status
+        )
+    ).all()
+    return {str(status): int(n or 0) for status, n in rows}
+
+
+def subscribers(conn: Session | Connection) -> dict[tuple[str, str], int]:
+    """{(theme, status): n}, theme "" counting every subscriber once."""
+    rows = conn.execute(
+        sa.select(
+            SUBSCRIBER_COUNT.c.theme, SUBSCRIBER_COUNT.c.status, sa.func.sum(SUBSCRIBER_COUNT.c.n)
+        ).group_by(SUBSCRIBER_COUNT.c.theme, SUBSCRIBER_COUNT.c.status)
+    ).all()
+    return {(str(theme), str(status)): int(n or 0) for theme, status, n in rows}
+
+
+def subscribers_by_status(conn: Session | Connection) -> dict[str, int]:
+    """Every status, zeros included."""
+    counts = subscribers(conn)
+    return {s.value: counts.get((EVERYONE, s.value), 0) for s in SubscriberStatus}
