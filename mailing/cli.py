@@ -160,12 +160,12 @@ def dev(host: str, port: int) -> None:
 @_guarded
 def purge() -> None:
     """Erase expired personal data now (beat runs the same every hour)."""
-    from mailing import selfservice
+    from mailing import erasure
     from mailing.db import session_scope
     from mailing.models import utcnow
 
     with session_scope() as session:
-        result = selfservice.purge(session, utcnow())
+        result = erasure.purge(session, utcnow())
     click.echo(
         f"purged {result.unconfirmed} unconfirmed sign-ups and "
         f"{result.retained} unsubscribed subscribers past retention"

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailing import consent, selfservice, subscribers, subscriptions
+from mailing import consent, erasure, selfservice, subscribers, subscriptions
 from mailing.addresses import Address, InvalidAddress, normalise
 from mailing.audit import AuditAction, audit
 from mailing.errors import Conflict, Invalid, NotActive, NotFound, TooMany
@@ -147,7 +147,7 @@ def _do(session: Session, subscriber: Subscriber, action: DeskAction, themes: ob
         selfservice.unsubscribe(session, subscriber, channel=CHANNEL)
         return Done()
     if action == DeskAction.ERASE:
-        selfservice.erase(session, subscriber, ErasureReason.REQUEST)
+        erasure.erase(session, subscriber, ErasureReason.REQUEST)
         return Done(erased=True)
     if action == DeskAction.THEMES:
         try:
@@ -174,7 +174,7 @@ def _do(session: Session, subscriber: Subscriber, action: DeskAction, themes: ob
         return _sent(notice_id)
     export = action == DeskAction.SEND_EXPORT_LINK
     kind = NoticeKind.EXPORT_LINK if export else NoticeKind.ERASE_LINK
-    return _sent(selfservice.request_link(session, subscriber, kind))
+    return _sent(erasure.request_link(session, subscriber, kind))
 
 
 def _sent(notice_id: int | None) -> Done:

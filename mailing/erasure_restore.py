@@ -15,9 +15,9 @@ from sqlmodel import Session, select
 from mailing import erasure_journal
 from mailing.addresses import keyed_hashes
 from mailing.config import get_settings
+from mailing.erasure import erase
 from mailing.guarded import guarded
 from mailing.models import Subscriber, Suppression, table_of
-from mailing.selfservice import erase
 from mailing.states import ErasureReason
 
 log = logging.getLogger(__name__)

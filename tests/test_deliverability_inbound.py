@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from mailing import selfservice
+from mailing import erasure
 from mailing.db import get_engine
 from mailing.deliverability import returnpath, rules
 from mailing.deliverability.classify import Kind, classify
@@ -159,7 +159,7 @@ def test_a_delay_notice_is_a_soft_bounce(inbound, session):
 
 def test_a_bounce_about_an_erased_subscriber_changes_and_stores_nothing(inbound, session):
     [copy] = sent_update(1)
-    selfservice.erase(session, session.get(Subscriber, copy.subscriber_id), "request")
+    erasure.erase(session, session.get(Subscriber, copy.subscriber_id), "request")
     session.commit()
     before = table_snapshot()
     send_to(inbound, copy.return_path, messages.dsn(copy.return_path, copy.email, "5.1.1"))
@@ -206,7 +206,7 @@ def test_a_bounced_subscriber_is_purged_like_an_unsubscribed_one(database, setti
     [copy] = sent_update(1)
     rules.hard_bounce(session, returnpath.decode(copy.ref), "5.1.1", "", utcnow())
     session.commit()
-    result = selfservice.purge(session, utcnow() + timedelta(days=31))
+    result = erasure.purge(session, utcnow() + timedelta(days=31))
     session.commit()
     assert result.retained == 1
     assert subscriber_status(copy.subscriber_id) is None

@@ -155,7 +155,7 @@ def test_switching_back_to_each_update_cancels_the_summary(client, smtp):
 
 
 def test_erasing_before_it_goes_removes_the_summary(client, smtp):
-    from mailing import links, selfservice
+    from mailing import erasure, links
     from mailing.models import Subscriber
     from mailing.tokens import Purpose
 
@@ -167,7 +167,7 @@ def test_erasing_before_it_goes_removes_the_summary(client, smtp):
     with Session(get_engine()) as session:
         subscriber = links.subscriber_for(session, Purpose.MANAGE, preferences.rsplit("/", 1)[1])
         assert isinstance(subscriber, Subscriber)
-        selfservice.erase(session, subscriber, "request")
+        erasure.erase(session, subscriber, "request")
         session.commit()
     assert count("weekly_digest") == 0
     _run(until + timedelta(minutes=2))

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import select
 
-from mailing import consent, import_file, selfservice, subscribers
+from mailing import consent, erasure, import_file, selfservice, subscribers
 from mailing.cli import main
 from mailing.db import session_scope
 from mailing.models import Subscriber, utcnow
@@ -145,7 +145,7 @@ def test_a_suppressed_address_in_another_case_is_skipped_and_never_mailed(client
     confirmed(client, smtp, "erased@example.net", [MINDS])
     confirmed(client, smtp, "left@example.net", [MINDS])
     with session_scope() as s:
-        selfservice.erase(s, subscribers.by_key(s, "erased@example.net"), "request")
+        erasure.erase(s, subscribers.by_key(s, "erased@example.net"), "request")
         selfservice.unsubscribe(s, subscribers.by_key(s, "left@example.net"), channel="form")
     drain_worker()
     smtp.outbox.clear()
@@ -328,9 +328,9 @@ def test_an_asked_address_that_never_confirms_is_purged_with_other_sign_ups(clie
     smtp.outbox.wait_for(1)
     drain_worker()
     with session_scope() as s:
-        assert selfservice.purge(s, utcnow() + timedelta(days=6)).unconfirmed == 0
+        assert erasure.purge(s, utcnow() + timedelta(days=6)).unconfirmed == 0
     with session_scope() as s:
-        assert selfservice.purge(s, utcnow() + timedelta(days=9)).unconfirmed == 1
+        assert erasure.purge(s, utcnow() + timedelta(days=9)).unconfirmed == 1
     assert count("subscriber") == 0
 
 

@@ -91,7 +91,7 @@ def _subscriber_id(email: str) -> int:
 def test_delivery_counts_equal_the_rows_through_sends_retries_bounces_cancels_and_erasure(
     relay: Sink, client: Any
 ) -> None:
-    from mailing import selfservice, sending
+    from mailing import erasure, selfservice, sending
     from mailing.deliverability import figures as deliverability
     from mailing.models import Delivery, Subscriber, table_of
     from mailing.states import DeliveryTransitions, transition
@@ -136,7 +136,7 @@ def test_delivery_counts_equal_the_rows_through_sends_retries_bounces_cancels_an
     with session_scope() as session:
         gone = session.get(Subscriber, _subscriber_id("kd1@example.net"))
         assert gone is not None
-        selfservice.erase(session, gone, ErasureReason.REQUEST)
+        erasure.erase(session, gone, ErasureReason.REQUEST)
     assert_exact()
 
     with session_scope() as session:
@@ -155,7 +155,7 @@ def test_delivery_counts_equal_the_rows_through_sends_retries_bounces_cancels_an
 def test_subscriber_counts_equal_the_rows_through_sign_ups_changes_erasure_and_purge(
     client: Any, smtp: Any
 ) -> None:
-    from mailing import figures, selfservice
+    from mailing import erasure, figures
     from mailing.models import Subscriber, SubscriberTheme, table_of, utcnow
     from mailing.states import SubscriberTransitions, transition
     from tests.helpers import subscribe
@@ -180,10 +180,10 @@ def test_subscriber_counts_equal_the_rows_through_sign_ups_changes_erasure_and_p
     with session_scope() as session:
         gone = session.get(Subscriber, ids[1])
         assert gone is not None
-        selfservice.erase(session, gone, ErasureReason.REQUEST)
+        erasure.erase(session, gone, ErasureReason.REQUEST)
     assert_exact()
     with session_scope() as session:
-        purged = selfservice.purge(session, utcnow() + timedelta(days=400))
+        purged = erasure.purge(session, utcnow() + timedelta(days=400))
     assert purged.unconfirmed >= 5  # the pending sign-ups, long expired by then
     assert_exact()
 

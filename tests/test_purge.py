@@ -13,6 +13,7 @@ from sqlmodel import select
 from mailing import links
 from mailing.addresses import normalise
 from mailing.db import get_engine
+from mailing.erasure import PurgeResult, purge
 from mailing.models import (
     ConsentEvent,
     ErasureLog,
@@ -21,7 +22,6 @@ from mailing.models import (
     Suppression,
     utcnow,
 )
-from mailing.selfservice import PurgeResult, purge
 from mailing.states import ConsentEventKind, SubscriberStatus
 from mailing.subscribers import address_hash
 from mailing.tokens import Purpose

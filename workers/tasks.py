@@ -53,8 +53,8 @@ def send_notices(notice_ids: list[int]) -> None:
 def purge() -> None:
     """Storage limitation, hourly from beat: expired sign-ups and lapsed unsubscribes go."""
     from mailing.db import session_scope
+    from mailing.erasure import purge as purge_expired
     from mailing.models import utcnow
-    from mailing.selfservice import purge as purge_expired
 
     with session_scope() as session:
         purge_expired(session, utcnow())

@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sqlmodel import Session
 
-from mailing import consent, links, selfservice, subscribers
+from mailing import consent, erasure, links, selfservice, subscribers
 from mailing import frequency as frequencies
 from mailing.addresses import Address, InvalidAddress, normalise
 from mailing.config import get_settings
@@ -203,7 +203,7 @@ def _email_link(
     is_json: bool,
 ) -> Response:
     # 202 whether or not the hourly cap lets it go: the page says so.
-    notice_id = selfservice.request_link(session, subscriber, kind)
+    notice_id = erasure.request_link(session, subscriber, kind)
     session.commit()
     if notice_id is not None:
         notice_publisher.submit(notice_id)
@@ -247,7 +247,7 @@ def erase_page(token: str, request: Request, session: SessionDep) -> Response:
 def erase(token: str, request: Request, session: SessionDep) -> Response:
     """Erase the subscriber now: everything but a keyed hash that stops us mailing them again."""
     subscriber = links.subscriber_for(session, Purpose.ERASE, token)
-    selfservice.erase(session, subscriber, ErasureReason.REQUEST)
+    erasure.erase(session, subscriber, ErasureReason.REQUEST)
     session.commit()
     if wants_json(request):
         return JSONResponse({"status": "erased"})
@@ -295,7 +295,7 @@ async def request_erasure(request: Request, background: BackgroundTasks) -> Resp
 def _send_erase_link(address: Address) -> None:
     try:
         with session_scope() as session:
-            notice_id = selfservice.request_erasure(session, address)
+            notice_id = erasure.request_erasure(session, address)
         if notice_id is not None:
             notice_publisher.submit(notice_id)
     except Exception:  # the answer is already sent; the person can ask again
