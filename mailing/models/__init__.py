@@ -5,12 +5,13 @@ Times are timezone-aware UTC (SQLModel's UTCDateTime stores them so on SQLite to
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from mailing.models.base import _enum
+from mailing.models.base import utcnow as utcnow
 from mailing.states import (
     ConsentEventKind,
     DeliveryStatus,
@@ -21,21 +22,6 @@ from mailing.states import (
     SubscriberStatus,
     UpdateStatus,
 )
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _enum(cls: type[StrEnum], length: int = 16) -> sa.Enum:
-    # Stored as plain VARCHAR: no database enum types to migrate.
-    return sa.Enum(
-        cls,
-        native_enum=False,
-        create_constraint=False,
-        length=length,
-        values_callable=lambda e: [m.value for m in e],
-    )
 
 
 class Subscriber(SQLModel, table=True):
@@ -344,62 +330,6 @@ PERSONAL_DATA_TABLES: tuple[str, ...] = (
 )
 
 
-# ---------------------------------------------------------------------------------------------
-# Staff second factors (migration 0005)
-
-
-class FactorKind(StrEnum):
-    TOTP = "totp"
-    PASSKEY = "passkey"
-
-
-class StaffFactor(SQLModel, table=True):
-    """One second factor of a staff member: an authenticator app (TOTP) or a passkey."""
-
-    __tablename__ = "staff_factor"
-
-    id: int | None = Field(default=None, primary_key=True)
-    staff_id: int = Field(foreign_key="staff.id", index=True, ondelete="CASCADE")
-    kind: FactorKind = Field(sa_type=_enum(FactorKind))
-    name: str = Field(max_length=60)
-    # Encrypted with the secret keys (mailing.staff.totp.seal): a copy of the database alone
-    # cannot make codes.
-    totp_secret: str | None = Field(default=None, max_length=255)
-    # The last 30-second step a code was accepted for: a code is refused at or before it.
-    totp_last_step: int | None = Field(default=None, sa_type=sa.BigInteger)
-    credential_id: str | None = Field(default=None, max_length=1400, unique=True)  # base64url
-    public_key: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
-    sign_count: int = Field(default=0, sa_type=sa.BigInteger)
-    created_at: datetime = Field(default_factory=utcnow)
-    last_used_at: datetime | None = None
-
-
-class StaffInvitation(SQLModel, table=True):
-    """A one-time set-up link (signed, naming this row): invitation or second-factor reset."""
-
-    __tablename__ = "staff_invitation"
-
-    id: int | None = Field(default=None, primary_key=True)
-    staff_id: int = Field(foreign_key="staff.id", index=True, ondelete="CASCADE")
-    reason: str = Field(max_length=16)  # "invite" or "reset"
-    created_by: int | None = Field(default=None, foreign_key="staff.id", ondelete="SET NULL")
-    created_at: datetime = Field(default_factory=utcnow)
-    expires_at: datetime
-    used_at: datetime | None = None
-    session_key: str | None = Field(default=None, max_length=64)  # the session it opened
-
-
-class StaffRecoveryCode(SQLModel, table=True):
-    """A single-use recovery code, kept only as a keyed hash."""
-
-    __tablename__ = "staff_recovery_code"
-
-    id: int | None = Field(default=None, primary_key=True)
-    staff_id: int = Field(foreign_key="staff.id", index=True, ondelete="CASCADE")
-    code_hash: str = Field(max_length=64)
-    used_at: datetime | None = None
-
-
 def table_of(model: type[SQLModel]) -> sa.Table:
     """The Core table behind a model, for set-based statements (states.transition)."""
     found = model.__table__  # type: ignore[attr-defined]
@@ -407,40 +337,11 @@ def table_of(model: type[SQLModel]) -> sa.Table:
     return found
 
 
-# ---------------------------------------------------------------------------------------------
-# Reliability (migration 0013)
-
-
-class BeatLease(SQLModel, table=True):
-    """The last period a beat claimed a housekeeping job for: whichever beat moves it on runs
-    the job, so any number of beats run each job once per period (mailing/beat_lease.py)."""
-
-    __tablename__ = "beat_lease"
-
-    job: str = Field(primary_key=True, max_length=60)
-    period: int = Field(sa_type=sa.BigInteger)
-    holder: str = Field(max_length=120)  # host and process id of the beat that claimed it
-    claimed_at: datetime = Field(default_factory=utcnow)
-
-
-class DeliveryCount(SQLModel, table=True):
-    """An update's deliveries by status, kept by the database as delivery rows are written,
-    change status or are deleted (triggers, migration 0014): what progress reads, not a COUNT."""
-
-    __tablename__ = "delivery_count"
-
-    update_id: int = Field(foreign_key="theme_update.id", primary_key=True, ondelete="CASCADE")
-    status: DeliveryStatus = Field(primary_key=True, sa_type=_enum(DeliveryStatus))
-    n: int = Field(default=0, sa_type=sa.BigInteger)
-
-
-class SubscriberCount(SQLModel, table=True):
-    """Subscribers by status (theme "") and by theme and status, kept by the database
-    (triggers, migration 0014); summed over `shard` (PostgreSQL spreads concurrent writers)."""
-
-    __tablename__ = "subscriber_count"
-
-    theme: str = Field(primary_key=True, max_length=40)
-    status: SubscriberStatus = Field(primary_key=True, sa_type=_enum(SubscriberStatus))
-    shard: int = Field(default=0, primary_key=True)
-    n: int = Field(default=0, sa_type=sa.BigInteger)
+# Tables in their own modules, re-exported here so `from mailing.models import X` finds every one.
+from mailing.models.counts import BeatLease as BeatLease  # noqa: E402
+from mailing.models.counts import DeliveryCount as DeliveryCount  # noqa: E402
+from mailing.models.counts import SubscriberCount as SubscriberCount  # noqa: E402
+from mailing.models.staff import FactorKind as FactorKind  # noqa: E402
+from mailing.models.staff import StaffFactor as StaffFactor  # noqa: E402
+from mailing.models.staff import StaffInvitation as StaffInvitation  # noqa: E402
+from mailing.models.staff import StaffRecoveryCode as StaffRecoveryCode  # noqa: E402

@@ -1,0 +1,49 @@
+"""Tables the service keeps for itself: beat leases (0013) and the kept counts (0014)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from mailing.models.base import _enum, utcnow
+from mailing.states import DeliveryStatus, SubscriberStatus
+
+# ---------------------------------------------------------------------------------------------
+# Reliability (migration 0013)
+
+
+class BeatLease(SQLModel, table=True):
+    """The last period a beat claimed a housekeeping job for: whichever beat moves it on runs
+    the job, so any number of beats run each job once per period (mailing/beat_lease.py)."""
+
+    __tablename__ = "beat_lease"
+
+    job: str = Field(primary_key=True, max_length=60)
+    period: int = Field(sa_type=sa.BigInteger)
+    holder: str = Field(max_length=120)  # host and process id of the beat that claimed it
+    claimed_at: datetime = Field(default_factory=utcnow)
+
+
+class DeliveryCount(SQLModel, table=True):
+    """An update's deliveries by status, kept by the database as delivery rows are written,
+    change status or are deleted (triggers, migration 0014): what progress reads, not a COUNT."""
+
+    __tablename__ = "delivery_count"
+
+    update_id: int = Field(foreign_key="theme_update.id", primary_key=True, ondelete="CASCADE")
+    status: DeliveryStatus = Field(primary_key=True, sa_type=_enum(DeliveryStatus))
+    n: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class SubscriberCount(SQLModel, table=True):
+    """Subscribers by status (theme "") and by theme and status, kept by the database
+    (triggers, migration 0014); summed over `shard` (PostgreSQL spreads concurrent writers)."""
+
+    __tablename__ = "subscriber_count"
+
+    theme: str = Field(primary_key=True, max_length=40)
+    status: SubscriberStatus = Field(primary_key=True, sa_type=_enum(SubscriberStatus))
+    shard: int = Field(default=0, primary_key=True)
+    n: int = Field(default=0, sa_type=sa.BigInteger)
