@@ -59,12 +59,12 @@ def main() -> None:
 
     import httpx
 
-    from mailing import links
     from mailing.db import session_scope
     from mailing.models import Subscriber
     from mailing.staff import members
     from mailing.states import StaffRole
-    from mailing.tokens import Purpose
+    from mailing.subscribers import links
+    from mailing.subscribers.tokens import Purpose
 
     with session_scope() as session:
         _, admin = members.create_staff(

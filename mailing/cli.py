@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mailing import import_command
 from mailing.config import ConfigError, get_settings
-from mailing.erasure_restore import erasures
 from mailing.guarded import guarded as _guarded
 from mailing.staff import commands as staff_commands
+from mailing.subscribers import import_command
+from mailing.subscribers.restore import erasures
 
 if TYPE_CHECKING:
     pass
@@ -99,12 +99,12 @@ def worker(ctx: click.Context) -> None:
 @_guarded
 def beat() -> None:
     """Run the scheduler for housekeeping tasks (any number of beats may run: each job runs
-    once per period, mailing/beat_lease.py)."""
+    once per period, workers/beat_lease.py)."""
     from mailing import logs
     from workers.celery_app import configure
 
     logs.setup()
-    configure().start(["beat", "--scheduler", "mailing.beat_lease:LeasedScheduler"])
+    configure().start(["beat", "--scheduler", "workers.beat_lease:LeasedScheduler"])
 
 
 @main.command()
@@ -118,7 +118,8 @@ def dev(host: str, port: int) -> None:
         raise ConfigError(
             "`mailing dev` is for development only; it refuses MAILING_ENV=production."
         )
-    from mailing import devcapture, logs
+    from mailing import logs
+    from mailing.mail import devcapture
 
     logs.setup(json_lines=False)
     capture = None
@@ -160,9 +161,9 @@ def dev(host: str, port: int) -> None:
 @_guarded
 def purge() -> None:
     """Erase expired personal data now (beat runs the same every hour)."""
-    from mailing import erasure
     from mailing.db import session_scope
     from mailing.models import utcnow
+    from mailing.subscribers import erasure
 
     with session_scope() as session:
         result = erasure.purge(session, utcnow())
@@ -183,7 +184,7 @@ def purge() -> None:
 @_guarded
 def send(update_id: int, when: str | None) -> None:
     """Send a drafted update and show progress until it is done (or schedule it with --at)."""
-    from mailing import london, sending, updates
+    from mailing import clock, sending, updates
     from mailing.db import session_scope
     from mailing.errors import MailingError
     from mailing.models import utcnow
@@ -196,10 +197,10 @@ def send(update_id: int, when: str | None) -> None:
             sys.exit(1)
     try:
         if when is not None:
-            send_at = london.parse_local(when)
+            send_at = clock.parse_local(when)
             with session_scope() as session:
                 sending.schedule(session, update_id, None, send_at, utcnow())
-            click.echo(f"update {update_id} is scheduled for {london.describe(send_at)}")
+            click.echo(f"update {update_id} is scheduled for {clock.describe(send_at)}")
             return
         configure()  # fails early, clearly, when no broker is configured
         with session_scope() as session:

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     confirm_max_age_days: int = 7
     erase_max_age_days: int = 7
     unsubscribed_retention_days: int = 30
-    # Append-only, outside the database and its backups (mailing/erasure_journal.py).
+    # Append-only, outside the database and its backups (mailing/subscribers/journal.py).
     erasure_journal: str = "var/erasure-journal.jsonl"
     max_body_bytes: int = 64 * 1024
 

@@ -12,7 +12,7 @@ import re
 import sys
 from datetime import UTC, datetime
 
-from mailing.tokens import LINK_PATHS
+from mailing.subscribers.tokens import LINK_PATHS
 
 ADDRESS = re.compile(
     r"[^\s<>\"'(),;:@/]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}|[^\s<>\"'(),;:@/]+%40[A-Za-z0-9.-]+"

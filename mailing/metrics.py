@@ -89,8 +89,8 @@ class DatabaseFigures(Collector):
     def collect(self) -> Iterator[Metric]:
         from sqlmodel import col
 
-        from mailing import kept_counts
         from mailing.db import get_engine
+        from mailing.figures import kept_counts
         from mailing.models import Delivery, Update, table_of, utcnow
         from mailing.states import IN_FLIGHT_UPDATE, DeliveryStatus, SubscriberStatus
 
@@ -114,7 +114,7 @@ class DatabaseFigures(Collector):
         since = utcnow() - RATE_WINDOW
         try:
             with get_engine().connect() as conn:
-                # Kept counts (mailing/kept_counts.py): a scrape never counts the big tables.
+                # Kept counts (figures/kept_counts.py): a scrape never counts the big tables.
                 for family, counts in (
                     (subscribers, kept_counts.subscribers_by_status(conn)),
                     (deliveries, kept_counts.deliveries_by_status(conn)),

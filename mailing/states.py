@@ -56,7 +56,7 @@ class NoticeKind(StrEnum):
     ERASE_LINK = "erase_link"
     EXPORT_LINK = "export_link"
     WELCOME = "welcome"
-    # Imported without evidence of consent: one email asking them to confirm (mailing/imports.py).
+    # Imported without evidence of consent: one email asking them to confirm (imports.py).
     REPERMISSION = "repermission"
     # Consent older than MAILING_CONSENT_REFRESH_YEARS: one email asking them to stay.
     CONSENT_REFRESH = "consent_refresh"
@@ -74,7 +74,7 @@ class ConsentEventKind(StrEnum):
     WITHDRAWN = "withdrawn"
     # Consent given elsewhere, brought in by `mailing import` with its evidence.
     IMPORTED = "imported"
-    # Consent refresh (mailing/refresh.py): asked to stay, stayed, or did not answer in time.
+    # Consent refresh (subscribers/refresh.py): asked to stay, stayed, or did not answer in time.
     REFRESH_ASKED = "refresh-asked"
     RENEWED = "renewed"
     LAPSED = "lapsed"
@@ -111,7 +111,7 @@ class Frequency(StrEnum):
 
 
 class DigestStatus(StrEnum):
-    """A weekly summary for one subscriber and week (mailing/digests.py)."""
+    """A weekly summary for one subscriber and week (mailing/sending/digests.py)."""
 
     PENDING = "pending"
     SENT = "sent"

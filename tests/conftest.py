@@ -50,14 +50,15 @@ if BROKER:
 if REDIS:
     os.environ["MAILING_REDIS_URL"] = REDIS
 
-from mailing import devcapture  # noqa: E402
 from mailing.config import get_settings  # noqa: E402
 from mailing.db import get_engine, reset_engine  # noqa: E402
+from mailing.mail import devcapture  # noqa: E402
 
 
 def reload_settings() -> None:
     """Forget everything built from the settings, so the next use reads the environment again."""
-    from mailing import consent, ratelimit, rendering
+    from mailing import ratelimit, rendering
+    from mailing.subscribers import consent
 
     consent.forget_stored_texts()
     get_settings.cache_clear()

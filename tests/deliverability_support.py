@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from mailing.db import get_engine
 from mailing.deliverability import returnpath
 from mailing.deliverability.inbound import InboundServer
-from mailing.devcapture import _free_port
+from mailing.mail.devcapture import _free_port
 from mailing.metrics import REGISTRY
 from mailing.models import Delivery, Subscriber, utcnow
 from mailing.states import DeliveryStatus, SubscriberStatus

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from mailing.addresses import normalise
 from mailing.models import Delivery, Subscriber, Update
 from mailing.states import DeliveryStatus, UpdateStatus
+from mailing.subscribers.addresses import normalise
 from tests.conftest import drain_worker
 from tests.helpers import only_link, subscribe
 

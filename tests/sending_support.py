@@ -211,7 +211,7 @@ class SinkServer:
     """A Sink on a loopback port (a fixed one can be given, to bring a relay 'back up')."""
 
     def __init__(self, sink: Sink | None = None, port: int = 0) -> None:
-        from mailing.devcapture import _free_port
+        from mailing.mail.devcapture import _free_port
 
         self.sink = sink or Sink()
         self.port = port or _free_port()

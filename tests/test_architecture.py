@@ -103,6 +103,33 @@ def test_the_cycle_check_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+MAX_TOP_MODULES = 15
+# What may stay flat at the top of mailing/: infrastructure only. The domain lives in packages
+# (subscribers/, mail/, sending/, updates/, staff/, deliverability/, figures/, web/).
+INFRASTRUCTURE = {
+    "__init__",
+    "cli",
+    "clock",
+    "config",
+    "db",
+    "errors",
+    "guarded",
+    "logs",
+    "metrics",
+    "migrate",
+    "ratelimit",
+    "rendering",
+    "states",
+    "themes",
+}
+
+
+def test_only_infrastructure_is_flat_at_the_top_of_mailing() -> None:
+    top = {p.stem for p in ROOT.joinpath("mailing").glob("*.py")}
+    assert len(top) <= MAX_TOP_MODULES, sorted(top)
+    assert top <= INFRASTRUCTURE, sorted(top - INFRASTRUCTURE)
+
+
 def test_no_module_is_over_400_lines() -> None:
     long = {
         str(path.relative_to(ROOT)): n

@@ -327,6 +327,6 @@ def test_console_compose_has_the_published_box_ticked_and_honours_unticking(clie
     ],
 )
 def test_summary_is_the_opening_paragraph_in_plain_text(body, expected):
-    from mailing.archive import summary
+    from mailing.updates.archive import summary
 
     assert summary(body) == expected

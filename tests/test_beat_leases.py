@@ -12,7 +12,6 @@ from datetime import timedelta
 
 import pytest
 
-from mailing.beat_lease import claim, period_of
 from mailing.db import get_engine, session_scope
 from mailing.models import utcnow
 from tests.helpers import count
@@ -25,6 +24,7 @@ from tests.test_redis_faults import (  # noqa: F401  (fixtures)
     services,
 )
 from tests.test_sending_faults import _kill
+from workers.beat_lease import claim, period_of
 
 INTERVAL = 1  # seconds: reconcile, weekly summaries, purge and figures every second
 

@@ -272,7 +272,7 @@ MAILING = Path(__file__).resolve().parent.parent / "mailing"
 # (file, function, names holding a secret or a digest of one) for every place a value from a
 # request is checked against a secret.
 SECRET_CHECKS = [
-    ("subscribers.py", "matches_link_check", {"check", "c"}),
+    ("subscribers/records.py", "matches_link_check", {"check", "c"}),
     ("staff/apitokens.py", "staff_for_token", {"wanted", "token_hash"}),
     ("staff/sessions.py", "csrf_ok", {"supplied", "csrf_token"}),
     ("web/routes/console/signin.py", "login", {"expected", "supplied"}),

@@ -7,8 +7,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mailing import figures, themes
-from mailing.tokens import LINK_PATHS, Purpose
+from mailing import themes
+from mailing.figures import subscribers
+from mailing.subscribers.tokens import LINK_PATHS, Purpose
 from workers.names import ROUTES, Queue, Task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ def test_a_theme_is_spelt_only_in_themes_py() -> None:
     slugs = re.compile("|".join(re.escape(t) for t in themes.ALL_THEMES if t != "healthy-minds"))
     assert {n for n, text in _sources("mailing/themes.py").items() if slugs.search(text)} == set()
     # Every place that lists themes derives from the one list, chart styles included.
-    assert set(figures.STYLES) == set(themes.THEMES) == {t.slug for t in themes.THEME_LIST}
+    assert set(subscribers.STYLES) == set(themes.THEMES) == {t.slug for t in themes.THEME_LIST}
     from mailing.web.forms import SubscriptionIn
 
     limit = [m for m in SubscriptionIn.model_fields["themes"].metadata if hasattr(m, "max_length")]
@@ -42,17 +43,14 @@ def test_link_paths_are_spelt_only_in_tokens_py() -> None:
     paths = re.compile(
         "(" + "|".join(re.escape(p) for p in LINK_PATHS.values()) + r")(?!\{token\})"
     )
-    # notices.py is being folded into mailing/mail/ (it still spells the confirm path).
-    spelt = {
-        n for n, t in _sources("mailing/tokens.py", "mailing/notices.py").items() if paths.search(t)
-    }
+    spelt = {n for n, t in _sources("mailing/subscribers/tokens.py").items() if paths.search(t)}
     assert spelt == set()
     assert LINK_PATHS[Purpose.UNSUBSCRIBE] == "/unsubscribe/"
 
 
 def test_london_is_defined_once() -> None:
     zone = re.compile(r"ZoneInfo\(\s*[\"']Europe/London")
-    assert [n for n, t in _sources().items() if zone.search(t)] == ["mailing/london.py"]
+    assert [n for n, t in _sources().items() if zone.search(t)] == ["mailing/clock.py"]
 
 
 def test_every_task_has_one_name_and_one_queue() -> None:

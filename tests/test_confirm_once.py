@@ -3,10 +3,10 @@ new sign-up and its new confirmation link do."""
 
 from __future__ import annotations
 
-from mailing import links
 from mailing.states import SubscriberStatus
-from mailing.subscribers import link_check
-from mailing.tokens import Purpose, sign
+from mailing.subscribers import links
+from mailing.subscribers.records import link_check
+from mailing.subscribers.tokens import Purpose, sign
 from tests.helpers import count, only_link, subscribe
 from tests.selfservice_support import next_mail, reload
 

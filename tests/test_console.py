@@ -299,7 +299,7 @@ def test_the_beat_task_records_the_snapshot_on_the_worker(client):
 
 
 def test_snapshot_counts_each_theme_and_status(session):
-    from mailing import figures
+    from mailing.figures import subscribers
     from mailing.models import Subscriber, SubscriberTheme
     from mailing.states import SubscriberStatus
 
@@ -316,20 +316,20 @@ def test_snapshot_counts_each_theme_and_status(session):
         session.flush()
         session.add_all(SubscriberTheme(subscriber_id=sub.id, theme=t) for t in themes)
     session.commit()
-    day = figures.record_snapshot(session)
-    history = figures.active_history(session)
+    day = subscribers.record_snapshot(session)
+    history = subscribers.active_history(session)
     assert history.days == [day]
     by_theme = {s.theme: s.values for s in history.series}
     assert by_theme["healthy-minds"] == [2]
     assert by_theme["healthy-places"] == [1]
     assert by_theme["healthy-living"] == [0]
-    assert figures.counts_by_theme(session)["healthy-minds"] == {
+    assert subscribers.counts_by_theme(session)["healthy-minds"] == {
         "pending": 1,
         "active": 2,
         "unsubscribed": 0,
         "bounced": 0,
     }
-    assert figures.active_total(session) == 2
+    assert subscribers.active_total(session) == 2
 
 
 # ---------------------------------------------------------------------------------------------

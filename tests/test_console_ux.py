@@ -266,7 +266,7 @@ def test_weekly_summary_preview_lists_this_weeks_updates(client, session):
     empty = client.get("/admin/weekly-summary").text
     assert "No update has been sent since the last summary" in empty
     assert "(London)" in empty
-    from mailing import digests
+    from mailing.sending import digests
 
     now = utcnow()
     since = digests.send_moment(digests.latest_saturday(now))

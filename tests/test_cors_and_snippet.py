@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import unescape
 from html.parser import HTMLParser
 
-from mailing import consent
+from mailing.subscribers import consent
 from mailing.themes import THEMES
 from mailing.web.cors import parse_origins
 from tests.helpers import count, only_link

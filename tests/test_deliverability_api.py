@@ -9,7 +9,7 @@ from mailing.cli import main
 from mailing.db import session_scope
 from mailing.deliverability import returnpath, rules
 from mailing.models import Delivery, Subscriber, utcnow
-from mailing.tokens import Purpose
+from mailing.subscribers.tokens import Purpose
 from tests.deliverability_support import DOMAIN, inbound_server, send_to, sent_update
 from tests.mta import messages
 from tests.sending_support import make_staff
@@ -23,7 +23,7 @@ def _update_of(delivery_id: int) -> int:
 
 
 def test_the_update_api_shows_bounces_complaints_unsubscribes_and_their_rates(client, settings_env):
-    from mailing import links, selfservice
+    from mailing.subscribers import links, rights
 
     settings_env(bounce_domain=DOMAIN)
     copies = sent_update(50)
@@ -33,7 +33,7 @@ def test_the_update_api_shows_bounces_complaints_unsubscribes_and_their_rates(cl
         rules.complaint(session, returnpath.decode(copies[2].ref))
         leaver = session.get(Subscriber, copies[3].subscriber_id)
         assert links.token_for(Purpose.UNSUBSCRIBE, leaver)
-        selfservice.unsubscribe(session, leaver, channel="one-click")
+        rights.unsubscribe(session, leaver, channel="one-click")
     token = make_staff("editor")
     answer = client.get(
         f"/admin/updates/{_update_of(copies[0].delivery_id)}",
@@ -85,7 +85,7 @@ def test_bounce_and_complaint_rates_over_time_are_given_per_sent_update(database
     from sqlmodel import Session
 
     from mailing.db import get_engine
-    from mailing.deliverability import figures
+    from mailing.figures import deliverability
     from mailing.models import Update
     from mailing.states import UpdateStatus
     from tests.deliverability_support import another_update
@@ -100,7 +100,7 @@ def test_bounce_and_complaint_rates_over_time_are_given_per_sent_update(database
             update = session.get(Update, _update_of(copy.delivery_id))
             update.status, update.sent_at = UpdateStatus.SENT, utcnow()
     with Session(get_engine()) as session:
-        series = figures.over_time(session)
+        series = deliverability.over_time(session)
     assert [(p["bounce_rate"], p["complaint_rate"]) for p in series] == [(0.25, 0.0), (0.0, 0.25)]
 
 
@@ -115,7 +115,7 @@ def test_the_inbound_process_serves_its_own_counters_on_loopback(database, setti
 
     import httpx
 
-    from mailing.devcapture import _free_port
+    from mailing.mail.devcapture import _free_port
     from tests.sending_support import wait_until
 
     settings_env(env="production", bounce_domain="bounce.test")

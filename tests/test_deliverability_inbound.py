@@ -11,13 +11,13 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from mailing import erasure
 from mailing.db import get_engine
 from mailing.deliverability import returnpath, rules
 from mailing.deliverability.classify import Kind, classify
 from mailing.models import ConsentEvent, SoftBounce, Subscriber, utcnow
 from mailing.states import ConsentEventKind, DeliveryStatus, SubscriberStatus
-from mailing.tokens import Purpose
+from mailing.subscribers import erasure
+from mailing.subscribers.tokens import Purpose
 from tests.conftest import DATABASE_URL
 from tests.deliverability_support import (
     DOMAIN,
@@ -234,7 +234,7 @@ def test_a_feedback_loop_report_to_its_own_address_is_traced_by_the_return_path(
 
 
 def test_a_report_that_shows_only_the_list_unsubscribe_header_is_traced_by_it(inbound, session):
-    from mailing import links
+    from mailing.subscribers import links
 
     [copy] = sent_update(1)
     sub = session.get(Subscriber, copy.subscriber_id)
@@ -254,7 +254,7 @@ def test_a_complaint_twice_is_recorded_once(inbound, session):
 
 
 def test_mail_to_the_mailto_unsubscribe_address_unsubscribes(inbound, session):
-    from mailing import links
+    from mailing.subscribers import links
 
     [copy] = sent_update(1)
     token = links.token_for(Purpose.UNSUBSCRIBE, session.get(Subscriber, copy.subscriber_id))
@@ -268,7 +268,7 @@ def test_mail_to_the_mailto_unsubscribe_address_unsubscribes(inbound, session):
 
 
 def test_a_forged_or_altered_ref_changes_nothing(inbound, session):
-    from mailing import links
+    from mailing.subscribers import links
 
     [copy] = sent_update(1)
     subscriber = session.get(Subscriber, copy.subscriber_id)
@@ -373,7 +373,7 @@ def test_with_the_database_down_the_sender_is_asked_to_try_again(inbound, settin
 def test_nothing_inbound_logs_an_address_or_a_token(inbound, session, caplog):
     import logging
 
-    from mailing import links
+    from mailing.subscribers import links
 
     [bounced, complainer, leaver] = sent_update(3)
     token = links.token_for(Purpose.UNSUBSCRIBE, session.get(Subscriber, leaver.subscriber_id))

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from mailing import links
 from mailing.db import get_engine
-from mailing.devcapture import _free_port
+from mailing.mail.devcapture import _free_port
 from mailing.models import Delivery, SoftBounce, Subscriber
 from mailing.states import DeliveryStatus, SubscriberStatus
-from mailing.tokens import Purpose
+from mailing.subscribers import links
+from mailing.subscribers.tokens import Purpose
 from tests.deliverability_support import DOMAIN
 from tests.mta import messages
 from tests.mta.mailbox import Mailbox, mailbox_server

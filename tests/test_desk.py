@@ -200,9 +200,9 @@ def test_the_console_page_finds_and_acts_with_a_required_reason(client, smtp, se
     assert found.status_code == 200 and "Consent history" in found.text
     assert 'name="reason" required' in found.text
     with session_scope() as s:
-        from mailing import subscribers
+        from mailing.subscribers import records
 
-        sid = subscribers.by_key(s, "resident@example.net").id
+        sid = records.by_key(s, "resident@example.net").id
     no_reason = client.post(
         "/admin/subscribers",
         data={"action": "unsubscribe", "subscriber_id": str(sid), "csrf_token": csrf},

@@ -8,10 +8,10 @@ from datetime import date, timedelta
 
 from sqlmodel import Session
 
-from mailing import digests
 from mailing.config import get_settings
 from mailing.db import get_engine
 from mailing.models import utcnow
+from mailing.sending import digests
 from mailing.sending import summaries as digest_sending
 from tests.conftest import drain_worker
 from tests.helpers import count
@@ -155,9 +155,9 @@ def test_switching_back_to_each_update_cancels_the_summary(client, smtp):
 
 
 def test_erasing_before_it_goes_removes_the_summary(client, smtp):
-    from mailing import erasure, links
     from mailing.models import Subscriber
-    from mailing.tokens import Purpose
+    from mailing.subscribers import erasure, links
+    from mailing.subscribers.tokens import Purpose
 
     preferences = confirmed(client, smtp, "erased@example.net", [MINDS], frequency="weekly")
     _, until = digests.week_window(_saturday())

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from mailing.digests import due_week, send_moment, week_window
+from mailing.sending.digests import due_week, send_moment, week_window
 
 
 def utc(*args: int) -> datetime:

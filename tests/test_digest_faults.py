@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from mailing import digests
 from mailing.db import get_engine
 from mailing.models import utcnow
+from mailing.sending import digests
 from tests.helpers import count
 from tests.residents_support import put_update
 from tests.sending_support import SinkServer, add_subscribers, wait_until

@@ -9,12 +9,13 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session
 
-from mailing import digests, links, selfservice
 from mailing.db import get_engine
 from mailing.mail.pipeline import Settled
 from mailing.models import Subscriber, utcnow
+from mailing.sending import digests
 from mailing.sending import summaries as digest_sending
-from mailing.tokens import Purpose
+from mailing.subscribers import links, rights
+from mailing.subscribers.tokens import Purpose
 from tests.conftest import PG_SERVER
 from tests.helpers import count, someone_waits_for_a_lock
 from tests.residents_support import confirmed, put_update
@@ -41,7 +42,7 @@ def _unsubscribe(token: str, *, commit: bool = True) -> Session:
     session = Session(get_engine())
     subscriber = links.subscriber_for(session, Purpose.MANAGE, token)
     assert isinstance(subscriber, Subscriber)
-    selfservice.unsubscribe(session, subscriber, channel="one-click")
+    rights.unsubscribe(session, subscriber, channel="one-click")
     session.flush()
     if commit:
         session.commit()

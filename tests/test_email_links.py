@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from mailing import digests
 from mailing.db import get_engine
 from mailing.models import utcnow
+from mailing.sending import digests
 from mailing.sending import summaries as digest_sending
 from tests.conftest import drain_worker
 from tests.helpers import only_link, subscribe

@@ -13,8 +13,6 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from mailing import links
-from mailing.addresses import normalise
 from mailing.config import get_settings
 from mailing.db import get_engine
 from mailing.logs import RedactingFilter
@@ -22,9 +20,11 @@ from mailing.metrics import ERASURES
 from mailing.models import ErasureLog, Subscriber, Suppression, utcnow
 from mailing.ratelimit import get_limiter
 from mailing.states import DeliveryStatus, NoticeKind, SubscriberStatus
-from mailing.subscribers import address_hash, is_suppressed
-from mailing.subscriptions import confirmation_token
-from mailing.tokens import Purpose
+from mailing.subscribers import links
+from mailing.subscribers.addresses import normalise
+from mailing.subscribers.records import address_hash, is_suppressed
+from mailing.subscribers.signup import confirmation_token
+from mailing.subscribers.tokens import Purpose
 from tests.conftest import REDIS, drain_worker
 from tests.helpers import count, only_link, subscribe
 from tests.selfservice_support import active_subscriber, add_delivery, next_mail, reload
@@ -236,7 +236,7 @@ def test_erasure_requests_are_capped_per_address_and_checked(client, smtp, sessi
 
 
 def test_tasks_queued_before_an_erasure_find_nothing_and_send_nothing(client, smtp, session):
-    from mailing import outbox
+    from mailing.mail import outbox
     from workers.enqueue import publish_notice
     from workers.tasks import send_notice
 

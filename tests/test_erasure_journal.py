@@ -17,12 +17,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from mailing import erasure_journal, links
 from mailing.db import reset_engine, session_scope
-from mailing.erasure_restore import reapply
 from mailing.models import utcnow
-from mailing.subscribers import address_hash, by_key, is_suppressed
-from mailing.tokens import Purpose
+from mailing.subscribers import journal, links
+from mailing.subscribers.records import address_hash, by_key, is_suppressed
+from mailing.subscribers.restore import reapply
+from mailing.subscribers.tokens import Purpose
 from tests.conftest import PG_SERVER
 from tests.helpers import count
 from tests.sending_support import add_subscribers
@@ -124,7 +124,7 @@ def test_someone_who_signed_up_again_after_their_erasure_is_left_alone(
 ):
     settings_env(erasure_journal=str(tmp_path / "journal.jsonl"))
     (back,) = add_subscribers(1, ["healthy-minds"], prefix="back-")
-    erasure_journal.record(address_hash(back), keep_hash=True, at=utcnow() - timedelta(days=1))
+    journal.record(address_hash(back), keep_hash=True, at=utcnow() - timedelta(days=1))
     with session_scope() as session:
         result = reapply(session)
     assert (result.erased_again, result.suppressions_restored) == (0, 0)

@@ -8,13 +8,13 @@ from datetime import timedelta
 import sqlalchemy as sa
 from itsdangerous import URLSafeTimedSerializer
 
-from mailing import links
 from mailing.db import get_engine
 from mailing.models import PERSONAL_DATA_TABLES, SoftBounce, utcnow
-from mailing.selfservice import EXPORT_SECTIONS
 from mailing.states import DeliveryStatus
-from mailing.subscribers import link_check
-from mailing.tokens import EXPORT_MAX_AGE_SECONDS, Purpose, _serializer_for
+from mailing.subscribers import links
+from mailing.subscribers.records import link_check
+from mailing.subscribers.rights import EXPORT_SECTIONS
+from mailing.subscribers.tokens import EXPORT_MAX_AGE_SECONDS, Purpose, _serializer_for
 from tests.conftest import TEST_SECRET
 from tests.residents_support import add_weekly_summary
 from tests.selfservice_support import active_subscriber, add_delivery
@@ -57,7 +57,7 @@ def test_every_table_that_holds_a_subscribers_data_is_in_the_export(client, smtp
     add_delivery(session, sub.id, subject="One", status=DeliveryStatus.SENT, sent_at=utcnow())
     two = add_delivery(session, sub.id, subject="Two")
     session.add(SoftBounce(subscriber_id=sub.id, update_id=two.update_id, status_code="4.2.2"))
-    from mailing import outbox
+    from mailing.mail import outbox
     from mailing.states import NoticeKind
 
     outbox.queue(session, sub.id, NoticeKind.ERASE_LINK)  # an email owed, not yet sent

@@ -6,11 +6,11 @@ import logging
 
 import pytest
 
-from mailing import links
 from mailing.db import session_scope
 from mailing.staff.members import create_staff
 from mailing.states import StaffRole
-from mailing.tokens import Purpose
+from mailing.subscribers import links
+from mailing.subscribers.tokens import Purpose
 from mailing.web.middleware import MAX_JSON_DEPTH, json_too_deep
 from tests.helpers import table_snapshot
 from tests.selfservice_support import active_subscriber

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from mailing import links
-from mailing.tokens import Purpose
+from mailing.subscribers import links
+from mailing.subscribers.tokens import Purpose
 from mailing.web.middleware import lone_surrogate_at
 from tests.helpers import table_snapshot
 from tests.selfservice_support import active_subscriber

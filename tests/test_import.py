@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import select
 
-from mailing import consent, erasure, import_file, selfservice, subscribers
 from mailing.cli import main
 from mailing.db import session_scope
 from mailing.models import Subscriber, utcnow
 from mailing.states import Frequency, SubscriberStatus
+from mailing.subscribers import consent, erasure, import_file, records, rights
 from mailing.themes import ALL_THEMES
 from tests.conftest import drain_worker
 from tests.helpers import count, only_link, table_snapshot
@@ -58,7 +58,7 @@ def data_snapshot() -> dict[str, int]:
 
 def subscriber(email_key: str) -> Subscriber | None:
     with session_scope() as s:
-        found = subscribers.by_key(s, email_key)
+        found = records.by_key(s, email_key)
         if found is not None:
             s.expunge(found)
         return found
@@ -88,9 +88,9 @@ def test_production_import_activates_rows_with_evidence_and_asks_the_others_once
     assert known is not None and known.status == SubscriberStatus.ACTIVE
     assert known.frequency == Frequency.WEEKLY
     with session_scope() as s:
-        assert subscribers.themes_of(s, known.id) == [MINDS, PLACES]
+        assert records.themes_of(s, known.id) == [MINDS, PLACES]
         [event] = consent.ledger(s, known.id)
-        nowording = subscribers.by_key(s, "nowording@example.net")
+        nowording = records.by_key(s, "nowording@example.net")
         [plain] = consent.ledger(s, nowording.id)
     assert event["event"] == "imported" and event["channel"] == "import"
     assert event["source"] == "old provider export 2026-11"
@@ -113,7 +113,7 @@ def test_production_import_activates_rows_with_evidence_and_asks_the_others_once
     answer = client.post(only_link(mail, "confirm"), headers={"accept": "application/json"})
     assert answer.json()["status"] == "active"
     with session_scope() as s:
-        assert subscribers.themes_of(s, asked.id) == ["healthy-living"]
+        assert records.themes_of(s, asked.id) == ["healthy-living"]
 
 
 def test_the_same_file_twice_changes_nothing_and_mails_no_one_twice(client, smtp, tmp_path):
@@ -145,8 +145,8 @@ def test_a_suppressed_address_in_another_case_is_skipped_and_never_mailed(client
     confirmed(client, smtp, "erased@example.net", [MINDS])
     confirmed(client, smtp, "left@example.net", [MINDS])
     with session_scope() as s:
-        erasure.erase(s, subscribers.by_key(s, "erased@example.net"), "request")
-        selfservice.unsubscribe(s, subscribers.by_key(s, "left@example.net"), channel="form")
+        erasure.erase(s, records.by_key(s, "erased@example.net"), "request")
+        rights.unsubscribe(s, records.by_key(s, "left@example.net"), channel="form")
     drain_worker()
     smtp.outbox.clear()
     before = data_snapshot()
@@ -179,7 +179,7 @@ def test_an_active_subscriber_is_left_unchanged(client, smtp, tmp_path):
     here = subscriber("here@example.net")
     assert here.frequency == Frequency.IMMEDIATE
     with session_scope() as s:
-        assert subscribers.themes_of(s, here.id) == [MINDS]
+        assert records.themes_of(s, here.id) == [MINDS]
     assert data_snapshot() == before
     drain_worker()
     assert smtp.outbox.messages() == []
@@ -196,7 +196,7 @@ def test_a_pending_sign_up_with_evidence_in_the_list_becomes_active(client, smtp
     waiting = subscriber("waiting@example.net")
     assert waiting.status == SubscriberStatus.ACTIVE
     with session_scope() as s:
-        assert subscribers.themes_of(s, waiting.id) == list(ALL_THEMES)
+        assert records.themes_of(s, waiting.id) == list(ALL_THEMES)
         assert [e["event"] for e in consent.ledger(s, waiting.id)] == ["requested", "imported"]
 
 
@@ -247,7 +247,7 @@ def test_hostile_cells(client, smtp, tmp_path):
         assert f"line {line}: " in counts["err"]
     assert "calc" not in counts["err"]
     with session_scope() as s:
-        formula = subscribers.by_key(s, "formula@example.net")
+        formula = records.by_key(s, "formula@example.net")
         [event] = consent.ledger(s, formula.id)
         keys = sorted(k for k in s.exec(select(Subscriber.email_key)).all())
     assert event["consent"]["text"] == '=HYPERLINK("http://x")\r\nsecond line'  # evidence, verbatim

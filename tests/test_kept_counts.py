@@ -91,10 +91,11 @@ def _subscriber_id(email: str) -> int:
 def test_delivery_counts_equal_the_rows_through_sends_retries_bounces_cancels_and_erasure(
     relay: Sink, client: Any
 ) -> None:
-    from mailing import erasure, selfservice, sending
-    from mailing.deliverability import figures as deliverability
+    from mailing import sending
+    from mailing.figures import deliverability as deliverability
     from mailing.models import Delivery, Subscriber, table_of
     from mailing.states import DeliveryTransitions, transition
+    from mailing.subscribers import erasure, rights
 
     add_subscribers(30, ["healthy-minds"], prefix="kc")
     add_subscribers(10, ["healthy-minds", "healthy-places"], prefix="kd")
@@ -127,7 +128,7 @@ def test_delivery_counts_equal_the_rows_through_sends_retries_bounces_cancels_an
     with session_scope() as session:
         leaving = session.get(Subscriber, _subscriber_id("kd0@example.net"))
         assert leaving is not None
-        assert selfservice.unsubscribe(session, leaving, channel=ConsentChannel.EMAIL_LINK)
+        assert rights.unsubscribe(session, leaving, channel=ConsentChannel.EMAIL_LINK)
     assert_exact()
     with session_scope() as session:
         sending.cancel(session, second, None)
@@ -155,9 +156,10 @@ def test_delivery_counts_equal_the_rows_through_sends_retries_bounces_cancels_an
 def test_subscriber_counts_equal_the_rows_through_sign_ups_changes_erasure_and_purge(
     client: Any, smtp: Any
 ) -> None:
-    from mailing import erasure, figures
+    from mailing.figures import subscribers
     from mailing.models import Subscriber, SubscriberTheme, table_of, utcnow
     from mailing.states import SubscriberTransitions, transition
+    from mailing.subscribers import erasure
     from tests.helpers import subscribe
 
     add_subscribers(12, ["healthy-living", "healthy-children"], prefix="ks")
@@ -192,10 +194,10 @@ def test_subscriber_counts_equal_the_rows_through_sign_ups_changes_erasure_and_p
             theme: {status: n for (t, status), n in real_subscribers().items() if t == theme}
             for theme in ("healthy-living", "healthy-children", "healthy-minds")
         }
-        shown = figures.counts_by_theme(session)
+        shown = subscribers.counts_by_theme(session)
         for theme, by_status in expected.items():
             assert {s: n for s, n in shown[theme].items() if n} == by_status
-        assert figures.active_total(session) == real_subscribers()[("", "active")]
+        assert subscribers.active_total(session) == real_subscribers()[("", "active")]
     auth = {"Authorization": f"Bearer {make_staff('admin', 'ks-admin@staff.example.org')}"}
     stats = client.get("/admin/stats", headers=auth).json()
     assert stats["subscribers"]["active"] == real_subscribers()[("", "active")]

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from mailing import links
 from mailing.errors import LINK_PROBLEM_TEXT, LinkProblem
-from mailing.tokens import Purpose
+from mailing.subscribers import links
+from mailing.subscribers.tokens import Purpose
 from tests.helpers import only_link, subscribe
 from tests.selfservice_support import active_subscriber, management_links
 

@@ -9,10 +9,10 @@ from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
 import mailing.models  # noqa: F401
-from mailing.consent import record
 from mailing.db import get_engine
 from mailing.models import ConsentEvent, Subscriber
 from mailing.states import ConsentEventKind
+from mailing.subscribers.consent import record
 
 
 def test_schema_matches_the_models(database):

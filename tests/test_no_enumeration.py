@@ -82,7 +82,7 @@ def test_a_strangers_request_never_changes_an_active_subscription(client, smtp, 
     client.post(only_link(smtp.outbox.wait_for(1)[-1], "confirm"))
     subscribe(client, "mine@example.org", ["healthy-places"])
     smtp.outbox.wait_for(2)
-    from mailing.subscribers import themes_of
+    from mailing.subscribers.records import themes_of
 
     sub = session.exec(select(Subscriber)).one()
     assert sub.status == SubscriberStatus.ACTIVE

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from mailing.db import get_engine
-from mailing.devcapture import _free_port
+from mailing.mail.devcapture import _free_port
 from mailing.states import UpdateStatus
 from tests.sending_support import make_staff as api_staff
 from tests.sending_support import update_row

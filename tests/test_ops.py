@@ -107,7 +107,7 @@ def test_each_request_logs_one_json_event_with_route_template_and_request_id(cli
 
 def test_the_log_filter_redacts_addresses_and_every_kind_of_token():
     from mailing.logs import redact
-    from mailing.tokens import Purpose, sign
+    from mailing.subscribers.tokens import Purpose, sign
 
     token = sign(Purpose.UNSUBSCRIBE, {"s": 1, "v": 0})
     line = redact(

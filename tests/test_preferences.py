@@ -7,12 +7,12 @@ import re
 import pytest
 from sqlmodel import select
 
-from mailing import links
-from mailing.consent import CONSENT
 from mailing.models import ConsentEvent
 from mailing.states import ConsentEventKind, SubscriberStatus
-from mailing.subscribers import themes_of
-from mailing.tokens import Purpose
+from mailing.subscribers import links
+from mailing.subscribers.consent import CONSENT
+from mailing.subscribers.records import themes_of
+from mailing.subscribers.tokens import Purpose
 from tests.conftest import drain_worker
 from tests.helpers import only_link, table_snapshot
 from tests.selfservice_support import active_subscriber, management_links, next_mail, reload

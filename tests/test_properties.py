@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from mailing.addresses import MAX_ADDRESS_LENGTH, InvalidAddress, normalise
 from mailing.config import Settings, get_settings
 from mailing.errors import InvalidLink
-from mailing.tokens import Purpose, sign, verify
+from mailing.subscribers.addresses import MAX_ADDRESS_LENGTH, InvalidAddress, normalise
+from mailing.subscribers.tokens import Purpose, sign, verify
 
 # --- Address normalisation ----------------------------------------------------------------
 

@@ -10,10 +10,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlmodel import select
 
-from mailing import links
-from mailing.addresses import normalise
 from mailing.db import get_engine
-from mailing.erasure import PurgeResult, purge
 from mailing.models import (
     ConsentEvent,
     ErasureLog,
@@ -23,8 +20,11 @@ from mailing.models import (
     utcnow,
 )
 from mailing.states import ConsentEventKind, SubscriberStatus
-from mailing.subscribers import address_hash
-from mailing.tokens import Purpose
+from mailing.subscribers import links
+from mailing.subscribers.addresses import normalise
+from mailing.subscribers.erasure import PurgeResult, purge
+from mailing.subscribers.records import address_hash
+from mailing.subscribers.tokens import Purpose
 from tests.conftest import drain_worker
 from tests.helpers import count, only_link, subscribe
 from tests.selfservice_support import active_subscriber, next_mail, reload

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
-from mailing.devcapture import _free_port
+from mailing.mail.devcapture import _free_port
 from mailing.ratelimit import MemoryLimiter, RedisLimiter, get_limiter
 from mailing.web.app import create_app
 from tests.conftest import REDIS

@@ -134,9 +134,9 @@ def test_a_confirmation_whose_task_was_flushed_from_the_broker_still_arrives(
     import redis
     from celery import Celery
 
-    from mailing.addresses import normalise
     from mailing.db import session_scope
-    from mailing.subscriptions import request_subscription
+    from mailing.subscribers.addresses import normalise
+    from mailing.subscribers.signup import request_subscription
 
     with SinkServer() as server:
         env = _defaults_env(private_redis, server.port)

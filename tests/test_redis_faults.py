@@ -69,7 +69,7 @@ class PrivateRedis:
     """A redis-server on its own port that this test may kill and start again."""
 
     def __init__(self, workdir: Path) -> None:
-        from mailing.devcapture import _free_port
+        from mailing.mail.devcapture import _free_port
 
         assert REDIS_SERVER is not None
         self.port = _free_port()

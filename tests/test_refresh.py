@@ -9,11 +9,11 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from mailing import consent, refresh, subscribers
 from mailing.cli import main
 from mailing.db import session_scope
 from mailing.models import utcnow
 from mailing.states import SubscriberStatus
+from mailing.subscribers import consent, records, refresh
 from tests.conftest import drain_worker
 from tests.helpers import only_link
 from tests.sending_support import make_staff
@@ -37,9 +37,9 @@ def _run(now):
 
 def _status(email: str) -> tuple[SubscriberStatus, list[str], bool]:
     with session_scope() as s:
-        found = subscribers.by_key(s, email)
+        found = records.by_key(s, email)
         events = [e["event"] for e in consent.ledger(s, found.id)]
-        return found.status, events, subscribers.is_suppressed(s, email)
+        return found.status, events, records.is_suppressed(s, email)
 
 
 def test_production_refresh_asks_once_keeps_who_stays_and_lapses_who_does_not(

@@ -19,7 +19,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mailing.devcapture import _free_port
+from mailing.mail.devcapture import _free_port
 from mailing.mail.relay import Mailer, TransientFailure
 from tests.helpers import self_signed_pem
 from tests.sending_support import Sink

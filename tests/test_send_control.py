@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mailing import london
+from mailing import clock
 from tests.helpers import count
 from tests.sending_support import (
     SinkServer,
@@ -124,9 +124,9 @@ def test_only_a_sender_schedules_pauses_or_cancels(client: Any, editor: dict[str
 def test_a_due_update_starts_with_the_recipients_of_that_moment(
     client: Any, sender: dict[str, str], smtp: Any
 ) -> None:
-    from mailing import selfservice
     from mailing.db import session_scope
     from mailing.models import Subscriber
+    from mailing.subscribers import rights
 
     emails = add_subscribers(5, ["healthy-places"], prefix="due")
     update_id = _draft(client, sender)
@@ -139,7 +139,7 @@ def test_a_due_update_starts_with_the_recipients_of_that_moment(
     assert answer.json()["recipients"] == 5  # who it would reach now
     with session_scope() as session:
         leaving = session.query(Subscriber).filter(Subscriber.email == emails[0]).one()
-        selfservice.unsubscribe(session, leaving, channel="one-click")
+        rights.unsubscribe(session, leaving, channel="one-click")
 
     assert _reconcile(send_at - timedelta(seconds=1)).started == 0
     assert update_row(update_id).status.value == "scheduled"
@@ -169,14 +169,14 @@ def test_a_due_update_starts_with_the_recipients_of_that_moment(
 def test_london_times_become_the_right_instant_across_the_clock_changes(
     local: str, utc: str
 ) -> None:
-    assert london.parse_local(local) == datetime.fromisoformat(utc)
+    assert clock.parse_local(local) == datetime.fromisoformat(utc)
 
 
 def test_a_london_time_the_clocks_skip_is_refused() -> None:
-    with pytest.raises(london.NoSuchTime, match="does not exist"):
-        london.parse_local("2027-03-28 01:30")
-    assert london.describe(datetime(2026, 12, 1, 9, tzinfo=UTC)) == "Tue 1 Dec 2026, 09:00 (London)"
-    assert london.describe(datetime(2027, 6, 1, 8, tzinfo=UTC)) == "Tue 1 Jun 2027, 09:00 (London)"
+    with pytest.raises(clock.NoSuchTime, match="does not exist"):
+        clock.parse_local("2027-03-28 01:30")
+    assert clock.describe(datetime(2026, 12, 1, 9, tzinfo=UTC)) == "Tue 1 Dec 2026, 09:00 (London)"
+    assert clock.describe(datetime(2027, 6, 1, 8, tzinfo=UTC)) == "Tue 1 Jun 2027, 09:00 (London)"
 
 
 @pytest.mark.parametrize("local", ["2027-03-28 09:00", "2026-10-25 09:00"])
@@ -188,7 +188,7 @@ def test_a_send_scheduled_across_a_clock_change_starts_at_london_nine(
     from mailing.db import session_scope
 
     update_id = _draft(client, sender)
-    send_at = london.parse_local(local)
+    send_at = clock.parse_local(local)
     schedule_clock = send_at - timedelta(days=3)  # scheduled on the other side of the change
     with session_scope() as session:
         sending.schedule(session, update_id, None, send_at, schedule_clock)

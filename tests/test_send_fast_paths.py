@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from itsdangerous import URLSafeSerializer
 
-from mailing import links
 from mailing.config import get_settings
 from mailing.deliverability import returnpath
 from mailing.errors import InvalidLink
 from mailing.mail.relay import Deferred, Mailer, PermanentFailure, TransientFailure
 from mailing.sending.batch import _LinkSubject
-from mailing.subscribers import link_check
-from mailing.tokens import Purpose, sign, sign_link, verify
+from mailing.subscribers import links
+from mailing.subscribers.records import link_check
+from mailing.subscribers.tokens import Purpose, sign, sign_link, verify
 from tests.conftest import TEST_SECRET
 from tests.sending_support import PipeliningSink, Sink, SinkServer
 

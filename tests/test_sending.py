@@ -79,9 +79,9 @@ def test_an_update_with_no_recipients_is_sent_at_once(relay: Sink) -> None:
 def test_who_unsubscribes_mid_send_gets_nothing_after(
     relay: Sink, settings_env: Callable[..., None]
 ) -> None:
-    from mailing import selfservice
     from mailing.db import session_scope
     from mailing.models import Subscriber
+    from mailing.subscribers import rights
 
     settings_env(send_rate=300)  # slow enough to act mid-send
     total = 900
@@ -96,7 +96,7 @@ def test_who_unsubscribes_mid_send_gets_nothing_after(
     for email in leaving:
         with session_scope() as session:
             who = session.exec(sa.select(Subscriber).where(Subscriber.email == email)).scalar_one()
-            selfservice.unsubscribe(session, who, channel="one-click")
+            rights.unsubscribe(session, who, channel="one-click")
         arrived_at_commit[email] = relay.count()
 
     wait_sent(update_id, timeout=60)

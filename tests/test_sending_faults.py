@@ -40,7 +40,7 @@ BROKER = os.environ.get("MAILING_TEST_BROKER_URL", "")
 def test_the_relay_down_for_a_while_then_up_loses_nothing_and_sends_no_duplicates(
     settings_env: Callable[..., None], worker: Any
 ) -> None:
-    from mailing.devcapture import _free_port
+    from mailing.mail.devcapture import _free_port
 
     port = _free_port()  # nothing listens here yet: connections are refused
     settings_env(

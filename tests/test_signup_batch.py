@@ -13,11 +13,11 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from mailing.addresses import normalise
 from mailing.db import get_engine, session_scope
 from mailing.models import Subscriber
 from mailing.states import Frequency, NoticeKind, SubscriberStatus
-from mailing.subscriptions import SignupRequest, request_subscriptions
+from mailing.subscribers.addresses import normalise
+from mailing.subscribers.signup import SignupRequest, request_subscriptions
 from tests.conftest import PG_SERVER
 from tests.helpers import count
 

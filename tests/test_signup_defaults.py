@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mailing.devcapture import _free_port
+from mailing.mail.devcapture import _free_port
 from tests.helpers import count
 from tests.sending_support import SinkServer
 from tests.test_recovery_defaults import _defaults_env

@@ -11,7 +11,7 @@ from sqlmodel import select
 from mailing.db import get_engine
 from mailing.models import ConsentEvent, ConsentText, Subscriber
 from mailing.states import ConsentEventKind, SubscriberStatus
-from mailing.subscribers import themes_of
+from mailing.subscribers.records import themes_of
 from tests.helpers import count, only_link, subscribe
 
 
@@ -127,9 +127,9 @@ def test_simultaneous_signups_for_one_new_address_make_one_subscriber(database):
     """The unique key decides the race: every request is recorded, against a single row."""
     import threading
 
-    from mailing.addresses import normalise
     from mailing.db import session_scope
-    from mailing.subscriptions import request_subscription
+    from mailing.subscribers.addresses import normalise
+    from mailing.subscribers.signup import request_subscription
 
     address = normalise("Racing.Person@Example.NET")
     start = threading.Barrier(6)

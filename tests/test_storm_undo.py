@@ -13,8 +13,8 @@ from typing import Any
 
 from mailing.db import session_scope
 from mailing.models import utcnow
-from mailing.selfservice import unsubscribe
-from mailing.subscribers import by_key
+from mailing.subscribers.records import by_key
+from mailing.subscribers.rights import unsubscribe
 from tests.helpers import count
 from tests.sending_support import (
     Sink,

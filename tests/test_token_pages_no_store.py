@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from mailing import links
-from mailing.subscriptions import confirmation_token
-from mailing.tokens import Purpose
+from mailing.subscribers import links
+from mailing.subscribers.signup import confirmation_token
+from mailing.subscribers.tokens import Purpose
 from mailing.web.app import create_app
 from tests.selfservice_support import active_subscriber
 

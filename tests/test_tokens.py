@@ -11,7 +11,7 @@ from sqlmodel import select
 from mailing.errors import InvalidLink
 from mailing.models import Subscriber
 from mailing.states import SubscriberStatus
-from mailing.tokens import Purpose, sign, verify
+from mailing.subscribers.tokens import Purpose, sign, verify
 from tests.conftest import TEST_SECRET
 from tests.helpers import only_link, subscribe
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from mailing import links
 from mailing.metrics import UNSUBSCRIBES
 from mailing.models import ConsentEvent, Delivery
 from mailing.states import ConsentEventKind, DeliveryStatus, SubscriberStatus
-from mailing.subscriptions import confirmation_token
-from mailing.tokens import Purpose
+from mailing.subscribers import links
+from mailing.subscribers.signup import confirmation_token
+from mailing.subscribers.tokens import Purpose
 from tests.helpers import count
 from tests.selfservice_support import active_subscriber, add_delivery, management_links, reload
 

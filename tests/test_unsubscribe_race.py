@@ -9,10 +9,10 @@ import threading
 import pytest
 from sqlmodel import Session, select
 
-from mailing import selfservice
 from mailing.db import get_engine
 from mailing.models import ConsentEvent, Subscriber
 from mailing.states import ConsentChannel, ConsentEventKind, SubscriberStatus
+from mailing.subscribers import rights
 from tests.conftest import PG_SERVER
 from tests.helpers import someone_waits_for_a_lock
 from tests.sending_support import add_subscribers, wait_until
@@ -27,12 +27,12 @@ def test_two_simultaneous_unsubscribes_record_one_withdrawal(database: str) -> N
     one = first.exec(select(Subscriber).where(Subscriber.email == email)).one()
     two = second.exec(select(Subscriber).where(Subscriber.email == email)).one()
     assert one.status == two.status == SubscriberStatus.ACTIVE
-    assert selfservice.unsubscribe(first, one, channel=ConsentChannel.ONE_CLICK) is True
+    assert rights.unsubscribe(first, one, channel=ConsentChannel.ONE_CLICK) is True
     first.flush()  # holds the subscriber row until it commits
     answers: list[bool] = []
 
     def click_again() -> None:
-        answers.append(selfservice.unsubscribe(second, two, channel=ConsentChannel.EMAIL_LINK))
+        answers.append(rights.unsubscribe(second, two, channel=ConsentChannel.EMAIL_LINK))
         second.commit()
 
     thread = threading.Thread(target=click_again)

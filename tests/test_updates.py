@@ -177,8 +177,8 @@ def test_a_test_send_to_a_bad_address_is_422(client: Any, auth: dict[str, str]) 
 
 def test_every_update_email_carries_the_contract_headers_and_links(relay: Sink) -> None:
     from mailing.db import session_scope
-    from mailing.links import subscriber_for
-    from mailing.tokens import Purpose
+    from mailing.subscribers.links import subscriber_for
+    from mailing.subscribers.tokens import Purpose
 
     emails = add_subscribers(12, ["healthy-minds"])
     update_id = draft(subject="Minds", body=NASTY, themes=["healthy-minds", "healthy-living"])

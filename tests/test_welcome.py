@@ -56,7 +56,7 @@ def test_confirming_twice_sends_one_welcome(client, smtp):
 
 def test_no_welcome_for_someone_who_left_before_it_went(client, smtp, session):
     """The welcome is built when the worker runs: unsubscribed by then, nothing goes."""
-    from mailing import notices, outbox
+    from mailing.mail import notices, outbox
     from mailing.states import NoticeKind
 
     link = _confirm(client, smtp, "gone@example.net", [MINDS])

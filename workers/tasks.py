@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def send_notice(self: Task, notice_id: int) -> bool:
     """One email from the notice outbox (a confirmation, an erase link...); if this task is
     lost, the reconciler publishes it again."""
-    from mailing import notices
+    from mailing.mail import notices
 
     return notices.send(notice_id)
 
@@ -33,7 +33,7 @@ def send_notices(notice_ids: list[int]) -> None:
     """Several notices gathered by the web's publisher, sent in turn. One that the relay defers
     goes on as its own `send_notice` task, with that task's retries; one that fails otherwise
     stays in the outbox for the reconciler."""
-    from mailing import notices
+    from mailing.mail import notices
     from workers.enqueue import publish_notice
 
     for notice_id in notice_ids:
@@ -53,8 +53,8 @@ def send_notices(notice_ids: list[int]) -> None:
 def purge() -> None:
     """Storage limitation, hourly from beat: expired sign-ups and lapsed unsubscribes go."""
     from mailing.db import session_scope
-    from mailing.erasure import purge as purge_expired
     from mailing.models import utcnow
+    from mailing.subscribers.erasure import purge as purge_expired
 
     with session_scope() as session:
         purge_expired(session, utcnow())
@@ -64,7 +64,7 @@ def purge() -> None:
 def snapshot_figures() -> None:
     """Today's subscriber counts per theme for the staff chart; hourly, idempotent per day."""
     from mailing.db import session_scope
-    from mailing.figures import record_snapshot
+    from mailing.figures.subscribers import record_snapshot
 
     with session_scope() as session:
         record_snapshot(session)
@@ -107,7 +107,7 @@ def reconcile() -> None:
         reconcile_all(session, utcnow(), publish_update_batches, publish_notice)
 
 
-# --- Weekly summaries (mailing/digests.py, mailing/sending/summaries.py) ------------------------
+# --- Weekly summaries (sending/digests.py, sending/summaries.py) ------------------------
 
 
 @app.task
@@ -149,9 +149,9 @@ def send_digest_batch(first_id: int, last_id: int) -> None:
 def consent_refresh() -> None:
     """Hourly from beat (does nothing unless MAILING_CONSENT_REFRESH_YEARS is set): ask those
     whose consent is that old to renew it, and let lapse those who did not within 30 days."""
-    from mailing import refresh
     from mailing.db import session_scope
     from mailing.models import utcnow
+    from mailing.subscribers import refresh
     from workers.enqueue import publish_notices
 
     with session_scope() as session:

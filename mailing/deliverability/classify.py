@@ -20,7 +20,7 @@ from enum import StrEnum
 from flufl.bounce import all_failures
 
 from mailing.deliverability.returnpath import BOUNCE_PREFIX
-from mailing.tokens import LINK_PATHS, Purpose
+from mailing.subscribers.tokens import LINK_PATHS, Purpose
 
 # flufl.bounce logs each detector it runs, and the exception of one that fails (with the text).
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)

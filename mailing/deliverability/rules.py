@@ -25,7 +25,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
-from mailing import links, selfservice
 from mailing.config import get_settings
 from mailing.deliverability.classify import Kind, Verdict
 from mailing.deliverability.returnpath import Ref, RefKind
@@ -34,7 +33,8 @@ from mailing.errors import InvalidLink
 from mailing.metrics import BOUNCES, COMPLAINTS
 from mailing.models import Delivery, SoftBounce, Subscriber, utcnow
 from mailing.states import ConsentChannel, DeliveryTransitions, SubscriberTransitions, transition
-from mailing.tokens import Purpose
+from mailing.subscribers import links, rights
+from mailing.subscribers.tokens import Purpose
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _bounce_subscriber(
     assert subscriber.id is not None
     bounce = SubscriberTransitions.BOUNCE
     cause = cause_values(Cause.BOUNCE, update_id)
-    changed = selfservice.stop_mail(session, subscriber, bounce, now, cause)
+    changed = rights.stop_mail(session, subscriber, bounce, now, cause)
     if changed:
         # Nothing about why: the delivery row keeps the status code.
         session.execute(sa.delete(SoftBounce).where(col(SoftBounce.subscriber_id) == subscriber.id))
@@ -184,7 +184,7 @@ def complaint(session: Session, ref: Ref | None, unsubscribe_token: str = "") ->
     if delivery is not None:
         table = _delivery_table()
         transition(session, table, DeliveryTransitions.COMPLAIN, table.c.id == delivery.id)
-    if not _late(subscriber, delivery) and selfservice.unsubscribe(
+    if not _late(subscriber, delivery) and rights.unsubscribe(
         session, subscriber, channel=ConsentChannel.COMPLAINT
     ):
         subscriber.suppression_update_id = delivery.update_id if delivery else None
@@ -196,7 +196,7 @@ def email_unsubscribe(session: Session, token: str) -> Outcome:
     subscriber = _by_token(session, token)
     if subscriber is None:
         return Outcome.FORGED
-    selfservice.unsubscribe(session, subscriber, channel=ConsentChannel.EMAIL)
+    rights.unsubscribe(session, subscriber, channel=ConsentChannel.EMAIL)
     return Outcome.UNSUBSCRIBE
 
 

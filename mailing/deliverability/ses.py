@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from mailing.deliverability import returnpath, rules
 from mailing.deliverability.classify import Kind, Verdict, clean_diagnostic, clean_status
-from mailing.jsonguard import json_too_deep
+from mailing.web.jsonguard import json_too_deep
 
 
 def take(session: Session, message: str) -> rules.Outcome:

@@ -8,11 +8,11 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from mailing.audit import AuditAction, audit
 from mailing.deliverability.suppressions import DELIVERY, SUBSCRIBER, Selection, detail
 from mailing.errors import Invalid
 from mailing.models import Update, table_of
 from mailing.sending.control import Publish, WrongState, batch_tasks, publish_safely
+from mailing.staff.audit import AuditAction, audit
 from mailing.states import (
     DeliveryTransitions,
     SubscriberStatus,

@@ -19,10 +19,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from mailing.audit import AuditAction, audit
 from mailing.db import get_engine
 from mailing.errors import Invalid
 from mailing.models import Delivery, Subscriber, table_of, utcnow
+from mailing.staff.audit import AuditAction, audit
 from mailing.states import (
     SUPPRESSED_SUBSCRIBER,
     DeliveryTransitions,

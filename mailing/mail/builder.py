@@ -26,7 +26,7 @@ from typing import Any
 from mailing.config import Settings, get_settings
 from mailing.deliverability.returnpath import mailto_unsubscribe
 from mailing.rendering import render
-from mailing.tokens import LINK_PATHS, Purpose
+from mailing.subscribers.tokens import LINK_PATHS, Purpose
 
 _MARKER = secrets.token_hex(4)
 PLACEHOLDER = re.compile(rb"@@" + _MARKER.encode() + rb"([A-Z_]+)@@")
@@ -157,8 +157,8 @@ def list_urls() -> tuple[str, str]:
     """The unsubscribe and preferences links of a list email, with their tokens as placeholders."""
     base = get_settings().base_url
     return (
-        f"{base}/unsubscribe/{placeholder(UNSUBSCRIBE)}",
-        f"{base}/preferences/{placeholder(MANAGE)}",
+        f"{base}{LINK_PATHS[Purpose.UNSUBSCRIBE]}{placeholder(UNSUBSCRIBE)}",
+        f"{base}{LINK_PATHS[Purpose.MANAGE]}{placeholder(MANAGE)}",
     )
 
 

@@ -41,7 +41,7 @@ class Subscriber(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     confirmed_at: datetime | None = None
     unsubscribed_at: datetime | None = Field(default=None, index=True)
-    # Weekly subscribers get a Saturday summary (mailing/digests.py) instead of each update.
+    # Weekly subscribers get a Saturday summary (mailing/sending/digests.py) instead of each update.
     frequency: Frequency = Field(
         default=Frequency.IMMEDIATE,
         sa_type=_enum(Frequency),

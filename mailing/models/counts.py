@@ -16,7 +16,7 @@ from mailing.states import DeliveryStatus, SubscriberStatus
 
 class BeatLease(SQLModel, table=True):
     """The last period a beat claimed a housekeeping job for: whichever beat moves it on runs
-    the job, so any number of beats run each job once per period (mailing/beat_lease.py)."""
+    the job, so any number of beats run each job once per period (workers/beat_lease.py)."""
 
     __tablename__ = "beat_lease"
 

@@ -8,6 +8,7 @@ broker only says "there is work". At most one commit chunk per killed worker pro
 twice; nothing is ever lost.
 """
 
+from mailing.figures.progress import Progress, progress
 from mailing.sending.batch import (
     BatchOutcome,
     abandon,
@@ -31,7 +32,6 @@ from mailing.sending.control import (
     start_send,
     unschedule,
 )
-from mailing.sending.progress import Progress, progress
 from mailing.sending.recipients import count_recipients
 from mailing.sending.reconcile import Reconciled, reconcile
 

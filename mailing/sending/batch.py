@@ -24,7 +24,6 @@ from sqlmodel import Session
 
 import mailing.sending.chunk_sql as sql
 import mailing.sending.guard as guard
-from mailing import links
 from mailing.config import get_settings
 from mailing.db import get_engine
 from mailing.deliverability.returnpath import for_delivery
@@ -42,6 +41,7 @@ from mailing.states import (
     UpdateTransitions,
     transition,
 )
+from mailing.subscribers import links
 from mailing.updates import email as update_email
 
 log = logging.getLogger(__name__)

@@ -17,12 +17,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, col, select
 
-from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
 from mailing.errors import Conflict, Invalid
 from mailing.models import Update, table_of, utcnow
 from mailing.sending.batch import finish_if_done
 from mailing.sending.recipients import DELIVERY, populate
+from mailing.staff.audit import AuditAction, audit
 from mailing.states import (
     DeliveryTransitions,
     Transition,

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailing import outbox
-from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
 from mailing.db import get_engine
 from mailing.deliverability import suppressions
+from mailing.mail import outbox
 from mailing.models import AuditLog, Staff, Update, table_of
 from mailing.sending.recipients import DELIVERY
+from mailing.staff.audit import AuditAction, audit
 from mailing.states import (
     DeliveryStatus,
     NoticeKind,
@@ -134,7 +134,7 @@ def tell_senders(session: Session, update_id: int) -> list[int]:
 def _send_now(notice_ids: list[int]) -> None:
     """Hand the notices to the one pipeline at once; any it cannot send now stay in the outbox
     for the reconciler to re-drive."""
-    from mailing import notices
+    from mailing.mail import notices
 
     for notice_id in notice_ids:
         try:

@@ -31,7 +31,7 @@ def _recipients(themes: Sequence[str]) -> sa.ColumnElement[bool]:
         .where(THEME.c.subscriber_id == SUBSCRIBER.c.id, THEME.c.theme.in_(list(themes)))
         .exists()
     )
-    # Weekly subscribers get updates in their Saturday summary instead (mailing/digests.py).
+    # Weekly subscribers get updates in their Saturday summary instead (mailing/sending/digests.py).
     return sa.and_(
         SUBSCRIBER.c.status == SubscriberStatus.ACTIVE.value,
         SUBSCRIBER.c.frequency == Frequency.IMMEDIATE.value,

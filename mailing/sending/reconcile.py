@@ -23,8 +23,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from mailing import outbox
 from mailing.config import get_settings
+from mailing.mail import outbox
 from mailing.sending.batch import UPDATE, finish_if_done
 from mailing.sending.control import (
     Publish,

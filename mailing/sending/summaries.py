@@ -1,4 +1,4 @@
-"""Sending the weekly summaries that mailing/digests.py planned, exactly once each.
+"""Sending the weekly summaries that mailing/sending/digests.py planned, exactly once each.
 
 The `weekly_digest` rows are the truth, the broker only a notification, as for updates
 (batch.py). `deliver_batch` runs them through the one mail pipeline (mailing/mail/pipeline.py):
@@ -27,15 +27,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from mailing import digests, links
 from mailing.config import get_settings
 from mailing.db import get_engine
 from mailing.deliverability.returnpath import for_notice
 from mailing.mail import pipeline
 from mailing.mail.builder import Prepared, recipient_values
 from mailing.models import Subscriber, WeeklyDigest, table_of, utcnow
+from mailing.sending import digests
 from mailing.states import DigestStatus, DigestTransitions, Frequency, SubscriberStatus, transition
-from mailing.tokens import Purpose
+from mailing.subscribers import links
+from mailing.subscribers.tokens import Purpose
 
 log = logging.getLogger(__name__)
 

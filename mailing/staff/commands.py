@@ -141,9 +141,9 @@ def _member_or_exit(session: Session, email: str) -> Staff:
 @_guarded
 def staff_token(email: str, scope: str) -> None:
     """Issue a new API token; prints it alone on the last line. Their old token stops working."""
-    from mailing.audit import AuditAction, audit
     from mailing.db import session_scope
     from mailing.staff import apitokens
+    from mailing.staff.audit import AuditAction, audit
 
     with session_scope() as session:
         member = _member_or_exit(session, email)
@@ -170,9 +170,9 @@ def staff_token(email: str, scope: str) -> None:
 def staff_reset_2fa(email: str) -> None:
     """Clear a staff member's second factors and recovery codes, end their sessions, and email
     them a one-time link (valid 72 hours) to set a password and a new second factor."""
-    from mailing.audit import AuditAction, audit
     from mailing.db import session_scope
     from mailing.staff import invitations
+    from mailing.staff.audit import AuditAction, audit
 
     with session_scope() as session:
         member = _member_or_exit(session, email)

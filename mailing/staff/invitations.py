@@ -14,14 +14,14 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailing import outbox
 from mailing.config import get_settings
 from mailing.errors import InvalidLink
+from mailing.mail import outbox
 from mailing.models import Staff, StaffInvitation, utcnow
 from mailing.staff.passwords import hash_token
 from mailing.staff.sessions import aware, end_all_sessions, start_session
 from mailing.states import NoticeKind
-from mailing.tokens import STAFF_ENROL_MAX_AGE_SECONDS, Purpose, sign, verify
+from mailing.subscribers.tokens import STAFF_ENROL_MAX_AGE_SECONDS, Purpose, sign, verify
 
 LINK_LIFETIME = timedelta(seconds=STAFF_ENROL_MAX_AGE_SECONDS)
 INVITE = "invite"

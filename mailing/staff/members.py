@@ -11,14 +11,14 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailing.addresses import InvalidAddress, normalise
-from mailing.audit import AuditAction, audit
 from mailing.errors import Conflict, Forbidden, Invalid
 from mailing.models import Staff, utcnow
 from mailing.staff.apitokens import new_token, revoke_token
+from mailing.staff.audit import AuditAction, audit
 from mailing.staff.passwords import hash_password
 from mailing.staff.sessions import end_all_sessions
 from mailing.states import ROLE_RANK, StaffRole, role_allows
+from mailing.subscribers.addresses import InvalidAddress, normalise
 
 ROLE_CHOICES = ", ".join(r.value for r in StaffRole)
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
-from mailing import outbox, updates
-from mailing.audit import AuditAction, audit
+from mailing import updates
 from mailing.config import get_settings
 from mailing.errors import Conflict, Forbidden
+from mailing.mail import outbox
 from mailing.models import Staff, Update
+from mailing.staff.audit import AuditAction, audit
 from mailing.states import ROLE_RANK, NoticeKind, StaffRole, UpdateStatus
 
 

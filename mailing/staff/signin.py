@@ -16,10 +16,9 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailing import outbox
-from mailing.addresses import keyed_hash
 from mailing.config import get_settings
 from mailing.errors import MailingError
+from mailing.mail import outbox
 from mailing.models import Staff, utcnow
 from mailing.ratelimit import client_bucket, get_limiter
 from mailing.staff import passkeys
@@ -28,6 +27,7 @@ from mailing.staff.members import find_staff
 from mailing.staff.passwords import hash_password, needs_rehash, password_matches
 from mailing.staff.sessions import aware, start_session
 from mailing.states import NoticeKind, StaffRole
+from mailing.subscribers.addresses import keyed_hash
 
 # Wrong passwords: this many from one client for one account within LOCKOUT stop that client.
 MAX_FAILED_SIGN_INS = 5

@@ -24,14 +24,14 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlmodel import Session
 
-from mailing.addresses import InvalidAddress, normalise
-from mailing.audit import AuditAction, audit
 from mailing.config import Settings, get_settings
 from mailing.errors import InvalidLink
 from mailing.models import Staff
 from mailing.staff import members
+from mailing.staff.audit import AuditAction, audit
 from mailing.states import StaffRole
-from mailing.tokens import Purpose, sign, verify
+from mailing.subscribers.addresses import InvalidAddress, normalise
+from mailing.subscribers.tokens import Purpose, sign, verify
 
 TIMEOUT = httpx.Timeout(10.0)
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384")

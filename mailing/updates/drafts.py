@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlmodel import Session
 
-from mailing.audit import AuditAction, audit
 from mailing.errors import Conflict, Invalid, NotFound
 from mailing.models import Update, utcnow
+from mailing.staff.audit import AuditAction, audit
 from mailing.states import EDITABLE_UPDATE
 from mailing.themes import UnknownTheme, normalise_themes, stored_themes
 

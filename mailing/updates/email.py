@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlmodel import Session
 
-from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
 from mailing.errors import Invalid
 from mailing.mail import pipeline
@@ -30,8 +29,9 @@ from mailing.mail.builder import (
 )
 from mailing.models import Update
 from mailing.rendering import render
+from mailing.staff.audit import AuditAction, audit
+from mailing.subscribers.tokens import LINK_PATHS, Purpose
 from mailing.themes import stored_themes, theme_titles
-from mailing.tokens import LINK_PATHS, Purpose
 from mailing.updates.markdown import render_html, render_text
 
 __all__ = ["MANAGE", "TO", "UNSUBSCRIBE", "recipient_values"]  # the list email's placeholders

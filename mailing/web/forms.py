@@ -12,8 +12,8 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from mailing.addresses import Address, InvalidAddress, normalise
 from mailing.states import Frequency
+from mailing.subscribers.addresses import Address, InvalidAddress, normalise
 from mailing.themes import THEMES, UnknownTheme, normalise_themes
 
 MAX_FIELD = 500

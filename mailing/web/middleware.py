@@ -17,10 +17,10 @@ from contextvars import ContextVar
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mailing.jsonguard import MAX_JSON_DEPTH, json_too_deep
 from mailing.metrics import REQUEST_LATENCY
-from mailing.tokens import LINK_PATHS
+from mailing.subscribers.tokens import LINK_PATHS
 from mailing.web.errors import wants_html
+from mailing.web.jsonguard import MAX_JSON_DEPTH, json_too_deep
 
 access_log = logging.getLogger("mailing.access")
 

@@ -18,7 +18,7 @@ from weakref import WeakKeyDictionary
 
 import anyio
 
-from mailing.subscriptions import SignupRequest
+from mailing.subscribers.signup import SignupRequest
 
 log = logging.getLogger(__name__)
 

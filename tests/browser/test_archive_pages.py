@@ -10,9 +10,9 @@ import pytest
 from playwright.sync_api import expect
 from sqlmodel import Session
 
-from mailing import digests
 from mailing.db import get_engine
 from mailing.models import utcnow
+from mailing.sending import digests
 from mailing.sending import summaries as digest_sending
 from tests.browser.conftest import check_accessibility, screenshot
 from tests.conftest import drain_worker

@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from mailing.models import Subscriber
 from mailing.states import SubscriberStatus
-from mailing.subscribers import themes_of
+from mailing.subscribers.records import themes_of
 from tests.browser.conftest import check_accessibility, screenshot
 from tests.helpers import subscribe
 

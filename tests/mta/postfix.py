@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from mailing.devcapture import _free_port
+from mailing.mail.devcapture import _free_port
 from tests.sending_support import wait_until
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"

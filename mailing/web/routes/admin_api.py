@@ -19,16 +19,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session, col, select
 
-from mailing import archive, figures, sending, test_sends, updates
-from mailing.audit import AuditAction
+from mailing import sending, updates
 from mailing.config import get_settings
-from mailing.deliverability import figures as deliverability
 from mailing.errors import Invalid
+from mailing.figures import deliverability as deliverability
+from mailing.figures import subscribers
 from mailing.models import AuditLog, Staff, Update, utcnow
 from mailing.staff import members, review
 from mailing.staff.apitokens import TokenExpired, scope_allows, staff_for_token
+from mailing.staff.audit import AuditAction
 from mailing.staff.members import may
 from mailing.states import StaffRole
+from mailing.updates import archive, test_copies
 from mailing.web.deps import SessionDep, bearer_token, client_ip
 from workers.enqueue import notice_publisher, publish_update_batches
 
@@ -220,7 +222,7 @@ def preview_update(update_id: int, who: Editor, session: SessionDep) -> dict[str
 @router.post("/updates/{update_id}/test", status_code=202)
 def test_update(update_id: int, data: TestIn, who: Editor, session: SessionDep) -> dict[str, Any]:
     """One copy marked as a test, to the caller or another staff member only."""
-    test_sends.send(session, who, updates.get(session, update_id), data.to)
+    test_copies.send(session, who, updates.get(session, update_id), data.to)
     session.commit()
     return {"status": "sent", "test": True}
 
@@ -324,4 +326,4 @@ def ask_for_review(update_id: int, who: Editor, session: SessionDep) -> dict[str
 @router.get("/stats")
 def stats(who: Editor, session: SessionDep) -> dict[str, Any]:
     """Counts only: subscribers by status, active subscribers by theme, updates by status."""
-    return figures.stats(session)
+    return subscribers.stats(session)

@@ -1,6 +1,6 @@
 """The public archive: GET /updates, GET /updates/{id} and GET /updates.atom.
 
-Read-only pages anyone may open; they show only what mailing/archive.py returns (published,
+Read-only pages anyone may open; they show only what mailing/updates/archive.py returns (published,
 sent updates) and never anything about a subscriber. Bad filters get a 400 page, not a 500.
 """
 
@@ -13,10 +13,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from markupsafe import Markup
 
-from mailing import archive
 from mailing.config import get_settings
 from mailing.rendering import render
 from mailing.themes import THEMES, theme_titles
+from mailing.updates import archive
 from mailing.web.deps import SessionDep
 from mailing.web.pages import page
 

@@ -1,5 +1,5 @@
 """The support desk's JSON API (admins): find one subscriber by exact address, act for them
-with a required reason. The rules and the audit live in mailing/desk.py."""
+with a required reason. The rules and the audit live in mailing/subscribers/desk.py."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
-from mailing import desk, refresh
 from mailing.errors import Invalid
 from mailing.models import Staff, utcnow
 from mailing.states import StaffRole
+from mailing.subscribers import desk, refresh
 from mailing.web.deps import SessionDep, bearer_token
 from mailing.web.routes.admin_api import requires
 from mailing.web.routes.console.common import ConsoleRoute

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse
 
-from mailing import devcapture
+from mailing.mail import devcapture
 from mailing.web.pages import page
 
 router = APIRouter(prefix="/dev", include_in_schema=False)

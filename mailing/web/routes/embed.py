@@ -6,8 +6,8 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 from markupsafe import Markup, escape
 
-from mailing import consent
 from mailing.rendering import render
+from mailing.subscribers import consent
 from mailing.web.pages import page
 
 router = APIRouter(prefix="/embed", include_in_schema=False)

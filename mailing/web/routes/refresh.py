@@ -1,4 +1,4 @@
-"""The consent refresh's "keep me on the list" link (mailing/refresh.py): a GET shows a button,
+"""The consent refresh's "keep me on the list" link (subscribers/refresh.py): a GET shows a button,
 only the POST renews (a mail scanner following links must not renew anyone's consent)."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from mailing import links, refresh
 from mailing.config import get_settings
-from mailing.consent import CONSENT_TEXT
 from mailing.models import utcnow
 from mailing.states import SubscriberStatus
-from mailing.tokens import Purpose, route
+from mailing.subscribers import links, refresh
+from mailing.subscribers.consent import CONSENT_TEXT
+from mailing.subscribers.tokens import Purpose, route
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
 from mailing.web.pages import page
 

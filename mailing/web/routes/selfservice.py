@@ -16,15 +16,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sqlmodel import Session
 
-from mailing import consent, erasure, links, selfservice, subscribers
-from mailing import frequency as frequencies
-from mailing.addresses import Address, InvalidAddress, normalise
 from mailing.config import get_settings
 from mailing.db import session_scope
 from mailing.models import Subscriber
 from mailing.states import ConsentChannel, ErasureReason, NoticeKind
+from mailing.subscribers import consent, erasure, links, records, rights
+from mailing.subscribers import frequency as frequencies
+from mailing.subscribers.addresses import Address, InvalidAddress, normalise
+from mailing.subscribers.tokens import EXPORT_MAX_AGE_SECONDS, Purpose, route
 from mailing.themes import theme_titles
-from mailing.tokens import EXPORT_MAX_AGE_SECONDS, Purpose, route
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
 from mailing.web.forms import FormErrors, frequency_field, read_body, text_field, theme_list
 from mailing.web.pages import page
@@ -73,7 +73,7 @@ async def unsubscribe(token: str, request: Request) -> Response:
 def _unsubscribe(token: str, channel: ConsentChannel) -> str:
     with session_scope() as session:
         subscriber = links.subscriber_for(session, Purpose.UNSUBSCRIBE, token)
-        selfservice.unsubscribe(session, subscriber, channel=channel)
+        rights.unsubscribe(session, subscriber, channel=channel)
         return links.url_for(Purpose.MANAGE, subscriber)
 
 
@@ -103,7 +103,7 @@ def _preferences_page(
         status_code=status_code,
         errors=errors or {},
         status=subscriber.status.value,
-        themes=themes if themes is not None else subscribers.themes_of(session, subscriber.id),
+        themes=themes if themes is not None else records.themes_of(session, subscriber.id),
         frequency=subscriber.frequency.value,
         privacy_notice=consent.PRIVACY_NOTICE_TEXT,
         unsubscribe_url=links.url_for(Purpose.UNSUBSCRIBE, subscriber),
@@ -160,13 +160,11 @@ def _change_preferences(
             return _preferences_page(session, subscriber, status_code=422, errors=errors)
         channel = ConsentChannel.API if is_json else ConsentChannel.EMAIL_LINK
         # NotActive (409) unless the subscription is active: mailing/web/errors.py answers it.
-        outcome = selfservice.change_preferences(
-            session, subscriber, themes, frequency, channel=channel
-        )
+        outcome = rights.change_preferences(session, subscriber, themes, frequency, channel=channel)
         preferences_url = links.url_for(Purpose.MANAGE, subscriber)
-        chosen = subscribers.themes_of(session, subscriber.id or 0)
+        chosen = records.themes_of(session, subscriber.id or 0)
         how_often = subscriber.frequency
-    if outcome == selfservice.ThemesOutcome.UNSUBSCRIBED:
+    if outcome == rights.ThemesOutcome.UNSUBSCRIBED:
         if is_json:
             return JSONResponse({"status": "unsubscribed", "themes": []})
         return _unsubscribed_page(preferences_url, no_themes=True)
@@ -229,7 +227,7 @@ def my_data(token: str, request: Request, session: SessionDep) -> Response:
     subscriber = links.subscriber_for(session, Purpose.EXPORT, token)
     log.info("subscriber %s downloaded their data", subscriber.id)
     return JSONResponse(
-        selfservice.export(session, subscriber),
+        rights.export(session, subscriber),
         headers={"Content-Disposition": 'attachment; filename="my-data.json"'},
     )
 

@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from mailing import consent, subscribers, subscriptions
 from mailing.config import get_settings
 from mailing.db import session_scope
 from mailing.metrics import CONFIRMATIONS, SIGNUPS
 from mailing.states import ConsentChannel
-from mailing.subscriptions import SignupRequest
+from mailing.subscribers import consent, records, signup
+from mailing.subscribers.signup import SignupRequest
+from mailing.subscribers.tokens import Purpose, route, verify
 from mailing.themes import theme_titles
-from mailing.tokens import Purpose, route, verify
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
 from mailing.web.forms import FormErrors, SubscriptionIn, parse_signup, read_body
 from mailing.web.pages import page
@@ -91,7 +91,7 @@ async def subscribe(request: Request) -> Response:
 def _write(requests: Sequence[SignupRequest]) -> list[int | None]:
     """Store sign-ups in one transaction, then hand their notices to the publisher."""
     with session_scope() as session:
-        notice_ids = subscriptions.request_subscriptions(session, requests)
+        notice_ids = signup.request_subscriptions(session, requests)
     for notice_id in notice_ids:
         SIGNUPS.labels("capped" if notice_id is None else "accepted").inc()
         if notice_id is not None:
@@ -108,16 +108,16 @@ def check_email() -> Response:
 @router.get(route(Purpose.CONFIRM), include_in_schema=False)
 def confirm_page(token: str, session: SessionDep) -> Response:
     # Mail scanners follow GET links: a GET only shows the button, it never gives consent.
-    subscriptions.confirmable(session, verify(Purpose.CONFIRM, token))
+    signup.confirmable(session, verify(Purpose.CONFIRM, token))
     return page("confirm")
 
 
 @router.post(route(Purpose.CONFIRM), dependencies=[PublicPostLimit])
 def confirm(token: str, request: Request, session: SessionDep) -> Response:
     """Confirm a subscription from the link in the confirmation email; repeating it is harmless."""
-    subscriber, welcome = subscriptions.confirm(session, verify(Purpose.CONFIRM, token))
+    subscriber, welcome = signup.confirm(session, verify(Purpose.CONFIRM, token))
     session.commit()
-    themes = subscribers.themes_of(session, subscriber.id or 0)
+    themes = records.themes_of(session, subscriber.id or 0)
     if welcome is not None:
         CONFIRMATIONS.inc()
         log.info("subscriber %s confirmed", subscriber.id)

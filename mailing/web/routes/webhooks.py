@@ -16,9 +16,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from mailing.deliverability import rules, ses, sns
-from mailing.jsonguard import MAX_JSON_DEPTH, json_too_deep
 from mailing.metrics import INBOUND_MESSAGES
 from mailing.web.deps import SessionDep
+from mailing.web.jsonguard import MAX_JSON_DEPTH, json_too_deep
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from fastapi.routing import APIRoute
 from sqlmodel import Session
 
 from mailing import updates
-from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
 from mailing.models import Staff, Update
 from mailing.staff import invitations, passkeys, signin
+from mailing.staff.audit import AuditAction, audit
 from mailing.staff.factors import CodeAccepted, has_factor
 from mailing.staff.sessions import (
     SignedIn,

@@ -1,5 +1,5 @@
 """The support desk in the console (admins): find one subscriber by exact address, see their
-record, and act for them with a required reason (mailing/desk.py does it and audits it).
+record, and act for them with a required reason (mailing/subscribers/desk.py does it and audits it).
 
 The page is GET /admin/subscribers (the API answers the same path for a bearer token); its forms
 post to the same path, so an address is never in a URL.
@@ -13,11 +13,11 @@ from fastapi import Request
 from fastapi.responses import Response
 from sqlmodel import Session
 
-from mailing import desk, refresh
 from mailing.errors import MailingError
 from mailing.models import utcnow
 from mailing.staff.sessions import SignedIn
 from mailing.states import StaffRole
+from mailing.subscribers import desk, refresh
 from mailing.themes import THEMES
 from mailing.web.deps import SessionDep
 from mailing.web.routes.console.common import (

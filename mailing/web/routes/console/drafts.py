@@ -8,14 +8,16 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
-from mailing import archive, figures, london, sending, test_sends, updates
-from mailing.deliverability import figures as deliverability
+from mailing import clock, sending, updates
 from mailing.errors import MailingError, TooMany
+from mailing.figures import deliverability as deliverability
+from mailing.figures import subscribers
+from mailing.figures.progress import recent_updates
 from mailing.models import Update, utcnow
 from mailing.sending.control import overdue_updates
-from mailing.sending.progress import recent_updates
 from mailing.staff.sessions import SignedIn
 from mailing.states import StaffRole, UpdateStatus, role_allows
+from mailing.updates import archive, test_copies
 from mailing.web.deps import SessionDep
 from mailing.web.routes.console.common import (
     Form,
@@ -49,11 +51,11 @@ def dashboard(request: Request, who: Who, session: SessionDep) -> Response:
         updates=recent,
         deliverability_warnings=warnings,
         overdue=[
-            (u, london.describe(u.send_at))
+            (u, clock.describe(u.send_at))
             for u in overdue_updates(session, utcnow())
             if u.send_at is not None
         ],
-        active_total=figures.active_total(session),
+        active_total=subscribers.active_total(session),
         drafts=sum(1 for u in recent if u.status == UpdateStatus.DRAFT),
         sent_count=sum(1 for u in recent if u.status in SENT_OR_SENDING),
         # A scheduled update has no deliveries yet: who it would go to now.
@@ -62,7 +64,7 @@ def dashboard(request: Request, who: Who, session: SessionDep) -> Response:
             for u in recent
             if u.status == UpdateStatus.SCHEDULED
         },
-        created={u.id: london.short(u.created_at) for u in recent},
+        created={u.id: clock.short(u.created_at) for u in recent},
         notice="The draft is deleted." if "deleted" in request.query_params else "",
         nav="updates",
     )
@@ -99,7 +101,7 @@ def _compose_page(
         status_code=status_code,
         errors=errors,
         values=values,
-        active=figures.reach_by_theme(session),
+        active=subscribers.reach_by_theme(session),
         nav="compose",
     )
 
@@ -176,7 +178,7 @@ def _draft_page(
         errors=errors,
         values=values,
         notice=notice,
-        active=figures.reach_by_theme(session),
+        active=subscribers.reach_by_theme(session),
         can_send=role_allows(who.staff.role, StaffRole.SENDER),
         nav="updates",
     )
@@ -214,7 +216,7 @@ def send_test(update_id: RowId, who: Who, form: Form, session: SessionDep) -> Re
     try:
         # The same rule as the API's: the hourly limit, a staff recipient, 503 if the relay
         # will not take it.
-        test_sends.send(session, who.staff, update, who.staff.email)
+        test_copies.send(session, who.staff, update, who.staff.email)
     except MailingError as refused:
         session.rollback()
         if update.status != UpdateStatus.DRAFT:
@@ -262,7 +264,7 @@ def confirm_delete(update_id: RowId, who: Who, session: SessionDep) -> Response:
     if update.status != UpdateStatus.DRAFT:
         return RedirectResponse(f"/admin/drafts/{update_id}/progress", status_code=303)
     return console_page(
-        "delete", who, update=update, changed=london.short(update.updated_at), nav="updates"
+        "delete", who, update=update, changed=clock.short(update.updated_at), nav="updates"
     )
 
 

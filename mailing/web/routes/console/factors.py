@@ -13,8 +13,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlmodel import Session
 
-from mailing.audit import AuditAction
 from mailing.staff import factors, passkeys, sessions, totp
+from mailing.staff.audit import AuditAction
 from mailing.staff.sessions import SignedIn
 from mailing.web.deps import SessionDep
 from mailing.web.routes.console.common import (

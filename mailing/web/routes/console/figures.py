@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi.responses import Response
 
-from mailing import figures
-from mailing.audit import audit_entries
-from mailing.deliverability import figures as deliverability
+from mailing.figures import deliverability as deliverability
+from mailing.figures import subscribers
+from mailing.staff.audit import audit_entries
 from mailing.states import StaffRole
 from mailing.web.deps import SessionDep
 from mailing.web.routes.console.common import Who, console_page, console_router
@@ -17,14 +17,14 @@ router = console_router()
 @router.get("/figures")
 def figures_page(who: Who, session: SessionDep) -> Response:
     # Read-only: today's figures are counted live; beat stores the snapshot hourly.
-    history = figures.active_history(session, live_today=True)
+    history = subscribers.active_history(session, live_today=True)
     rates = deliverability.over_time(session)
     return console_page(
         "figures",
         who,
-        counts=figures.counts_by_theme(session),
+        counts=subscribers.counts_by_theme(session),
         history=history,
-        chart=figures.chart(history),
+        chart=subscribers.chart(history),
         rates=rates,
         rate_charts=[
             (

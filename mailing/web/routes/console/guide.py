@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from fastapi.responses import Response
 
-from mailing import archive, digests, figures, london, updates
+from mailing import clock, updates
+from mailing.figures import subscribers
 from mailing.models import utcnow
+from mailing.sending import digests
 from mailing.themes import ALL_THEMES
+from mailing.updates import archive
 from mailing.web.deps import SessionDep
 from mailing.web.routes.console.common import Who, console_page, console_router
 
@@ -22,11 +25,11 @@ def weekly_summary(who: Who, session: SessionDep) -> Response:
     return console_page(
         "weekly_summary",
         who,
-        send_at=london.describe(coming.send_at),
+        send_at=clock.describe(coming.send_at),
         items=[(u, archive.entry(u)) for u in coming.updates],
         # Weekly subscribers on at least one of the week's themes (each counted once).
-        readers=figures.reach(session, themes).weekly if themes else 0,
-        weekly_total=figures.reach(session, list(ALL_THEMES)).weekly,
+        readers=subscribers.reach(session, themes).weekly if themes else 0,
+        weekly_total=subscribers.reach(session, list(ALL_THEMES)).weekly,
         nav="weekly",
     )
 

@@ -1,5 +1,5 @@
 """The list import in the console (admins): upload a CSV, see a dry run's counts and invalid
-lines, then import it (mailing/imports.py does both, exactly as `mailing import` does).
+lines, then import it (mailing/subscribers/imports.py does both, exactly as `mailing import` does).
 
 The upload waits in var/imports/ under a random name between the preview and the import, and
 is deleted after the import or within UPLOAD_HOURS; files over 20 MiB are for `mailing import`.
@@ -19,10 +19,10 @@ from fastapi.responses import Response
 from sqlmodel import Session
 from starlette.datastructures import UploadFile
 
-from mailing import imports
 from mailing.db import get_engine
 from mailing.staff.sessions import SignedIn, csrf_ok
 from mailing.states import StaffRole
+from mailing.subscribers import imports
 from mailing.web.deps import SessionDep
 from mailing.web.routes.console.common import (
     Interrupt,

@@ -12,14 +12,16 @@ from enum import StrEnum
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlmodel import Session
 
-from mailing import archive, figures, london, sending, updates
-from mailing.deliverability import figures as deliverability
+from mailing import clock, sending, updates
 from mailing.errors import Conflict, Forbidden, Invalid
+from mailing.figures import deliverability as deliverability
+from mailing.figures import subscribers
+from mailing.figures.progress import failed_deliveries
 from mailing.models import Update, utcnow
 from mailing.sending.control import overdue
-from mailing.sending.progress import failed_deliveries
 from mailing.staff import review
 from mailing.states import StaffRole, UpdateStatus
+from mailing.updates import archive
 from mailing.web.deps import SessionDep
 from mailing.web.routes.console.common import (
     Form,
@@ -51,7 +53,7 @@ def _send_page(
         update=update,
         themes=updates.themes_of(update),
         recipients=sending.count_recipients(session, updates.themes_of(update)),
-        reach=figures.reach(session, updates.themes_of(update)),
+        reach=subscribers.reach(session, updates.themes_of(update)),
         fingerprint=updates.fingerprint(update),
         errors=context.pop("errors", {}),
         nav="updates",
@@ -100,12 +102,12 @@ def send(update_id: RowId, who: RecentSecondFactor, form: Form, session: Session
 
 def _london_time(form: dict[str, object]) -> datetime:
     """The date and time fields of the schedule form, read as London time."""
-    day, clock = str(form.get("send_date", "")).strip(), str(form.get("send_time", "")).strip()
-    if not day or not clock:
+    day, hour = str(form.get("send_date", "")).strip(), str(form.get("send_time", "")).strip()
+    if not day or not hour:
         raise Invalid({"send_date": "Enter the date and the time to send it."})
     try:
-        return london.parse_local(f"{day} {clock}")
-    except london.NoSuchTime as exc:
+        return clock.parse_local(f"{day} {hour}")
+    except clock.NoSuchTime as exc:
         raise Invalid({"send_date": str(exc)}) from exc
     except ValueError as exc:
         raise Invalid(
@@ -218,7 +220,7 @@ def progress_page(update_id: RowId, who: Who, session: SessionDep) -> Response:
         update=update,
         p=sending.progress(session, update_id),
         deliverability=deliverability.for_update(session, update_id),
-        scheduled_for=london.describe(update.send_at) if update.send_at else None,
+        scheduled_for=clock.describe(update.send_at) if update.send_at else None,
         overdue=overdue(update, utcnow()),
         can_send=who.staff.role in (StaffRole.SENDER, StaffRole.ADMIN),
         failures=failed_deliveries(session, update_id, show_addresses=show),

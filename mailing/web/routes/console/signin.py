@@ -14,8 +14,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlmodel import Session
 
-from mailing.audit import AuditAction
 from mailing.staff import passkeys, sessions, signin
+from mailing.staff.audit import AuditAction
 from mailing.staff.factors import has_factor
 from mailing.staff.sessions import SignedIn
 from mailing.web.deps import PublicPostLimit, SessionDep, client_ip

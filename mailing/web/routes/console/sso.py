@@ -11,9 +11,9 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
-from mailing.audit import AuditAction
 from mailing.config import get_settings
 from mailing.staff import sessions, sso
+from mailing.staff.audit import AuditAction
 from mailing.web.deps import PublicPostLimit, SessionDep
 from mailing.web.routes.console.common import (
     SESSION_COOKIE,

@@ -12,10 +12,10 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel import Session
 
-from mailing.audit import AuditAction
 from mailing.errors import MailingError
 from mailing.models import Staff, utcnow
 from mailing.staff import apitokens, invitations, members
+from mailing.staff.audit import AuditAction
 from mailing.staff.sessions import SignedIn
 from mailing.states import StaffRole
 from mailing.web.deps import SessionDep, client_ip

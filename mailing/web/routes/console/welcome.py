@@ -10,9 +10,9 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
-from mailing.audit import AuditAction
 from mailing.errors import InvalidLink
 from mailing.staff import invitations, members
+from mailing.staff.audit import AuditAction
 from mailing.staff.passwords import MIN_PASSWORD_LENGTH, WeakPassword
 from mailing.web.deps import PublicPostLimit, SessionDep
 from mailing.web.routes.console.common import console_page, console_router, record

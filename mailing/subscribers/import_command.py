@@ -1,4 +1,4 @@
-"""`mailing import FILE --source TEXT [--dry-run]` (mailing/imports.py does the work): progress
+"""`mailing import FILE --source TEXT [--dry-run]` (subscribers/imports.py does the work): progress
 and invalid lines on stderr, the counts as one JSON object on the last line of stdout."""
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ def import_list(path: Path, source: str, dry_run: bool) -> None:
     """Import subscribers from a CSV file; the last line of stdout is a JSON object of counts."""
     from sqlmodel import Session
 
-    from mailing import imports
     from mailing.db import get_engine
+    from mailing.subscribers import imports
 
     def progress(done: int, total: int) -> None:
         if done % 10_000 < imports.CHUNK:

@@ -16,9 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
-from mailing import erasure_journal, outbox, subscribers
-from mailing.addresses import Address
 from mailing.config import get_settings
+from mailing.mail import outbox
 from mailing.metrics import ERASURES
 from mailing.models import (
     ConsentEvent,
@@ -35,6 +34,8 @@ from mailing.states import (
     NoticeKind,
     SubscriberStatus,
 )
+from mailing.subscribers import journal, records
+from mailing.subscribers.addresses import Address
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def request_erasure(session: Session, address: Address) -> int | None:
 
     The caller answers the same whatever this returns, so the answer reveals nothing.
     """
-    subscriber = subscribers.by_key(session, address.key)
+    subscriber = records.by_key(session, address.key)
     # Count asks for unknown addresses too: the same work either way.
     allowed = _may_email(session, address.key, NoticeKind.ERASE_LINK)
     if subscriber is None or subscriber.id is None or not allowed:
@@ -79,13 +80,13 @@ def request_link(session: Session, subscriber: Subscriber, kind: NoticeKind) -> 
 
 def _may_email(session: Session, email_key: str, kind: NoticeKind) -> bool:
     verdict = get_limiter().hit(
-        f"{LINK_LIMIT_PREFIXES[kind]}{subscribers.address_hash(email_key)}",
+        f"{LINK_LIMIT_PREFIXES[kind]}{records.address_hash(email_key)}",
         get_settings().confirmations_per_address_per_hour,
         LINK_EMAIL_WINDOW,
     )
     # Erased before and signed up again, not yet confirmed: until they confirm, nothing but
     # the confirmation email goes to this address. Unconfirmed, the purge deletes it anyway.
-    return verdict.allowed and not subscribers.is_suppressed(session, email_key)
+    return verdict.allowed and not records.is_suppressed(session, email_key)
 
 
 def _subscriber_tables() -> list[sa.Table]:
@@ -126,13 +127,13 @@ def erase(
         # it cannot be turned back into the address, and a fresh confirmed sign-up lifts it.
         try:
             with session.begin_nested():  # two erasures of one person may race: one row wins
-                subscribers.suppress(session, email_key, "erased")
+                records.suppress(session, email_key, "erased")
         except IntegrityError:
             pass
     session.add(ErasureLog(reason=ErasureReason(reason).value, rows_deleted=rows))
-    erasure_journal.record(subscribers.address_hash(email_key), keep_hash=suppress)
+    journal.record(records.address_hash(email_key), keep_hash=suppress)
     if forget_limits:
-        address_hash = subscribers.address_hash(email_key)
+        address_hash = records.address_hash(email_key)
         limiter = get_limiter()
         for prefix in ADDRESS_LIMIT_PREFIXES:
             limiter.forget(prefix, address_hash)

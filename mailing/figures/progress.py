@@ -1,5 +1,5 @@
 """One read model of a send's progress, for the API, the console and `mailing send`: live counts,
-kept by the database in the transaction that changes the delivery rows (mailing/kept_counts.py),
+kept by the database in the transaction that changes the delivery rows (figures/kept_counts.py),
 never from a cache and never by counting the rows."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 from sqlmodel import Session, col, select
 
-from mailing import kept_counts
+from mailing.figures import kept_counts
 from mailing.models import Delivery, Subscriber, Update
 from mailing.sending.recipients import count_recipients
 from mailing.states import DELIVERED, DeliveryStatus, UpdateStatus

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 import sqlalchemy as sa
 from sqlmodel import Session, col, delete, select
 
-from mailing import kept_counts
+from mailing.figures import kept_counts
 from mailing.models import (
     Subscriber,
     SubscriberCountSnapshot,

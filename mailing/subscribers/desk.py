@@ -17,11 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailing import consent, erasure, selfservice, subscribers, subscriptions
-from mailing.addresses import Address, InvalidAddress, normalise
-from mailing.audit import AuditAction, audit
 from mailing.errors import Conflict, Invalid, NotActive, NotFound, TooMany
 from mailing.models import Delivery, Subscriber, WeeklyDigest
+from mailing.staff.audit import AuditAction, audit
 from mailing.states import (
     DELIVERED,
     ConsentChannel,
@@ -30,6 +28,8 @@ from mailing.states import (
     NoticeKind,
     SubscriberStatus,
 )
+from mailing.subscribers import consent, erasure, records, rights, signup
+from mailing.subscribers.addresses import Address, InvalidAddress, normalise
 from mailing.themes import UnknownTheme, normalise_themes
 
 CHANNEL = ConsentChannel.SUPPORT_DESK
@@ -69,7 +69,7 @@ def look_up(session: Session, staff_id: int | None, raw_email: object) -> Subscr
         _audit(session, staff_id, "look-up", "not an address, nobody found")
         session.commit()
         raise Invalid({"email": "Give the person's whole email address."}) from None
-    found = subscribers.by_key(session, address.key)
+    found = records.by_key(session, address.key)
     _audit(
         session,
         staff_id,
@@ -101,7 +101,7 @@ def view(session: Session, subscriber: Subscriber) -> dict[str, Any]:
     return {
         "id": sid,
         "status": subscriber.status.value,
-        "themes": subscribers.themes_of(session, sid),
+        "themes": records.themes_of(session, sid),
         "frequency": subscriber.frequency.value,
         "created_at": subscriber.created_at.isoformat(),
         "confirmed_at": subscriber.confirmed_at.isoformat() if subscriber.confirmed_at else None,
@@ -109,7 +109,7 @@ def view(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             subscriber.unsubscribed_at.isoformat() if subscriber.unsubscribed_at else None
         ),
         "updated_at": subscriber.updated_at.isoformat(),
-        "suppressed": subscribers.is_suppressed(session, subscriber.email_key),
+        "suppressed": records.is_suppressed(session, subscriber.email_key),
         "consent": consent.ledger(session, sid),
         "counts": {"updates_sent": int(updates_sent), "summaries_sent": int(summaries_sent)},
     }
@@ -144,7 +144,7 @@ def act(
 
 def _do(session: Session, subscriber: Subscriber, action: DeskAction, themes: object) -> Done:
     if action == DeskAction.UNSUBSCRIBE:
-        selfservice.unsubscribe(session, subscriber, channel=CHANNEL)
+        rights.unsubscribe(session, subscriber, channel=CHANNEL)
         return Done()
     if action == DeskAction.ERASE:
         erasure.erase(session, subscriber, ErasureReason.REQUEST)
@@ -155,7 +155,7 @@ def _do(session: Session, subscriber: Subscriber, action: DeskAction, themes: ob
         except UnknownTheme as exc:
             raise Invalid({"themes": str(exc)}) from None
         try:
-            selfservice.change_themes(session, subscriber, chosen, channel=CHANNEL)
+            rights.change_themes(session, subscriber, chosen, channel=CHANNEL)
         except NotActive as exc:
             raise Conflict(f"Themes change only on an active subscription ({exc}).") from None
         return Done()
@@ -163,10 +163,10 @@ def _do(session: Session, subscriber: Subscriber, action: DeskAction, themes: ob
         if subscriber.status != SubscriberStatus.PENDING:
             raise Conflict(f"Only a pending sign-up is confirmed; this one is {subscriber.status}.")
         address = Address(subscriber.email, subscriber.email_key)
-        notice_id = subscriptions.request_subscription(
+        notice_id = signup.request_subscription(
             session,
             address,
-            subscribers.themes_of(session, subscriber.id or 0),
+            records.themes_of(session, subscriber.id or 0),
             channel=CHANNEL,
             source=None,
             frequency=subscriber.frequency,

@@ -9,25 +9,25 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from mailing import subscribers
 from mailing.config import get_settings
 from mailing.errors import InvalidLink, LinkProblem
 from mailing.models import Subscriber
-from mailing.tokens import LINK_PATHS, TIMED, Purpose, sign, sign_link, verify
+from mailing.subscribers import records
+from mailing.subscribers.tokens import LINK_PATHS, TIMED, Purpose, sign, sign_link, verify
 
 
-def token_for(purpose: Purpose, subscriber: subscribers.LinkSubject) -> str:
-    check = subscribers.link_check(subscriber)
+def token_for(purpose: Purpose, subscriber: records.LinkSubject) -> str:
+    check = records.link_check(subscriber)
     if purpose not in TIMED and subscriber.id is not None:
         return sign_link(purpose, subscriber.id, subscriber.token_version, check)
     return sign(purpose, {"s": subscriber.id, "v": subscriber.token_version, "h": check})
 
 
-def mail_tokens(subscriber: subscribers.LinkSubject) -> tuple[str, str]:
+def mail_tokens(subscriber: records.LinkSubject) -> tuple[str, str]:
     """The unsubscribe and preferences tokens of one copy of an email (the address digest they
     share is computed once)."""
     assert subscriber.id is not None
-    check = subscribers.link_check(subscriber)
+    check = records.link_check(subscriber)
     version = subscriber.token_version
     return (
         sign_link(Purpose.UNSUBSCRIBE, subscriber.id, version, check),
@@ -50,7 +50,7 @@ def subscriber_for(session: Session, purpose: Purpose, token: str) -> Subscriber
     """The subscriber a link names; InvalidLink if forged, expired, revoked or misdirected."""
     payload = verify(purpose, token)
     subscriber = session.get(Subscriber, payload["s"])
-    if subscriber is None or not subscribers.matches_link_check(subscriber, payload.get("h")):
+    if subscriber is None or not records.matches_link_check(subscriber, payload.get("h")):
         raise InvalidLink(LinkProblem.INVALID)
     if payload.get("v", subscriber.token_version) != subscriber.token_version:
         raise InvalidLink(LinkProblem.INVALID)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from mailing.addresses import InvalidAddress, normalise
 from mailing.config import get_settings
 from mailing.errors import Invalid, TooMany, Unavailable
 from mailing.mail.relay import PermanentFailure, TransientFailure
 from mailing.models import Staff, Update, table_of
 from mailing.ratelimit import get_limiter
+from mailing.subscribers.addresses import InvalidAddress, normalise
 from mailing.updates import send_test
 
 WINDOW = 3600

@@ -1,7 +1,7 @@
 """Per-update deliverability figures for staff: bounces, complaints and unsubscribes among the
 copies the relay took, their rates, and warnings past the big mailbox providers' limits.
 
-Counts only, from the counts the database keeps of the delivery rows (mailing/kept_counts.py);
+Counts only, from the counts the database keeps of the delivery rows (figures/kept_counts.py);
 no personal data.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailing import kept_counts
+from mailing.figures import kept_counts
 from mailing.models import Delivery, Subscriber, Update
 from mailing.states import DELIVERED, DeliveryStatus, SubscriberStatus, UpdateStatus
 

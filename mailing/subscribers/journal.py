@@ -1,7 +1,7 @@
 """The erasure journal: an append-only file, kept outside the database and its backups, with one
 line per erasure holding only a keyed hash of the address and the time (JSON). Restoring last
 night's backup brings back people erased since; `mailing erasures reapply` reads the journal and
-erases them again (mailing/erasure_restore.py), so a restore never undoes an erasure.
+erases them again (mailing/subscribers/restore.py), so a restore never undoes an erasure.
 
 A line is written (and fsynced) inside the erasure's transaction, before it commits: a crash
 between the two leaves a line for an erasure that did not happen, and re-applying it erases

@@ -22,10 +22,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
-from mailing import consent, outbox, subscribers
-from mailing.addresses import Address
 from mailing.config import get_settings
 from mailing.errors import InvalidLink, LinkProblem
+from mailing.mail import outbox
 from mailing.models import ConsentEvent, Subscriber, SubscriberTheme, table_of, utcnow
 from mailing.ratelimit import get_limiter
 from mailing.states import (
@@ -37,8 +36,10 @@ from mailing.states import (
     SubscriberTransitions,
     transition,
 )
+from mailing.subscribers import consent, records
+from mailing.subscribers.addresses import Address
+from mailing.subscribers.tokens import Purpose, sign
 from mailing.themes import normalise_themes
-from mailing.tokens import Purpose, sign
 
 CONFIRM_EMAIL_WINDOW = 3600
 SUBSCRIBER = table_of(Subscriber)
@@ -148,7 +149,7 @@ def request_subscriptions(session: Session, requests: Sequence[SignupRequest]) -
         ],
     )
     verdicts = get_limiter().hit_many(
-        [f"confirm-mail:{subscribers.address_hash(r.address.key)}" for r in requests],
+        [f"confirm-mail:{records.address_hash(r.address.key)}" for r in requests],
         get_settings().confirmations_per_address_per_hour,
         CONFIRM_EMAIL_WINDOW,
     )
@@ -211,7 +212,7 @@ def _pending_or_existing(
         ).first()
         if subscriber is not None and subscriber.id is not None:
             if subscriber.status == SubscriberStatus.PENDING:
-                subscribers.set_themes(session, subscriber, themes)
+                records.set_themes(session, subscriber, themes)
             return subscriber.id, subscriber.status
     raise RuntimeError("the address's subscriber row vanished twice during one sign-up")
 
@@ -228,7 +229,7 @@ def confirmation_token(
         Purpose.CONFIRM,
         {
             "s": subscriber.id,
-            "h": subscribers.link_check(subscriber),
+            "h": records.link_check(subscriber),
             "t": themes,
             "n": confirmed,
             "f": frequency.value,
@@ -256,7 +257,7 @@ def confirmable(
     link must have been made since their last confirmation: a used link is refused.
     """
     subscriber = session.get(Subscriber, payload["s"], with_for_update=lock)
-    if subscriber is None or not subscribers.matches_link_check(subscriber, payload.get("h")):
+    if subscriber is None or not records.matches_link_check(subscriber, payload.get("h")):
         raise InvalidLink(LinkProblem.INVALID)
     raw_themes = payload.get("t")
     if not isinstance(raw_themes, list) or not all(isinstance(t, str) for t in raw_themes):
@@ -300,9 +301,9 @@ def confirm(session: Session, payload: dict[str, object]) -> tuple[Subscriber, i
     session.expire(subscriber)
     if not changed:
         raise InvalidLink(LinkProblem.INVALID)
-    subscribers.set_themes(session, subscriber, themes)
+    records.set_themes(session, subscriber, themes)
     # A fresh double opt-in is the only way back after erasure: it lifts the suppression.
-    subscribers.lift_suppression(session, subscriber.email_key)
+    records.lift_suppression(session, subscriber.email_key)
     consent.record(
         session,
         subscriber.id,

@@ -20,10 +20,11 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
-from mailing import consent, outbox, selfservice, subscribers
 from mailing.config import get_settings
+from mailing.mail import outbox
 from mailing.models import ConsentEvent, Subscriber, table_of
 from mailing.states import ConsentChannel, ConsentEventKind, NoticeKind, SubscriberStatus
+from mailing.subscribers import consent, records, rights
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,10 @@ def run(session: Session, now: datetime, publish: Callable[[list[int]], None]) -
     for subscriber_id in session.execute(_lapsing(now).order_by(SUBSCRIBER.c.id)).scalars():
         subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
         if subscriber is not None and subscriber.status == SubscriberStatus.ACTIVE:
-            selfservice.unsubscribe(
+            rights.unsubscribe(
                 session, subscriber, channel=CHANNEL, kind=ConsentEventKind.LAPSED, at=now
             )
-            subscribers.suppress(session, subscriber.email_key, "lapsed")
+            records.suppress(session, subscriber.email_key, "lapsed")
             lapsed += 1
     due = list(session.execute(_due(now, years).order_by(SUBSCRIBER.c.id).limit(BATCH)).scalars())
     consent.record_many(
@@ -126,7 +127,7 @@ def run(session: Session, now: datetime, publish: Callable[[list[int]], None]) -
                 int(sid),
                 ConsentEventKind.REFRESH_ASKED,
                 CHANNEL,
-                subscribers.themes_of(session, int(sid)),
+                records.themes_of(session, int(sid)),
                 occurred_at=now,
             )
             for sid in due
@@ -158,7 +159,7 @@ def renew(session: Session, subscriber: Subscriber, now: datetime) -> bool:
                 subscriber.id,
                 ConsentEventKind.RENEWED,
                 ConsentChannel.EMAIL_LINK,
-                subscribers.themes_of(session, subscriber.id),
+                records.themes_of(session, subscriber.id),
                 frequency=subscriber.frequency,
                 occurred_at=now,
             )

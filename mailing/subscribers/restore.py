@@ -12,13 +12,13 @@ import click
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from mailing import erasure_journal
-from mailing.addresses import keyed_hashes
 from mailing.config import get_settings
-from mailing.erasure import erase
 from mailing.guarded import guarded
 from mailing.models import Subscriber, Suppression, table_of
 from mailing.states import ErasureReason
+from mailing.subscribers import journal
+from mailing.subscribers.addresses import keyed_hashes
+from mailing.subscribers.erasure import erase
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Reapplied:
 def reapply(session: Session) -> Reapplied:
     """Erase again every subscriber the journal says was erased after their record was made,
     and put back the suppression hashes; idempotent. The caller commits."""
-    entries, unreadable = erasure_journal.read()
+    entries, unreadable = journal.read()
     result = Reapplied(journal_entries=len(entries), unreadable_lines=unreadable)
     secrets = get_settings().secret_key_list
     came_back: set[str] = set()
@@ -50,7 +50,7 @@ def reapply(session: Session) -> Reapplied:
                 break
             subscriber = session.get(Subscriber, subscriber_id)
             assert subscriber is not None
-            with erasure_journal.replaying():
+            with journal.replaying():
                 erase(session, subscriber, ErasureReason.REAPPLIED, suppress=entry.keep_hash)
             result.erased_again += 1
             break
@@ -93,5 +93,5 @@ def erasures_reapply() -> None:
             )
             sys.exit(1)
         result = reapply(session)
-    click.echo(f"erasure journal: {erasure_journal.path()}")
+    click.echo(f"erasure journal: {journal.path()}")
     click.echo(json.dumps(asdict(result)))

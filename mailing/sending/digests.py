@@ -24,9 +24,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
-from mailing import archive, updates
+from mailing import updates
+from mailing.clock import LONDON
 from mailing.config import get_settings
-from mailing.london import LONDON
 from mailing.mail.builder import Prepared, list_headers, list_urls, prepare
 from mailing.models import (
     Delivery,
@@ -38,6 +38,7 @@ from mailing.models import (
 )
 from mailing.states import DigestStatus, Frequency, SubscriberStatus, UpdateStatus
 from mailing.themes import theme_titles
+from mailing.updates import archive
 
 log = logging.getLogger(__name__)
 

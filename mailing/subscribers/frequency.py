@@ -2,7 +2,7 @@
 
 Changing it is a change of what the person agreed to, so it goes in the consent ledger. Who gets
 each update immediately is decided in mailing/sending.py (weekly subscribers are left out there);
-the weekly summary is mailing/digests.py's.
+the weekly summary is mailing/sending/digests.py's.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import logging
 
 from sqlmodel import Session
 
-from mailing import consent, subscribers
 from mailing.models import Subscriber, utcnow
 from mailing.states import ConsentChannel, ConsentEventKind, Frequency
+from mailing.subscribers import consent, records
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def change(
         subscriber.id,
         ConsentEventKind.CHANGED,
         channel=channel,
-        themes=subscribers.themes_of(session, subscriber.id),
+        themes=records.themes_of(session, subscriber.id),
         frequency=frequency,
     )
     log.info("subscriber %s changed frequency", subscriber.id)

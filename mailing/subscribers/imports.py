@@ -32,19 +32,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from mailing import consent, outbox, subscribers
-from mailing.addresses import keyed_hashes
-from mailing.audit import AuditAction, audit
 from mailing.config import get_settings
-from mailing.desk import ADDRESS, REMOVED
-from mailing.import_file import (
-    ImportRefused,
-    Problem,
-    Row,
-    check_file,
-    check_source,
-    rows,
-)
+from mailing.mail import outbox
 from mailing.models import (
     ConsentText,
     Subscriber,
@@ -53,6 +42,7 @@ from mailing.models import (
     table_of,
     utcnow,
 )
+from mailing.staff.audit import AuditAction, audit
 from mailing.states import (
     SUPPRESSED_SUBSCRIBER,
     ConsentChannel,
@@ -62,7 +52,18 @@ from mailing.states import (
     SubscriberTransitions,
     transition,
 )
-from mailing.subscriptions import _CREATE_PENDING
+from mailing.subscribers import consent, records
+from mailing.subscribers.addresses import keyed_hashes
+from mailing.subscribers.desk import ADDRESS, REMOVED
+from mailing.subscribers.import_file import (
+    ImportRefused,
+    Problem,
+    Row,
+    check_file,
+    check_source,
+    rows,
+)
+from mailing.subscribers.signup import _CREATE_PENDING
 
 __all__ = ["ImportRefused", "Problem", "Report", "run"]
 
@@ -301,7 +302,7 @@ def _activate_pending(session: Session, subscriber_id: int, row: Row, source: st
         session, SUBSCRIBER, SubscriberTransitions.CONFIRM, SUBSCRIBER.c.id == subscriber_id, values
     )
     session.expire(subscriber)
-    subscribers.set_themes(session, subscriber, row.themes)
+    records.set_themes(session, subscriber, row.themes)
     _record(session, [(subscriber_id, row)], source, utcnow())
 
 

@@ -7,9 +7,9 @@ from typing import Protocol
 
 from sqlmodel import Session, col, delete, select
 
-from mailing.addresses import keyed_hash, keyed_hashes
 from mailing.config import get_settings
 from mailing.models import Subscriber, SubscriberTheme, Suppression, utcnow
+from mailing.subscribers.addresses import keyed_hash, keyed_hashes
 from mailing.themes import ALL_THEMES
 
 

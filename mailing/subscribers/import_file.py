@@ -1,4 +1,4 @@
-"""Reading an import file (mailing/imports.py): streamed, every line a Row or the Problem that
+"""Reading an import file (subscribers/imports.py): streamed, every line a Row or the Problem that
 makes it invalid, and the whole file refused (ImportRefused) if it is not a readable CSV with
 an `email` column. A Problem names a line and what was wrong, never the cell's content.
 """
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from mailing import london
-from mailing.addresses import Address, InvalidAddress, normalise
+from mailing import clock
 from mailing.states import Frequency
+from mailing.subscribers.addresses import Address, InvalidAddress, normalise
 from mailing.themes import UnknownTheme, normalise_themes
 
 MAX_CELL_BYTES = 1024 * 1024  # a larger cell refuses the file: memory stays bounded
@@ -126,7 +126,7 @@ def parse(line: int, cell: dict[str, str], now: datetime) -> Row | Problem:
     consented_at = None
     if raw_when := cell.get("consented_at", "").strip():
         try:
-            consented_at = london.parse_local(raw_when)
+            consented_at = clock.parse_local(raw_when)
         except ValueError:
             return Problem(line, "consented_at is not an ISO 8601 date and time")
         if consented_at > now + timedelta(days=1):

@@ -16,18 +16,18 @@ from datetime import timedelta
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from mailing import links, outbox, subscribers
 from mailing.config import get_settings
 from mailing.deliverability.returnpath import for_notice
-from mailing.frequency import DESCRIPTIONS
-from mailing.mail import pipeline
+from mailing.mail import outbox, pipeline
 from mailing.mail.builder import TO, Prepared, list_headers, prepare
 from mailing.mail.relay import TransientFailure
 from mailing.models import Notice, Staff, Subscriber, Update
 from mailing.states import NoticeKind, SubscriberStatus, UpdateStatus
-from mailing.subscriptions import confirmation_token, confirmations_of
+from mailing.subscribers import links, records
+from mailing.subscribers.frequency import DESCRIPTIONS
+from mailing.subscribers.signup import confirmation_token, confirmations_of
+from mailing.subscribers.tokens import EXPORT_MAX_AGE_SECONDS, LINK_PATHS, Purpose
 from mailing.themes import ALL_THEMES, theme_titles
-from mailing.tokens import EXPORT_MAX_AGE_SECONDS, LINK_PATHS, Purpose
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _welcome(session: Session, subscriber: Subscriber, notice: Notice) -> Prepar
         subject="Welcome to Health Inequalities Strategy updates",
         context={
             **urls,
-            "themes": theme_titles(subscribers.themes_of(session, subscriber.id or 0)),
+            "themes": theme_titles(records.themes_of(session, subscriber.id or 0)),
             "frequency": DESCRIPTIONS[subscriber.frequency],
             "archive_url": f"{get_settings().base_url}/updates",
         },
@@ -103,7 +103,7 @@ def _welcome(session: Session, subscriber: Subscriber, notice: Notice) -> Prepar
 
 
 def _repermission(session: Session, subscriber: Subscriber, notice: Notice) -> Prepared | None:
-    """An imported address without evidence of consent, asked once (mailing/imports.py): bulk
+    """An imported address without evidence of consent, asked once (subscribers/imports.py): bulk
     mail, so it waits for MAILING_SEND_RATE, which updates and summaries share."""
     if subscriber.status != SubscriberStatus.PENDING:
         return None  # confirmed meanwhile, or left: nothing to ask
@@ -127,13 +127,13 @@ def _repermission(session: Session, subscriber: Subscriber, notice: Notice) -> P
 
 
 def _consent_refresh(session: Session, subscriber: Subscriber, notice: Notice) -> Prepared | None:
-    """Consent older than MAILING_CONSENT_REFRESH_YEARS (mailing/refresh.py): the current
+    """Consent older than MAILING_CONSENT_REFRESH_YEARS (subscribers/refresh.py): the current
     wording and a button to stay; bulk mail like the re-permission email."""
     if subscriber.status != SubscriberStatus.ACTIVE:
         return None
-    from mailing.consent import CONSENT_TEXT
     from mailing.ratelimit import send_rate
-    from mailing.refresh import ANSWER_DAYS
+    from mailing.subscribers.consent import CONSENT_TEXT
+    from mailing.subscribers.refresh import ANSWER_DAYS
 
     send_rate().acquire(1)
     urls = links.management_urls(subscriber)

@@ -30,7 +30,9 @@ class Purpose(StrEnum):
     MANAGE = "manage"  # the preferences page
     EXPORT = "export"  # the data download, emailed on request
     ERASE = "erase"
-    STAY = "stay"  # a consent refresh's "keep me on the list" button (mailing/refresh.py)
+    STAY = (
+        "stay"  # a consent refresh's "keep me on the list" button (mailing/subscribers/refresh.py)
+    )
     STAFF_ENROL = "staff-enrol"  # a staff invitation or second-factor reset link
     SSO_FLOW = "sso-flow"  # the state, nonce and PKCE verifier of one single sign-on round trip
 

@@ -14,8 +14,6 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from mailing import consent, digests, subscribers
-from mailing import frequency as frequencies
 from mailing.deliverability.suppressions import Cause, cause_values
 from mailing.errors import NotActive
 from mailing.metrics import UNSUBSCRIBES
@@ -28,6 +26,7 @@ from mailing.models import (
     table_of,
     utcnow,
 )
+from mailing.sending.digests import export_rows as weekly_summary_rows
 from mailing.states import (
     ConsentChannel,
     ConsentEventKind,
@@ -38,6 +37,8 @@ from mailing.states import (
     Transition,
     transition,
 )
+from mailing.subscribers import consent, records
+from mailing.subscribers import frequency as frequencies
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +152,9 @@ def change_themes(
     if not themes:
         unsubscribe(session, subscriber, channel=channel)
         return ThemesOutcome.UNSUBSCRIBED
-    if themes == subscribers.themes_of(session, subscriber.id):
+    if themes == records.themes_of(session, subscriber.id):
         return ThemesOutcome.UNCHANGED
-    subscribers.set_themes(session, subscriber, themes)
+    records.set_themes(session, subscriber, themes)
     session.add(subscriber)
     consent.record(session, subscriber.id, ConsentEventKind.CHANGED, channel=channel, themes=themes)
     log.info("subscriber %s changed themes", subscriber.id)
@@ -206,9 +207,9 @@ def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             "suppression_cause": subscriber.suppression_cause,
             # A keyed hash of the address, kept after an earlier erasure so we would not mail
             # it; it goes when this subscription is confirmed.
-            "on_suppression_list": subscribers.is_suppressed(session, subscriber.email_key),
+            "on_suppression_list": records.is_suppressed(session, subscriber.email_key),
         },
-        "themes": subscribers.themes_of(session, subscriber.id),
+        "themes": records.themes_of(session, subscriber.id),
         "consent_ledger": consent.ledger(session, subscriber.id),
         "emails_waiting": [
             {"kind": n.kind.value, "queued_at": _iso(n.created_at)}
@@ -225,7 +226,7 @@ def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             }
             for d, u in deliveries
         ],
-        "weekly_summaries": digests.export_rows(session, subscriber.id),
+        "weekly_summaries": weekly_summary_rows(session, subscriber.id),
         # Temporary delivery failures counted towards a bounce (the code only, no message).
         "soft_bounces": [
             {"update_id": b.update_id, "status": b.status_code, "at": _iso(b.occurred_at)}

@@ -20,8 +20,8 @@ from markupsafe import Markup
 from sqlmodel import Session, col, select
 
 from mailing import updates
+from mailing.clock import LONDON
 from mailing.config import get_settings
-from mailing.london import LONDON
 from mailing.models import Update
 from mailing.states import UpdateStatus
 
