@@ -5,34 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from mailing import import_command
+from mailing.cli_guard import guarded as _guarded
+from mailing.cli_guard import needs_schema as _needs_schema
 from mailing.config import ConfigError, get_settings
 
 if TYPE_CHECKING:
     from sqlmodel import Session
 
     from mailing.models import Staff
-
-
-def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Every command checks the settings first and exits with a clear message if unsafe."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            get_settings().check()
-            return fn(*args, **kwargs)
-        except ConfigError as exc:
-            click.echo(f"mailing: {exc}", err=True)
-            sys.exit(2)
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
 
 
 @click.group()
@@ -176,7 +161,7 @@ def dev(host: str, port: int) -> None:
 
 
 @main.command()
-@_guarded
+@_needs_schema
 def purge() -> None:
     """Erase expired personal data now (beat runs the same every hour)."""
     from mailing import selfservice
@@ -205,7 +190,7 @@ def staff() -> None:
     help="what they may do",
 )
 @click.option("--password", is_flag=True, help="also set a password for the staff console")
-@_guarded
+@_needs_schema
 def staff_create(email: str, role: str, password: bool) -> None:
     """Create a staff member; prints their API token alone on the last line (shown only once)."""
     from mailing.db import session_scope
@@ -230,7 +215,7 @@ def staff_create(email: str, role: str, password: bool) -> None:
 
 @staff.command("password")
 @click.argument("email")
-@_guarded
+@_needs_schema
 def staff_password(email: str) -> None:
     """Set a staff member's console password (prompted); unlocks them and ends their sessions."""
     from mailing.db import session_scope
@@ -262,7 +247,7 @@ def _member_or_exit(session: Session, email: str) -> Staff:
 
 @staff.command("token")
 @click.argument("email")
-@_guarded
+@_needs_schema
 def staff_token(email: str) -> None:
     """Issue a new API token; prints it alone on the last line. Their old token stops working."""
     from mailing.audit import AuditAction, audit
@@ -283,7 +268,7 @@ def staff_token(email: str) -> None:
 
 @staff.command("reset-2fa")
 @click.argument("email")
-@_guarded
+@_needs_schema
 def staff_reset_2fa(email: str) -> None:
     """Clear a staff member's second factors and recovery codes and end their sessions."""
     from mailing.audit import AuditAction, audit
@@ -305,7 +290,7 @@ def staff_reset_2fa(email: str) -> None:
     default=None,
     help="schedule instead: a date and time (ISO 8601; without an offset, Europe/London)",
 )
-@_guarded
+@_needs_schema
 def send(update_id: int, when: str | None) -> None:
     """Send a drafted update and show progress until it is done (or schedule it with --at)."""
     from mailing import london, sending, updates
@@ -395,7 +380,7 @@ def inbound(host: str, port: int, metrics_port: int) -> None:
     serve(host, port)
 
 
-main.command("import")(import_command.with_options(_guarded(import_command.import_list)))
+main.command("import")(import_command.with_options(_needs_schema(import_command.import_list)))
 
 if __name__ == "__main__":
     main()
