@@ -99,3 +99,10 @@ def test_a_periodic_job_that_did_work_logs_once(client, smtp, session, caplog):
         "mailing.selfservice: purge: 1 unconfirmed sign-ups deleted,"
         " 0 unsubscribed reduced to a hash"
     ]
+
+
+def test_every_job_beat_runs_is_kept_quiet(worker):
+    from workers.celery_app import app
+    from workers.tasks import PERIODIC
+
+    assert {entry["task"] for entry in app.conf.beat_schedule.values()} == PERIODIC
