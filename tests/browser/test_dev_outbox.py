@@ -30,13 +30,13 @@ def test_the_outbox_shows_headers_html_and_text_and_fits_a_phone(
     [mail] = outbox_on.outbox.wait_for(before + 1)[before:]
     page.goto("/dev/outbox")
     section = page.locator(f"section[aria-labelledby='mail-{mail.number}']")
-    section.get_by_text("Headers").click()
+    section.locator("summary", has_text="Headers").click()
     shown = section.locator(".mail-headers").inner_text()
     for name, value in mail.message.items():
         assert name in shown and " ".join(str(value).split()) in " ".join(shown.split()), name
     for name in ("From", "To", "Subject", "Message-ID"):
         assert mail.message[name], name
-    section.get_by_text("Plain-text part").click()
+    section.locator("summary", has_text="Plain-text part").click()
     assert " ".join(mail.part("plain").split())[:60] in " ".join(section.inner_text().split())
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
     check_accessibility(page)
@@ -65,3 +65,26 @@ def test_outside_mailing_dev_the_outbox_and_its_parts_are_404(live_server):
     assert devcapture.active is None
     for path in ("/dev/outbox", "/dev/outbox/1/html"):
         assert httpx.get(live_server + path).status_code == 404, path
+
+
+def test_an_updates_list_headers_are_shown_at_desktop_width_too(page, live_server, outbox_on):
+    from tests.sending_support import add_subscribers, draft, start, wait_sent
+
+    [address] = add_subscribers(1, ["healthy-minds"], prefix="outboxheaders")
+    before = len(outbox_on.outbox.messages())
+    body = "See https://example.org/" + "a-long-path/" * 12
+    update_id = draft("Outbox headers", body, ["healthy-minds"])
+    start(update_id)
+    wait_sent(update_id)
+    [mail] = [m for m in outbox_on.outbox.wait_for(before + 1)[before:] if address in m.to]
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto("/dev/outbox")
+    section = page.locator(f"section[aria-labelledby='mail-{mail.number}']")
+    section.locator("summary", has_text="Headers").click()
+    shown = section.locator(".mail-headers dt").all_inner_texts()
+    for name in ("From", "To", "Subject", "Message-ID", "List-Unsubscribe"):
+        assert name in shown, name
+    assert "List-Unsubscribe-Post" in shown and "List-Id" in shown
+    check_accessibility(page)
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
