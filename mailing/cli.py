@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from mailing.cli_guard import guarded as _guarded
+from mailing.cli_guard import needs_schema as _needs_schema
 from mailing.config import ConfigError, get_settings
-from mailing.guarded import guarded as _guarded
 from mailing.staff import commands as staff_commands
 from mailing.subscribers import import_command
 from mailing.subscribers.restore import erasures
@@ -158,7 +159,7 @@ def dev(host: str, port: int) -> None:
 
 
 @main.command()
-@_guarded
+@_needs_schema
 def purge() -> None:
     """Erase expired personal data now (beat runs the same every hour)."""
     from mailing.db import session_scope
@@ -181,7 +182,7 @@ def purge() -> None:
     default=None,
     help="schedule instead: a date and time (ISO 8601; without an offset, Europe/London)",
 )
-@_guarded
+@_needs_schema
 def send(update_id: int, when: str | None) -> None:
     """Send a drafted update and show progress until it is done (or schedule it with --at)."""
     from mailing import clock, sending, updates
@@ -271,7 +272,7 @@ def inbound(host: str, port: int, metrics_port: int) -> None:
     serve(host, port)
 
 
-main.command("import")(import_command.with_options(_guarded(import_command.import_list)))
+main.command("import")(import_command.with_options(_needs_schema(import_command.import_list)))
 
 if __name__ == "__main__":
     main()

@@ -20,18 +20,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def dev_server(tmp_path):
-    port = _free_port()
+def start_dev(folder, port: int, **settings: str) -> subprocess.Popen:
+    """`mailing dev` in `folder` on every default setting but `settings`, output in one pipe."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILING_")}
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "mailing.cli", "dev", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
+        cwd=folder,
+        env={**env, **settings},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+@pytest.fixture
+def dev_server(tmp_path):
+    port = _free_port()
+    proc = start_dev(tmp_path, port)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

@@ -82,6 +82,20 @@ def test_a_replayed_sign_in_code_is_refused(client, session):
 # The sign-in steps
 
 
+def enrol_first_app(client):
+    """A half-open session's first enrolment of an authenticator app: the recovery codes page."""
+    setup = client.get("/admin/account/totp")
+    secret = re.search(r'id="totp-secret">([A-Z2-7 ]+)<', setup.text).group(1).replace(" ", "")
+    return client.post(
+        "/admin/account/totp",
+        data={
+            "csrf_token": csrf_of(setup.text),
+            "secret": secret,
+            "code": totp.code_at(secret, totp.step_at(utcnow())),
+        },
+    )
+
+
 def _password_only(client, email: str, password: str = PASSWORD):
     form = client.get("/admin/login")
     return client.post(
@@ -493,17 +507,15 @@ def test_production_sign_in_enrols_then_needs_the_factor_and_tokens_expire_at_90
     with TestClient(create_app(), base_url="https://testserver") as web:
         answer = _password_only(web, "prod@gla.example")
         assert answer.headers["location"].startswith("/admin/account")
-        setup = web.get("/admin/account/totp")
-        secret = re.search(r'id="totp-secret">([A-Z2-7 ]+)<', setup.text).group(1).replace(" ", "")
-        done = web.post(
-            "/admin/account/totp",
-            data={
-                "csrf_token": csrf_of(setup.text),
-                "secret": secret,
-                "code": totp.code_at(secret, totp.step_at(utcnow())),
-            },
-        )
+        done = enrol_first_app(web)
         assert done.status_code == 200 and "Secure" in done.headers["set-cookie"]
+        # The codes page's download, on the production defaults.
+        codes = re.search(r'name="codes" value="([^"]+)"', done.text).group(1)
+        saved = web.post(
+            "/admin/account/recovery-codes/download",
+            data={"csrf_token": csrf_of(done.text), "codes": codes},
+        )
+        assert saved.status_code == 200 and saved.text.split()[-10:] == codes.split()
         assert web.get("/admin/staff").status_code == 200
 
         fresh = TestClient(web.app, base_url="https://testserver")

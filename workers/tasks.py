@@ -11,6 +11,24 @@ from workers.celery_app import app
 
 log = logging.getLogger(__name__)
 
+# The jobs beat (or `mailing dev`) runs every few seconds; each logs its own line when it did
+# something, so Celery's "received" and "succeeded" INFO lines for them are only noise.
+PERIODIC = frozenset(
+    f"workers.tasks.{name}"
+    for name in ("reconcile", "weekly_digests", "purge", "snapshot_figures", "consent_refresh")
+)
+
+
+class QuietPeriodicJobs(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        name = args.get("name") if isinstance(args, dict) else None
+        return record.levelno > logging.INFO or name not in PERIODIC
+
+
+for _logger in ("celery.app.trace", "celery.worker.strategy"):
+    logging.getLogger(_logger).addFilter(QuietPeriodicJobs())
+
 
 @app.task(
     bind=True,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mailing.guarded import guarded as _guarded
+from mailing.cli_guard import needs_schema as _needs_schema
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -40,7 +40,7 @@ def staff() -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="read the console password from this file (its first line)",
 )
-@_guarded
+@_needs_schema
 def staff_create(
     email: str, role: str, password: bool, password_stdin: bool, password_file: str | None
 ) -> None:
@@ -99,7 +99,7 @@ def _publish_notice(notice_id: int) -> None:
 
 @staff.command("password")
 @click.argument("email")
-@_guarded
+@_needs_schema
 def staff_password(email: str) -> None:
     """Set a staff member's console password (prompted); unlocks them and ends their sessions."""
     from mailing.db import session_scope
@@ -138,7 +138,7 @@ def _member_or_exit(session: Session, email: str) -> Staff:
     show_default=True,
     help="what the token may do, within their role",
 )
-@_guarded
+@_needs_schema
 def staff_token(email: str, scope: str) -> None:
     """Issue a new API token; prints it alone on the last line. Their old token stops working."""
     from mailing.db import session_scope
@@ -166,7 +166,7 @@ def staff_token(email: str, scope: str) -> None:
 
 @staff.command("reset-2fa")
 @click.argument("email")
-@_guarded
+@_needs_schema
 def staff_reset_2fa(email: str) -> None:
     """Clear a staff member's second factors and recovery codes, end their sessions, and email
     them a one-time link (valid 72 hours) to set a password and a new second factor."""

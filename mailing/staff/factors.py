@@ -165,6 +165,21 @@ def recovery_codes_left(session: Session, staff: Staff) -> int:
     return int(n or 0)
 
 
+def are_live_recovery_codes(session: Session, staff: Staff, values: list[str]) -> bool:
+    """Whether every one of these is an unspent recovery code of this staff member (read only)."""
+    codes = [_normalise_recovery(v) for v in values]
+    if not codes or len(codes) > RECOVERY_CODES or None in codes:
+        return False
+    live = set(
+        session.exec(
+            select(StaffRecoveryCode.code_hash)
+            .where(col(StaffRecoveryCode.staff_id) == staff.id)
+            .where(col(StaffRecoveryCode.used_at).is_(None))
+        ).all()
+    )
+    return all(live.intersection(_recovery_hashes(c)) for c in codes if c is not None)
+
+
 def use_recovery_code(session: Session, staff: Staff, value: object) -> int | None:
     """Spend a recovery code; returns how many are left, or None if it is not a live code."""
     code = _normalise_recovery(value)

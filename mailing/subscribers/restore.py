@@ -12,8 +12,8 @@ import click
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from mailing.cli_guard import guarded
 from mailing.config import get_settings
-from mailing.guarded import guarded
 from mailing.models import Subscriber, Suppression, table_of
 from mailing.states import ErasureReason
 from mailing.subscribers import journal

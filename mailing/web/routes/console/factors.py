@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from sqlmodel import Session
 
 from mailing.staff import factors, passkeys, sessions, totp
@@ -260,6 +260,32 @@ def replace_recovery_codes(
     request: Request, who: RecentSecondFactor, session: SessionDep
 ) -> Response:
     return _recovery_codes(request, session, who, "/admin/account")
+
+
+@router.post("/account/recovery-codes/download")
+def download_recovery_codes(who: Who, form: Form, session: SessionDep) -> Response:
+    """The codes just shown, as a text file (works without JavaScript: the page posts them
+    back). Only this person's unspent codes are echoed, and nothing keeps a copy."""
+    codes = str(form.get("codes") or "").split()
+    if not factors.are_live_recovery_codes(session, who.staff, codes):
+        return PlainTextResponse(
+            "Those are not your current recovery codes: make new ones on your account page.",
+            status_code=422,
+            headers={"Cache-Control": "no-store"},
+        )
+    text = (
+        "Health Inequalities Strategy updates, staff console: recovery codes\n"
+        f"for {who.staff.email}. Each code signs you in once; keep them safe.\n\n"
+        + "\n".join(codes)
+        + "\n"
+    )
+    return PlainTextResponse(
+        text,
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Disposition": 'attachment; filename="recovery-codes.txt"',
+        },
+    )
 
 
 @router.get("/reauth")
