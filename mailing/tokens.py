@@ -29,15 +29,18 @@ class Purpose(StrEnum):
     MANAGE = "manage"  # the preferences page
     EXPORT = "export"  # the data download, emailed on request
     ERASE = "erase"
+    CHECK_EMAIL = "check-email"  # the address typed, shown back once on "Check your email"
 
 
 EXPORT_MAX_AGE_SECONDS = 24 * 3600
+CHECK_EMAIL_MAX_AGE_SECONDS = 600
 
 # How long each expiring purpose's links work, in seconds.
 TIMED: dict[Purpose, Callable[[Settings], int]] = {
     Purpose.CONFIRM: lambda s: s.confirm_max_age_days * 86400,
     Purpose.EXPORT: lambda s: EXPORT_MAX_AGE_SECONDS,
     Purpose.ERASE: lambda s: s.erase_max_age_days * 86400,
+    Purpose.CHECK_EMAIL: lambda s: CHECK_EMAIL_MAX_AGE_SECONDS,
 }
 
 

@@ -14,7 +14,7 @@ from mailing.db import session_scope
 from mailing.metrics import CONFIRMATIONS, SIGNUPS
 from mailing.subscriptions import SignupRequest
 from mailing.themes import theme_titles
-from mailing.tokens import InvalidToken, Purpose, verify
+from mailing.tokens import CHECK_EMAIL_MAX_AGE_SECONDS, InvalidToken, Purpose, sign, verify
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
 from mailing.web.forms import FormErrors, SubscriptionIn, parse_signup, read_body
 from mailing.web.pages import invalid_link, page
@@ -25,6 +25,7 @@ router = APIRouter(tags=["residents"])
 log = logging.getLogger(__name__)
 
 ACCEPTED = {"status": "pending"}
+CHECK_EMAIL_COOKIE = "check_email"
 
 
 def signup_page(
@@ -84,7 +85,19 @@ async def subscribe(request: Request) -> Response:
         SIGNUPS.labels("honeypot").inc()
     if body.is_json:
         return JSONResponse(ACCEPTED, status_code=202)
-    return RedirectResponse("/check-your-email", status_code=303)
+    answer = RedirectResponse("/check-your-email", status_code=303)
+    # The address typed goes back in a short-lived signed cookie, never in the URL or a log,
+    # so the next page can show it and a typo can be spotted.
+    answer.set_cookie(
+        CHECK_EMAIL_COOKIE,
+        sign(Purpose.CHECK_EMAIL, {"s": 0, "a": signup.address.email}),  # s: no subscriber
+        max_age=CHECK_EMAIL_MAX_AGE_SECONDS,
+        path="/check-your-email",
+        httponly=True,
+        samesite="lax",  # sent after a sign-up from the embedded form on another site
+        secure=get_settings().is_production,
+    )
+    return answer
 
 
 def _write(requests: Sequence[SignupRequest]) -> list[int | None]:
@@ -100,8 +113,20 @@ def _write(requests: Sequence[SignupRequest]) -> list[int | None]:
 
 
 @router.get("/check-your-email", include_in_schema=False)
-def check_email() -> Response:
-    return page("check_email", days=get_settings().confirm_max_age_days)
+def check_email(request: Request) -> Response:
+    address: object = None
+    try:
+        address = verify(Purpose.CHECK_EMAIL, request.cookies.get(CHECK_EMAIL_COOKIE, "")).get("a")
+    except InvalidToken:
+        pass
+    answer = page(
+        "check_email",
+        days=get_settings().confirm_max_age_days,
+        address=address if isinstance(address, str) else None,
+    )
+    if isinstance(address, str):
+        answer.headers["cache-control"] = "no-store"
+    return answer
 
 
 @router.get("/confirm/{token}", include_in_schema=False)
