@@ -21,6 +21,8 @@ def environment() -> Environment:
     )
     env.globals["THEMES"] = THEMES
     env.globals["base_url"] = get_settings().base_url
+    env.globals["postal_address"] = get_settings().postal_address
+    env.globals["privacy_notice_url"] = get_settings().privacy_notice_url
     return env
 
 
