@@ -22,6 +22,7 @@ from mailing.addresses import Address, InvalidAddress, normalise
 from mailing.config import get_settings
 from mailing.db import session_scope
 from mailing.models import Subscriber
+from mailing.my_data import readable
 from mailing.states import NoticeKind, SubscriberStatus
 from mailing.themes import theme_titles
 from mailing.tokens import EXPORT_MAX_AGE_SECONDS, InvalidToken, Purpose
@@ -260,16 +261,21 @@ def _email_link(
 
 
 @router.get("/my-data/{token}", responses={200: {"description": "Everything we hold"}, 400: {}})
-def my_data(token: str, request: Request, session: SessionDep) -> Response:
-    """Everything held about the subscriber, as a JSON download (from the emailed link only)."""
+def my_data(token: str, request: Request, session: SessionDep, format: str = "") -> Response:
+    """Everything held about the subscriber, as a JSON download (from the emailed link only);
+    a browser gets it as a page in words, with a link to the JSON."""
     try:
         subscriber = links.subscriber_for(session, Purpose.EXPORT, token)
     except InvalidToken as exc:
         return _bad_link(request, exc.reason)
     log.info("subscriber %s downloaded their data", subscriber.id)
+    data = selfservice.export(session, subscriber)
+    # A browser gets the page in words, which links to the JSON (?format=json); any other
+    # client gets the JSON, as the contract says.
+    if "text/html" in request.headers.get("accept", "") and format != "json":
+        return page("my_data", json_url=f"/my-data/{token}?format=json", **readable(data))
     return JSONResponse(
-        selfservice.export(session, subscriber),
-        headers={"Content-Disposition": 'attachment; filename="my-data.json"'},
+        data, headers={"Content-Disposition": 'attachment; filename="my-data.json"'}
     )
 
 
