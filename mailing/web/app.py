@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from mailing.config import get_settings, templates_dir
+from mailing.updates.images import MAX_BYTES as IMAGE_MAX_BYTES
 from mailing.web.cors import SignupCORS
 from mailing.web.errors import register_errors, register_pages
 from mailing.web.middleware import BodyLimit, SecurityHeaders
@@ -27,6 +28,7 @@ from mailing.web.routes import (
     console,
     dev,
     embed,
+    images,
     ops,
     selfservice,
     subscriptions,
@@ -56,6 +58,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await anyio.to_thread.run_sync(notice_publisher.wait)
 
 
+# Image uploads may be larger than any other body: the file plus room for the multipart framing.
+UPLOAD_LIMITS = {p: IMAGE_MAX_BYTES + 64 * 1024 for p in ("/admin/images", "/admin/images/upload")}
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     settings.check()
@@ -74,6 +80,8 @@ def create_app() -> FastAPI:
     app.include_router(archive.router)  # the public archive: /updates, /updates.atom
     app.include_router(embed.router)
     app.include_router(admin_api.router)  # the staff JSON API: /admin/updates, /admin/stats
+    app.include_router(images.router)  # GET /images/{key}.{ext}, POST /admin/images
+    app.include_router(images.console)  # the console's Images page
     app.include_router(console.router)  # /admin pages; the JSON API keeps /admin/updates
     app.include_router(webhooks.router)  # POST /webhooks/ses (SNS-signed SES notifications)
     if not settings.is_production:
@@ -112,7 +120,7 @@ def create_app() -> FastAPI:
         log.exception("unhandled error on %s %s", request.method, request.url.path.split("/")[1])
         return JSONResponse({"detail": "Something went wrong on our side."}, status_code=500)
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, larger=UPLOAD_LIMITS)
     app.add_middleware(SignupCORS)  # outside BodyLimit: a 413 still carries CORS headers
     app.add_middleware(SecurityHeaders, production=settings.is_production)
     return app

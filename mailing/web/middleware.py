@@ -85,19 +85,21 @@ class BodyLimit:
     422 here, for every route at once.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.larger = larger or {}  # paths that take bigger bodies (image uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.limit)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
-                    if int(value) > self.limit:
-                        await _too_large(scope, receive, send, self.limit)
+                    if int(value) > limit:
+                        await _too_large(scope, receive, send, limit)
                         return
                 except ValueError:
                     await _json(send, 400, {"detail": "Invalid Content-Length header."})
@@ -109,8 +111,8 @@ class BodyLimit:
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")
-            if len(body) > self.limit:
-                await _too_large(scope, receive, send, self.limit)
+            if len(body) > limit:
+                await _too_large(scope, receive, send, limit)
                 return
             more = message.get("more_body", False)
         if _is_json(scope) and json_too_deep(bytes(body)):
