@@ -208,3 +208,12 @@ def test_the_console_uploads_an_image_and_shows_its_markdown(client, session):
     )
     assert bad.status_code == 422 and "not an image we can read" in bad.text
     assert count("stored_image") == 1
+
+
+def test_a_link_to_an_image_is_absolute_in_the_email(database):
+    from mailing.updates.markdown import render_html, render_text
+
+    base = get_settings().base_url
+    body = "[The chart](/images/abcdefgh12.png)"
+    assert f'href="{base}/images/abcdefgh12.png"' in str(render_html(body))
+    assert f"({base}/images/abcdefgh12.png)" in render_text(body)

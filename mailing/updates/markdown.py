@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import textwrap
 from functools import lru_cache
+from typing import Any
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -37,6 +38,14 @@ def _decorative(token: Token) -> bool:
     return str(token.attrs.get("title", "")).strip().lower() == DECORATIVE
 
 
+def _link_open(renderer: Any, tokens: list[Token], idx: int, options: Any, env: Any) -> str:
+    # The only relative address a link can have is an image's: in an email it must be absolute.
+    href = tokens[idx].attrs.get("href")
+    if isinstance(href, str) and href.startswith("/"):
+        tokens[idx].attrSet("href", get_settings().base_url + href)
+    return str(renderer.renderToken(tokens, idx, options, env))
+
+
 def _image_html(
     renderer: object, tokens: list[Token], idx: int, options: object, env: object
 ) -> str:
@@ -57,6 +66,7 @@ def _markdown() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
     md.validateLink = _safe_link  # type: ignore[method-assign]
     md.add_render_rule("image", _image_html)
+    md.add_render_rule("link_open", _link_open)
     return md
 
 
@@ -209,6 +219,8 @@ def _inline_text(children: list[Token]) -> str:
             target.append("\n")
         elif child.type == "link_open":
             href = str(child.attrs.get("href", ""))
+            if href.startswith("/"):
+                href = get_settings().base_url + href
             link_text = []
         elif child.type == "link_close":
             label = "".join(link_text)
