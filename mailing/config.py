@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from email.utils import parseaddr
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
@@ -19,6 +20,9 @@ SNS_CERT_URL_PATTERN = (
     r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
     r"SimpleNotificationService-[A-Za-z0-9]+\.pem$"
 )
+
+
+DEFAULT_POSTAL_ADDRESS = "Greater London Authority, City Hall, Kamal Chunchie Way, London E16 1ZE"
 
 
 class ConfigError(RuntimeError):
@@ -48,6 +52,10 @@ class Settings(BaseSettings):
     smtp_connections_total: int = Field(default=50, ge=1)
     from_address: str = "Health Inequalities Strategy <updates@localhost>"
     list_id: str = "Health Inequalities Strategy updates <health-inequalities.updates.localhost>"
+    # Footer contact (issue 26): in every email's footer, HTML and text, and the console preview.
+    reply_to: str | None = None  # the Reply-To header on every email; unset: none
+    postal_address: str = DEFAULT_POSTAL_ADDRESS
+    privacy_notice_url: str | None = None  # an http(s) link in every footer; unset: no link
 
     rate_limit_per_ip: int = 30
     confirmations_per_address_per_hour: int = 3
@@ -175,6 +183,7 @@ class Settings(BaseSettings):
                 "MAILING_TRUST_FORWARDED_FOR is no longer read: unset it, and name the proxies "
                 "whose X-Forwarded-For to believe in MAILING_TRUSTED_PROXIES (CIDRs)."
             )
+        _check_contact(self)
         keys = self.secret_key_list
         if not keys:
             raise ConfigError("MAILING_SECRET_KEYS is empty: set at least one secret key.")
@@ -191,6 +200,41 @@ class Settings(BaseSettings):
                     f"MAILING_SECRET_KEYS: key {short[0]} is shorter than "
                     f"{MIN_SECRET_KEY_LENGTH} characters; production needs long random keys."
                 )
+
+
+def _check_contact(settings: Settings) -> None:
+    """The footer settings go into every email's headers and body: refuse what would break them."""
+    for name, value in (
+        ("MAILING_REPLY_TO", settings.reply_to),
+        ("MAILING_POSTAL_ADDRESS", settings.postal_address),
+        ("MAILING_PRIVACY_NOTICE_URL", settings.privacy_notice_url),
+    ):
+        if value is not None and any(c in value for c in "\r\n\x00"):
+            raise ConfigError(f"{name} must be one line: it contains a line break.")
+    if not settings.postal_address.strip():
+        raise ConfigError(
+            "MAILING_POSTAL_ADDRESS is empty: every email must give a postal address."
+        )
+    if settings.reply_to is not None:
+        _, addr = parseaddr(settings.reply_to)
+        local, _, domain = addr.rpartition("@")
+        if not local or "." not in domain or any(c.isspace() for c in addr):
+            raise ConfigError(
+                "MAILING_REPLY_TO must be an email address, e.g. "
+                "'Health Inequalities team <health.inequalities@london.gov.uk>'."
+            )
+    url = settings.privacy_notice_url
+    if url is not None:
+        parts = urlsplit(url)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or any(c.isspace() or c in '<>"' for c in url)
+        ):
+            raise ConfigError(
+                "MAILING_PRIVACY_NOTICE_URL must be an http:// or https:// address, e.g. "
+                "https://www.london.gov.uk/privacy."
+            )
 
 
 @lru_cache

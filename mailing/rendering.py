@@ -25,6 +25,8 @@ def environment() -> Environment:
     # "Sign in with {sso_name}" on the console's sign-in and re-check pages; empty: no SSO.
     sso_on = bool(settings.oidc_issuer and settings.oidc_client_id)
     env.globals["sso_name"] = settings.oidc_provider_name if sso_on else ""
+    env.globals["postal_address"] = settings.postal_address
+    env.globals["privacy_notice_url"] = settings.privacy_notice_url
     return env
 
 

@@ -113,7 +113,7 @@ INFRASTRUCTURE = {
     "config",
     "db",
     "errors",
-    "guarded",
+    "cli_guard",
     "logs",
     "metrics",
     "migrate",

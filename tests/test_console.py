@@ -613,7 +613,7 @@ def test_preview_is_the_email_under_its_own_strict_policy(client, session):
     csp = answer.headers["content-security-policy"]
     assert "default-src 'none'" in csp
     assert "style-src 'unsafe-inline'" in csp
-    assert "img-src data:" in csp
+    assert "img-src 'self' data:" in csp  # the service's own images, nothing remote
     assert "frame-ancestors 'self'" in csp
     assert "script" not in csp
     assert answer.headers["x-frame-options"] == "SAMEORIGIN"

@@ -99,6 +99,8 @@ def prepare(
     msg["Subject"] = _no_breaks(subject)
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = placeholder(MESSAGE_ID)
+    if settings.reply_to:
+        msg["Reply-To"] = _no_breaks(settings.reply_to)
     for key, value in (headers or {}).items():
         msg[key] = _no_breaks(_with_mailto(value) if key == "List-Unsubscribe" else value)
     msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")

@@ -330,6 +330,25 @@ PERSONAL_DATA_TABLES: tuple[str, ...] = (
 )
 
 
+class StoredImage(SQLModel, table=True):
+    """An image staff uploaded for updates, re-encoded without metadata (updates/images.py).
+
+    Served to everyone from one URL, /images/{key}.{ext}: no per-recipient address, so loading
+    it can never tell us who read an email.
+    """
+
+    __tablename__ = "stored_image"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=32, unique=True)  # random, so images cannot be listed by number
+    content_type: str = Field(max_length=32)
+    width: int
+    height: int
+    data: bytes = Field(sa_type=sa.LargeBinary)
+    uploaded_by: int | None = Field(default=None, foreign_key="staff.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 def table_of(model: type[SQLModel]) -> sa.Table:
     """The Core table behind a model, for set-based statements (states.transition)."""
     found = model.__table__  # type: ignore[attr-defined]

@@ -35,6 +35,7 @@ class Purpose(StrEnum):
     )
     STAFF_ENROL = "staff-enrol"  # a staff invitation or second-factor reset link
     SSO_FLOW = "sso-flow"  # the state, nonce and PKCE verifier of one single sign-on round trip
+    CHECK_EMAIL = "check-email"  # the address typed, shown back once on "Check your email"
 
 
 # Where each purpose's links live: "/unsubscribe/{token}" and the rest, spelt only here (the
@@ -56,6 +57,7 @@ def route(purpose: Purpose) -> str:
 
 EXPORT_MAX_AGE_SECONDS = 24 * 3600
 STAFF_ENROL_MAX_AGE_SECONDS = 72 * 3600
+CHECK_EMAIL_MAX_AGE_SECONDS = 600
 
 # How long each expiring purpose's links work, in seconds.
 TIMED: dict[Purpose, Callable[[Settings], int]] = {
@@ -65,6 +67,7 @@ TIMED: dict[Purpose, Callable[[Settings], int]] = {
     Purpose.STAY: lambda s: 31 * 86400,  # a day past the 30 days a refresh waits for an answer
     Purpose.STAFF_ENROL: lambda s: STAFF_ENROL_MAX_AGE_SECONDS,
     Purpose.SSO_FLOW: lambda s: 600,
+    Purpose.CHECK_EMAIL: lambda s: CHECK_EMAIL_MAX_AGE_SECONDS,
 }
 
 

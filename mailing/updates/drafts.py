@@ -19,6 +19,8 @@ from mailing.models import Update, utcnow
 from mailing.staff.audit import AuditAction, audit
 from mailing.states import EDITABLE_UPDATE
 from mailing.themes import UnknownTheme, normalise_themes, stored_themes
+from mailing.updates.images import stored_at
+from mailing.updates.markdown import image_problems
 
 MAX_ROW_ID = 2**31 - 1  # ids are 32-bit integer columns
 MAX_SUBJECT = 200
@@ -130,6 +132,8 @@ def validate(subject: object, body: object, themes: object) -> tuple[str, str, l
             chosen = normalise_themes(themes, empty_means_all=False)
         except UnknownTheme as exc:
             errors["themes"] = str(exc)
+    if "body" not in errors and (problems := image_problems(clean_body)[0]):
+        errors["body"] = " ".join(problems)
     if errors:
         raise InvalidUpdate(errors)
     clean_body = clean_body.replace("\r\n", "\n")
@@ -148,6 +152,14 @@ def _check_buildable(subject: str, body: str, themes: list[str]) -> None:
         raise InvalidUpdate(exc.errors) from exc
 
 
+def _check_images_exist(session: Session, body: str) -> None:
+    missing = [p for p in image_problems(body)[1] if stored_at(session, p) is None]
+    if missing:
+        raise InvalidUpdate(
+            {"body": f"No uploaded image has the address {missing[0]}: upload it first."}
+        )
+
+
 def themes_of(update: Update) -> list[str]:
     return stored_themes(update.themes)
 
@@ -157,6 +169,7 @@ def create_draft(
 ) -> Update:
     """Validate and store a new draft (audited as `drafted`); the caller commits."""
     clean_subject, clean_body, chosen = validate(subject, body, themes)
+    _check_images_exist(session, clean_body)
     update = Update(
         subject=clean_subject, body=clean_body, themes=",".join(chosen), created_by=staff_id
     )
@@ -186,6 +199,7 @@ def edit_draft(
         update.body if body is None else body,
         themes_of(update) if themes is None else themes,
     )
+    _check_images_exist(session, clean_body)
     update.subject, update.body, update.themes = clean_subject, clean_body, ",".join(chosen)
     update.updated_at = utcnow()
     session.add(update)

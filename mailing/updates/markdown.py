@@ -2,7 +2,9 @@
 plain text that reads well on its own.
 
 Raw HTML is switched off, so everything a writer types is escaped; links survive only for http,
-https and mailto; images are shown as their text (a remote image would track who opens it).
+https and mailto. The only images are the service's own (/images/KEY.ext, updates/images.py),
+served from one URL for everyone; a remote image would track who opens the email, so
+`image_problems` finds every other one and drafts refuse it.
 """
 
 from __future__ import annotations
@@ -10,26 +12,95 @@ from __future__ import annotations
 import re
 import textwrap
 from functools import lru_cache
+from typing import Any
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
+from mailing.config import get_settings
+from mailing.updates.images import PATH as IMAGE_PATH
+
+DECORATIVE = "decorative"  # ![](/images/KEY.png "decorative"): no alt text, on purpose
 SAFE_SCHEMES = ("http:", "https:", "mailto:")
 
 
 def _safe_link(url: str) -> bool:
     lowered = re.sub(r"[\x00-\x20]", "", url).lower()
-    return lowered.startswith(SAFE_SCHEMES)
+    return lowered.startswith(SAFE_SCHEMES) or IMAGE_PATH.match(url) is not None
+
+
+def _alt(token: Token) -> str:
+    return "".join(c.content for c in token.children or [])
+
+
+def _decorative(token: Token) -> bool:
+    return str(token.attrs.get("title", "")).strip().lower() == DECORATIVE
+
+
+def _link_open(renderer: Any, tokens: list[Token], idx: int, options: Any, env: Any) -> str:
+    # The only relative address a link can have is an image's: in an email it must be absolute.
+    href = tokens[idx].attrs.get("href")
+    if isinstance(href, str) and href.startswith("/"):
+        tokens[idx].attrSet("href", get_settings().base_url + href)
+    return str(renderer.renderToken(tokens, idx, options, env))
+
+
+def _image_html(
+    renderer: object, tokens: list[Token], idx: int, options: object, env: object
+) -> str:
+    token = tokens[idx]
+    alt = "" if _decorative(token) else _alt(token)
+    path = str(token.attrs.get("src", ""))
+    if IMAGE_PATH.match(path) is None:
+        return str(escape(alt))  # not ours (drafts refuse it): never load a remote image
+    src = get_settings().base_url + path
+    return (
+        f'<img src="{escape(src)}" alt="{escape(alt)}" '
+        'style="display:block;max-width:100%;height:auto;border:0;margin:0 0 16px;">'
+    )
 
 
 @lru_cache
 def _markdown() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
-    # Remote images would track who opens the email: an image is shown as its text.
-    md.disable("image")
     md.validateLink = _safe_link  # type: ignore[method-assign]
+    md.add_render_rule("image", _image_html)
+    md.add_render_rule("link_open", _link_open)
     return md
+
+
+@lru_cache
+def _probe() -> MarkdownIt:
+    """Sees every image the writer wrote, whatever its address, so none is silently dropped."""
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    md.validateLink = lambda url: True  # type: ignore[method-assign]
+    return md
+
+
+def image_problems(body: str) -> tuple[list[str], list[str]]:
+    """(what is wrong with the body's images, the /images/… paths of our own images it uses)."""
+    problems: list[str] = []
+    paths: list[str] = []
+    for block in _probe().parse(body):
+        for token in block.children or []:
+            if token.type != "image":
+                continue
+            src = str(token.attrs.get("src", ""))
+            found = IMAGE_PATH.match(src)
+            if found is None:
+                problems.append(
+                    f'The image "{src}" cannot be shown: upload it on the Images page and use '
+                    "the /images/… address it gives (a remote image would track readers)."
+                )
+            elif not _alt(token).strip() and not _decorative(token):
+                problems.append(
+                    f"The image {src} has no alt text: describe it as ![what it shows]({src}), "
+                    f'or mark it decorative as ![]({src} "decorative").'
+                )
+            else:
+                paths.append(src)
+    return problems, paths
 
 
 STYLES: dict[str, str] = {
@@ -100,6 +171,8 @@ def render_text(body: str, width: int = 72) -> str:
             out.append("")
         elif kind == "inline":
             text = _inline_text(tok.children or [])
+            if not text and not heading_level and not pending_item:
+                continue  # a paragraph that held only a decorative image
             lead = "".join(prefix)
             indent = "  " * max(0, len(bullets) - 1)
             if heading_level:
@@ -137,12 +210,17 @@ def _inline_text(children: list[Token]) -> str:
         target = link_text if href is not None else parts
         if child.type in ("text", "code_inline"):
             target.append(child.content)
+        elif child.type == "image":
+            if not _decorative(child) and _alt(child).strip():
+                target.append(f"[Image: {_alt(child).strip()}]")
         elif child.type == "softbreak":
             target.append(" ")
         elif child.type == "hardbreak":
             target.append("\n")
         elif child.type == "link_open":
             href = str(child.attrs.get("href", ""))
+            if href.startswith("/"):
+                href = get_settings().base_url + href
             link_text = []
         elif child.type == "link_close":
             label = "".join(link_text)

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from mailing.config import get_settings, templates_dir
+from mailing.updates.images import MAX_BYTES as IMAGE_MAX_BYTES
 from mailing.web.cors import SignupCORS
 from mailing.web.errors import register_errors, register_pages
 from mailing.web.middleware import BodyLimit, SecurityHeaders
@@ -28,6 +29,7 @@ from mailing.web.routes import (
     desk_api,
     dev,
     embed,
+    images,
     ops,
     refresh,
     selfservice,
@@ -59,6 +61,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await anyio.to_thread.run_sync(notice_publisher.wait)
 
 
+# Uploads may be larger than any other body: an image (plus room for the multipart framing), and
+# the console's list import (a larger file goes through `mailing import`).
+UPLOAD_LIMITS = {
+    **{p: IMAGE_MAX_BYTES + 64 * 1024 for p in ("/admin/images", "/admin/images/upload")},
+    "/admin/import": 20 * 1024 * 1024,
+}
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     settings.check()
@@ -80,6 +90,8 @@ def create_app() -> FastAPI:
     app.include_router(desk_api.router)  # the support desk: /admin/subscribers (admins)
     app.include_router(refresh.router)  # a consent refresh's /stay/{token}
     app.include_router(suppressions_api.router)  # /admin/suppressions: undoing a storm
+    app.include_router(images.router)  # GET /images/{key}.{ext}, POST /admin/images
+    app.include_router(images.console)  # the console's Images page
     app.include_router(console.router)  # /admin pages; the JSON API keeps /admin/updates
     app.include_router(webhooks.router)  # POST /webhooks/ses (SNS-signed SES notifications)
     if not settings.is_production:
@@ -118,7 +130,7 @@ def create_app() -> FastAPI:
         log.exception("unhandled error on %s %s", request.method, request.url.path.split("/")[1])
         return JSONResponse({"detail": "Something went wrong on our side."}, status_code=500)
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, larger=UPLOAD_LIMITS)
     app.add_middleware(SignupCORS)  # outside BodyLimit: a 413 still carries CORS headers
     app.add_middleware(SecurityHeaders, production=settings.is_production)
     return app

@@ -274,3 +274,39 @@ def test_editor_is_refused_the_send_page(desk, session):
     expect(desk.get_by_role("heading", level=1)).to_have_text("You cannot do this")
     check_accessibility(desk)
     screenshot(desk, "admin-forbidden")
+
+
+def test_editor_uploads_an_image_and_sees_it_in_the_preview(desk, session, tmp_path):
+    import io
+
+    from PIL import Image
+
+    make_staff(session, "images@gla.example", "editor")
+    picture = tmp_path / "chart.png"
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 120), (29, 79, 145)).save(buffer, "PNG")
+    picture.write_bytes(buffer.getvalue())
+
+    sign_in(desk, "images@gla.example")
+    desk.get_by_role("link", name="Images").click()
+    expect(desk.get_by_role("heading", level=1)).to_have_text("Images")
+    desk.get_by_label("Image file").set_input_files(str(picture))
+    desk.get_by_role("button", name="Upload image").click()
+    status = desk.get_by_role("status")
+    expect(status).to_contain_text("![Describe the image here](/images/")
+    markdown = re.search(r"!\[Describe the image here\]\((/images/[^)]+)\)", status.inner_text())
+    assert markdown is not None
+    for width in (390, 1280):
+        desk.set_viewport_size({"width": width, "height": 900})
+        assert desk.evaluate("() => document.documentElement.scrollWidth") <= width
+        check_accessibility(desk)
+        screenshot(desk, f"admin-images-{width}")
+    desk.set_viewport_size(DESKTOP)
+
+    save_draft(desk, "A chart", "Healthy Minds", f"See:\n\n![A bar chart]({markdown.group(1)})")
+    expect(desk.get_by_role("heading", level=1)).to_have_text("Edit draft")
+    preview = desk.frame_locator("iframe[title^='Email preview']")
+    image = preview.get_by_role("img", name="A bar chart")
+    expect(image).to_be_visible()
+    # Loaded under the preview's own CSP: the service's image, from its one URL.
+    assert image.evaluate("img => img.naturalWidth") == 200

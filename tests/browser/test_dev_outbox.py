@@ -8,7 +8,7 @@ from html import unescape
 import httpx
 import pytest
 
-from mailing import devcapture
+from mailing.mail import devcapture
 from tests.browser.conftest import _console_errors, check_accessibility
 from tests.helpers import subscribe
 

@@ -44,6 +44,8 @@ def test_resident_signs_up_and_confirms_from_the_email(page, live_server, smtp, 
 
     expect(page).to_have_url(f"{live_server}/check-your-email")
     expect(page.get_by_role("heading", level=1)).to_have_text("Check your email")
+    expect(page.get_by_text("resident@example.org")).to_be_visible()  # a typo can be spotted
+    assert "resident" not in page.url
     check_accessibility(page)
     screenshot(page, "check-your-email")
 

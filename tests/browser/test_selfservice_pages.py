@@ -56,10 +56,17 @@ def test_preferences_download_and_unsubscribe(page, live_server, smtp, session):
     screenshot(page, "download-link-sent")
     emailed = smtp.outbox.wait_for(3)[2]
     assert emailed.to == ["browser-prefs@example.org"]
+    # The link opens the data in words, at a phone's width and a desktop's; the JSON is a link.
+    page.goto(_emailed(emailed, live_server, "my-data"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your data")
+    expect(page.get_by_text("You confirmed your subscription to Healthy Minds")).to_be_visible()
+    for width in (390, 1280):
+        page.set_viewport_size({"width": width, "height": 800})
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+        check_accessibility(page)
+        screenshot(page, f"my-data-{width}")
     with page.expect_download() as download:
-        page.evaluate(
-            "url => { window.location.href = url; }", _emailed(emailed, live_server, "my-data")
-        )
+        page.get_by_role("link", name="Download all of it as a file (JSON)").click()
     data = json.loads(Path(download.value.path()).read_text())
     assert data["subscriber"]["email"] == "browser-prefs@example.org"
 

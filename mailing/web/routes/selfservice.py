@@ -23,7 +23,8 @@ from mailing.states import ConsentChannel, ErasureReason, NoticeKind
 from mailing.subscribers import consent, erasure, links, records, rights
 from mailing.subscribers import frequency as frequencies
 from mailing.subscribers.addresses import Address, InvalidAddress, normalise
-from mailing.subscribers.tokens import EXPORT_MAX_AGE_SECONDS, Purpose, route
+from mailing.subscribers.my_data import readable
+from mailing.subscribers.tokens import EXPORT_MAX_AGE_SECONDS, LINK_PATHS, Purpose, route
 from mailing.themes import theme_titles
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
 from mailing.web.forms import FormErrors, frequency_field, read_body, text_field, theme_list
@@ -222,13 +223,19 @@ def _email_link(
 
 
 @router.get(route(Purpose.EXPORT), responses={200: {"description": "Everything we hold"}, 400: {}})
-def my_data(token: str, request: Request, session: SessionDep) -> Response:
-    """Everything held about the subscriber, as a JSON download (from the emailed link only)."""
+def my_data(token: str, request: Request, session: SessionDep, format: str = "") -> Response:
+    """Everything held about the subscriber, as a JSON download (from the emailed link only);
+    a browser gets it as a page in words, with a link to the JSON."""
     subscriber = links.subscriber_for(session, Purpose.EXPORT, token)
     log.info("subscriber %s downloaded their data", subscriber.id)
+    data = rights.export(session, subscriber)
+    # A browser gets the page in words, which links to the JSON (?format=json); any other
+    # client gets the JSON, as the contract says.
+    if "text/html" in request.headers.get("accept", "") and format != "json":
+        json_url = f"{LINK_PATHS[Purpose.EXPORT]}{token}?format=json"
+        return page("my_data", json_url=json_url, **readable(data))
     return JSONResponse(
-        rights.export(session, subscriber),
-        headers={"Content-Disposition": 'attachment; filename="my-data.json"'},
+        data, headers={"Content-Disposition": 'attachment; filename="my-data.json"'}
     )
 
 

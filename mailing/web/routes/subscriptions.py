@@ -10,11 +10,12 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from mailing.config import get_settings
 from mailing.db import session_scope
+from mailing.errors import InvalidLink
 from mailing.metrics import CONFIRMATIONS, SIGNUPS
 from mailing.states import ConsentChannel
 from mailing.subscribers import consent, records, signup
 from mailing.subscribers.signup import SignupRequest
-from mailing.subscribers.tokens import Purpose, route, verify
+from mailing.subscribers.tokens import CHECK_EMAIL_MAX_AGE_SECONDS, Purpose, route, sign, verify
 from mailing.themes import theme_titles
 from mailing.web.deps import PublicPostLimit, SessionDep, wants_json
 from mailing.web.forms import FormErrors, SubscriptionIn, parse_signup, read_body
@@ -26,6 +27,7 @@ router = APIRouter(tags=["residents"])
 log = logging.getLogger(__name__)
 
 ACCEPTED = {"status": "pending"}
+CHECK_EMAIL_COOKIE = "check_email"
 
 
 def signup_page(
@@ -85,7 +87,19 @@ async def subscribe(request: Request) -> Response:
         SIGNUPS.labels("honeypot").inc()
     if body.is_json:
         return JSONResponse(ACCEPTED, status_code=202)
-    return RedirectResponse("/check-your-email", status_code=303)
+    answer = RedirectResponse("/check-your-email", status_code=303)
+    # The address typed goes back in a short-lived signed cookie, never in the URL or a log,
+    # so the next page can show it and a typo can be spotted.
+    answer.set_cookie(
+        CHECK_EMAIL_COOKIE,
+        sign(Purpose.CHECK_EMAIL, {"s": 0, "a": signup.address.email}),  # s: no subscriber
+        max_age=CHECK_EMAIL_MAX_AGE_SECONDS,
+        path="/check-your-email",
+        httponly=True,
+        samesite="lax",  # sent after a sign-up from the embedded form on another site
+        secure=get_settings().is_production,
+    )
+    return answer
 
 
 def _write(requests: Sequence[SignupRequest]) -> list[int | None]:
@@ -101,8 +115,20 @@ def _write(requests: Sequence[SignupRequest]) -> list[int | None]:
 
 
 @router.get("/check-your-email", include_in_schema=False)
-def check_email() -> Response:
-    return page("check_email", days=get_settings().confirm_max_age_days)
+def check_email(request: Request) -> Response:
+    address: object = None
+    try:
+        address = verify(Purpose.CHECK_EMAIL, request.cookies.get(CHECK_EMAIL_COOKIE, "")).get("a")
+    except InvalidLink:
+        pass
+    answer = page(
+        "check_email",
+        days=get_settings().confirm_max_age_days,
+        address=address if isinstance(address, str) else None,
+    )
+    if isinstance(address, str):
+        answer.headers["cache-control"] = "no-store"
+    return answer
 
 
 @router.get(route(Purpose.CONFIRM), include_in_schema=False)

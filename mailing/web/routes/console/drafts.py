@@ -187,7 +187,7 @@ def _draft_page(
 # The email preview is the only page that may be framed, and only by the console itself. Inline
 # style is how emails are styled; nothing else (no script, no remote image) may load.
 PREVIEW_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; "
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'self'; "
     "base-uri 'none'; form-action 'none'"
 )
 
