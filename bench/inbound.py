@@ -78,7 +78,7 @@ def prepare(url: str, n: int) -> list[tuple[int, int, str]]:
 
 def bounces(copies: list[tuple[int, int, str]]) -> list[tuple[str, bytes]]:
     from mailing.deliverability import returnpath
-    from tests.mta import messages
+    from tests.support.mta import messages
 
     out = []
     for delivery_id, subscriber_id, email in copies:

@@ -7,7 +7,7 @@ import json
 import logging
 
 from mailing.logs import JsonFormatter, RedactingFilter, redact
-from tests.helpers import only_link, subscribe
+from tests.support.helpers import only_link, subscribe
 
 ADDRESS = "Privacy.Person-4471@Example.org"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import only_link, subscribe
+from tests.support.helpers import only_link, subscribe
 from workers.names import Task
 
 

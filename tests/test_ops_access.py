@@ -8,8 +8,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from mailing.states import SubscriberStatus
 from mailing.web.app import create_app
 from tests.conftest import drain_worker
-from tests.helpers import subscribe
-from tests.selfservice_support import active_subscriber
+from tests.support.helpers import subscribe
+from tests.support.selfservice import active_subscriber
 
 
 def test_production_serves_neither_the_openapi_schema_nor_the_docs(database, settings_env):

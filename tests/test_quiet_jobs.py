@@ -81,7 +81,7 @@ def test_a_periodic_job_that_did_work_logs_once(client, smtp, session, caplog):
     import sqlalchemy as sa
 
     from mailing.models import utcnow
-    from tests.test_purge import _pending
+    from tests.subscribers.test_purge import _pending
     from workers.celery_app import app
 
     _pending(client, smtp, "stale@example.org")

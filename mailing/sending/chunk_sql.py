@@ -42,8 +42,8 @@ COLUMNS = sa.select(
 # for the rows start_send just wrote, it walks the primary key past every row already sent (half
 # the database CPU of a 100k send). A range on update_id is not an equality, so only the partial
 # index yields (update_id, id) order without a sort; the status is written into the SQL so that
-# even a prepared (generic) plan can prove the index's predicate. tests/test_send_plan.py reads
-# the plan.
+# even a prepared (generic) plan can prove the index's predicate. tests/sending/test_send_plan.py
+# reads the plan.
 CLAIMABLE = sa.and_(
     DELIVERY.c.update_id >= THE_UPDATE,
     DELIVERY.c.update_id <= THE_UPDATE,

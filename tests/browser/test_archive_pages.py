@@ -16,7 +16,7 @@ from mailing.sending import digests
 from mailing.sending import summaries as digest_sending
 from tests.browser.conftest import check_accessibility, screenshot
 from tests.conftest import drain_worker
-from tests.residents_support import put_update
+from tests.support.residents import put_update
 from workers.enqueue import enqueue_digest_batch
 
 pytestmark = pytest.mark.browser
@@ -108,7 +108,7 @@ def test_welcome_update_and_summary_emails_pass_axe(browser, page, live_server, 
     _open_email(browser, summary.part("html"), "email-weekly-summary")
 
     from mailing import updates
-    from tests.sending_support import update_row
+    from tests.support.sending import update_row
 
     update_id = put_update("Clinic hours", ["healthy-minds"], body=BODY)
     shown = updates.preview(update_row(update_id))

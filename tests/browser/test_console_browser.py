@@ -18,7 +18,7 @@ from mailing.staff.members import create_staff
 from mailing.states import StaffRole, SubscriberStatus
 from mailing.themes import THEMES
 from tests.browser.conftest import TIMEOUT_MS, check_accessibility, screenshot
-from tests.staff_support import browser_second_factor, give_totp
+from tests.support.staff import browser_second_factor, give_totp
 
 pytestmark = pytest.mark.browser
 

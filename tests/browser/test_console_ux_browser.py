@@ -107,7 +107,7 @@ def test_duplicate_then_delete_a_draft(desk, page, session):
 
 
 def test_a_cancelled_send_shows_a_grey_bar_not_a_full_green_one(desk, page, session):
-    from tests.sending_support import start
+    from tests.support.sending import start
 
     make_staff(session, "sender@gla.example", "sender")
     add_subscribers(session, {f"p{i}@example.org": ["healthy-minds"] for i in range(4)})

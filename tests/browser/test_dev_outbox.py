@@ -10,7 +10,7 @@ import pytest
 
 from mailing.mail import devcapture
 from tests.browser.conftest import _console_errors, check_accessibility
-from tests.helpers import subscribe
+from tests.support.helpers import subscribe
 
 pytestmark = pytest.mark.browser
 
@@ -68,7 +68,7 @@ def test_outside_mailing_dev_the_outbox_and_its_parts_are_404(live_server):
 
 
 def test_an_updates_list_headers_are_shown_at_desktop_width_too(page, live_server, outbox_on):
-    from tests.sending_support import add_subscribers, draft, start, wait_sent
+    from tests.support.sending import add_subscribers, draft, start, wait_sent
 
     [address] = add_subscribers(1, ["healthy-minds"], prefix="outboxheaders")
     before = len(outbox_on.outbox.messages())

@@ -14,7 +14,7 @@ from mailing.models import Subscriber
 from mailing.states import SubscriberStatus
 from mailing.subscribers.records import themes_of
 from tests.browser.conftest import check_accessibility, screenshot
-from tests.helpers import subscribe
+from tests.support.helpers import subscribe
 
 pytestmark = pytest.mark.browser
 

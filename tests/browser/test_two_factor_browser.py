@@ -156,7 +156,7 @@ def test_sending_asks_for_the_second_factor_again_then_sends(desk, session, smtp
     expect(desk.get_by_role("heading", level=1)).to_have_text("Confirm it is you")
     check_accessibility(desk)
     screenshot(desk, "admin-2fa-reauth")
-    from tests.staff_support import next_code
+    from tests.support.staff import next_code
 
     desk.get_by_label("Code from your authenticator app, or a recovery code").fill(
         next_code("sender@gla.example")

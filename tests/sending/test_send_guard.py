@@ -1,0 +1,92 @@
+"""A send that stops itself (issue 27, point 1; the contract): with at least 200 copies attempted
+and more than 5 % of them refused by the relay (5xx) or bounced hard, the send pauses, says why
+with figures, and the senders are emailed; a sender may resume it and it then finishes. On the
+production defaults (MAILING_ENV=production, the guard's settings at their defaults), through a
+real worker and a real SMTP relay that refuses chosen recipients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mailing.config import get_settings
+from mailing.db import session_scope
+from tests.support.helpers import count
+from tests.support.sending import (
+    Sink,
+    SinkServer,
+    add_subscribers,
+    draft,
+    make_staff,
+    start,
+    update_row,
+    wait_sent,
+    wait_until,
+)
+
+SENDER = "sender@staff.example.org"
+ADMIN = "admin@staff.example.org"
+EDITOR = "editor@staff.example.org"
+
+
+def _relay(settings_env: Callable[..., None], server: SinkServer) -> None:
+    settings_env(env="production", smtp_host="127.0.0.1", smtp_port=server.port)
+
+
+def test_a_send_with_one_in_ten_refused_pauses_itself_and_tells_the_senders(
+    settings_env: Callable[..., None], worker: Any
+) -> None:
+    emails = add_subscribers(600, ["healthy-living"], prefix="storm-")
+    for role, address in (("sender", SENDER), ("admin", ADMIN), ("editor", EDITOR)):
+        make_staff(role, address)
+    sink = Sink(refuse={e for i, e in enumerate(emails) if i % 10 == 0})
+    with SinkServer(sink) as server:
+        _relay(settings_env, server)
+        assert get_settings().send_guard_min_attempted == 200  # the defaults
+        assert get_settings().send_guard_max_failure_rate == 0.05
+        update_id = draft(subject="Storm", themes=["healthy-living"])
+        start(update_id)
+        wait_until(lambda: update_row(update_id).status.value == "paused", 60, "the pause")
+        wait_until(lambda: sink.recipients()[SENDER] == 1, 30, "the sender's notice")
+        paused = update_row(update_id)
+        # It stopped within a chunk or two of crossing the line, far from the end.
+        chunk = get_settings().send_commit_chunk
+        attempted = paused.sent + paused.failed
+        assert 200 <= attempted <= 200 + 2 * chunk
+        assert paused.error is not None and "Paused automatically" in paused.error
+        assert f"of {attempted} copies attempted" in paused.error
+        assert f"failed permanently ({paused.failed})" in paused.error and "5 %" in paused.error
+        got = sink.recipients()
+        assert got[ADMIN] == 1 and got[EDITOR] == 0
+        notice = next(m for to, m in sink.messages() if to == SENDER)
+        assert "Storm" in str(notice["Subject"])
+        assert count("audit_log", "WHERE action = 'auto-paused' AND staff_id IS NULL") == 1
+
+        # A sender resumes: the rest goes, each once, and the guard does not stop it again.
+        from mailing.sending import resume
+        from workers.enqueue import publish_update_batches
+
+        with session_scope() as session:
+            resume(session, update_id, None, publish_update_batches)
+        done = wait_sent(update_id, timeout=120)
+    assert done.sent + done.failed == 600 and done.failed == 60
+    delivered = sink.recipients()
+    assert all(delivered[e] == 1 for i, e in enumerate(emails) if i % 10)
+    assert count("audit_log", "WHERE action = 'auto-paused'") == 1
+
+
+def test_a_send_under_the_limit_or_too_small_to_judge_is_never_paused(
+    settings_env: Callable[..., None], worker: Any
+) -> None:
+    few = add_subscribers(150, ["healthy-minds"], prefix="few-")  # half refused, < 200 tried
+    many = add_subscribers(400, ["healthy-places"], prefix="many-")  # 1 in 25 refused: 4 %
+    sink = Sink(refuse={e for i, e in enumerate(few) if i % 2} | set(many[::25]))
+    with SinkServer(sink) as server:
+        _relay(settings_env, server)
+        small, large = draft(themes=["healthy-minds"]), draft(themes=["healthy-places"])
+        start(small)
+        start(large)
+        assert wait_sent(small).failed == 75
+        assert wait_sent(large).failed == 16
+    assert count("audit_log", "WHERE action = 'auto-paused'") == 0
