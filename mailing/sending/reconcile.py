@@ -1,7 +1,7 @@
 """The reconciler: one job, run by beat every MAILING_RECONCILE_INTERVAL_SECONDS, made of small
 named checks that each find work the broker lost or never had, and re-drive it.
 
-- `start_due_sends`: scheduled updates whose time has come start (recipients decided now).
+- `control.start_due`: scheduled updates whose time has come start (recipients decided now).
 - `finish_done_sends`: a send with nothing pending is marked sent.
 - `cancel_leftovers`: a cancelled (or abandoned) update with deliveries still pending has them
   cancelled (the second step of a cancel, if it was lost).
@@ -9,7 +9,7 @@ named checks that each find work the broker lost or never had, and re-drive it.
   every send with ready pending deliveries gets fresh batch tasks (at most once per stall
   period). While any worker makes progress, queued tasks are only waiting their turn (the
   queue is first in, first out), so a long queue is never mistaken for lost work.
-- `redrive_lost_notices`: a notice still in the outbox MAILING_NOTICE_REDRIVE_SECONDS after it was
+- `outbox.redrive`: a notice still in the outbox MAILING_NOTICE_REDRIVE_SECONDS after it was
   queued is queued again (its task was lost; a duplicate finds it sent or locked).
 """
 
