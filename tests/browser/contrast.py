@@ -14,7 +14,7 @@ from typing import Any
 
 INTERACTIVE = "a[href], button, summary, input:not([type=hidden]), select, textarea"
 
-_MEASURE = """
+_BODY = """
 ([root, scope]) => {
   const parse = (c) => {
     const m = /rgba?\\(([^)]+)\\)/.exec(c || "");
@@ -82,26 +82,62 @@ _MEASURE = """
 }
 """
 
+_INSTALL = """
+() => {
+  if (window.__contrast) return;
+  window.__contrast = MEASURE;
+}
+""".replace("MEASURE", _BODY)
+
+# Focus every control in turn and measure it, in one call (focus needs no pointer).
+_FOCUS_ALL = """
+(scope) => {
+  const found = [];
+  const all = document.querySelectorAll(scope);
+  for (let i = 0; i < all.length; i++) {
+    const el = all[i];
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) continue;
+    el.focus();
+    for (const p of window.__contrast([i, scope])) found.push(p);
+  }
+  if (document.activeElement) document.activeElement.blur();
+  return found;
+}
+"""
+
+# One control per look: controls of the same tag and classes inside the same parent classes
+# hover alike, so each is pointed at once.
+_LOOKS = """
+(scope) => Array.from(document.querySelectorAll(scope)).map((el) =>
+  [el.tagName, el.className, el.parentElement ? el.parentElement.className : ""].join("|"))
+"""
+
 
 def contrast_problems(page: Any) -> list[str]:
-    """Every text below its contrast ratio on the page: as loaded, then for each visible control
-    with the pointer over it and with it focused (each named with the state)."""
-    problems = [f"loaded: {p}" for p in page.evaluate(_MEASURE, [None, INTERACTIVE])]
+    """Every text below its contrast ratio on the page: as loaded, with each control focused,
+    and with the pointer over one control of each look (each named with the state)."""
+    page.evaluate(_INSTALL)
+    problems = [
+        f"loaded: {p}" for p in page.evaluate("(s) => window.__contrast([null, s])", INTERACTIVE)
+    ]
+    problems += [f"focus: {p}" for p in page.evaluate(_FOCUS_ALL, INTERACTIVE)]
     controls = page.locator(INTERACTIVE)
-    for index in range(controls.count()):
+    seen: set[str] = set()
+    for index, look in enumerate(page.evaluate(_LOOKS, INTERACTIVE)):
+        if look in seen:
+            continue
         control = controls.nth(index)
         if not control.is_visible():
             continue
+        seen.add(look)
         control.scroll_into_view_if_needed()
         box = control.bounding_box()
         # A control moved off the page until focused (the skip link) cannot be pointed at.
-        pointable = box is not None and box["x"] + box["width"] > 0 and box["y"] + box["height"] > 0
-        for state, act in (("hover", control.hover), ("focus", control.focus)):
-            if state == "hover" and not pointable:
-                continue
-            act()
-            problems += [f"{state}: {p}" for p in page.evaluate(_MEASURE, [index, INTERACTIVE])]
+        if box is None or box["x"] + box["width"] <= 0 or box["y"] + box["height"] <= 0:
+            continue
+        control.hover()
+        measured = page.evaluate("([i, s]) => window.__contrast([i, s])", [index, INTERACTIVE])
+        problems += [f"hover: {p}" for p in measured]
     page.mouse.move(0, 0)
-    if controls.count():
-        page.evaluate("() => document.activeElement && document.activeElement.blur()")
     return sorted(set(problems))
