@@ -12,17 +12,15 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from mailing.models import Staff, Subscriber, SubscriberCountSnapshot, SubscriberTheme, utcnow
+from mailing.models import Subscriber, SubscriberCountSnapshot, SubscriberTheme, utcnow
 from mailing.staff import signin
-from mailing.staff.members import create_staff
-from mailing.states import StaffRole, SubscriberStatus
+from mailing.states import SubscriberStatus
 from mailing.themes import THEMES
 from tests.browser.conftest import TIMEOUT_MS, check_accessibility, screenshot
-from tests.support.staff import browser_second_factor, give_totp
+from tests.support.staff import PASSWORD, browser_second_factor, give_totp, make_staff
 
 pytestmark = pytest.mark.browser
 
-PASSWORD = "correct horse battery staple"
 DESKTOP = {"width": 1280, "height": 900}
 
 
@@ -34,12 +32,6 @@ def desk(browser: Any, live_server: str) -> Iterator[Any]:
     p = context.new_page()
     yield p
     context.close()
-
-
-def make_staff(session, email: str, role: str) -> Staff:
-    staff, _token = create_staff(session, email, StaffRole(role), password=PASSWORD)
-    session.commit()
-    return staff
 
 
 def add_subscribers(session, themes_by_email: dict[str, list[str]]) -> None:

@@ -16,7 +16,8 @@ from mailing.models import Delivery, Update
 from mailing.states import DeliveryStatus, UpdateStatus
 from tests.browser import test_console_browser as console
 from tests.browser.conftest import check_accessibility, screenshot
-from tests.browser.test_console_browser import add_subscribers, make_staff, save_draft, sign_in
+from tests.browser.test_console_browser import add_subscribers, save_draft, sign_in
+from tests.support.staff import make_staff
 
 pytestmark = pytest.mark.browser
 desk = console.desk  # the desktop-sized page fixture

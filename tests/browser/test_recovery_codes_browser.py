@@ -11,8 +11,8 @@ from playwright.sync_api import expect
 from mailing.models import utcnow
 from mailing.staff import totp
 from tests.browser.conftest import MOBILE, TIMEOUT_MS, check_accessibility
-from tests.browser.test_console_browser import make_staff
 from tests.browser.test_two_factor_browser import password_step
+from tests.support.staff import make_staff
 
 pytestmark = pytest.mark.browser
 

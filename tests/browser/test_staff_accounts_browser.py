@@ -10,7 +10,8 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import check_accessibility, screenshot
-from tests.browser.test_console_browser import desk, make_staff, sign_in  # noqa: F401
+from tests.browser.test_console_browser import desk, sign_in  # noqa: F401
+from tests.support.staff import make_staff
 
 pytestmark = pytest.mark.browser
 

@@ -17,9 +17,10 @@ from playwright.sync_api import expect
 from mailing.models import StaffSession, Update, utcnow
 from mailing.staff import totp
 from tests.browser.conftest import TIMEOUT_MS, check_accessibility, screenshot
-from tests.browser.test_console_browser import DESKTOP, PASSWORD, add_subscribers, make_staff
+from tests.browser.test_console_browser import DESKTOP, add_subscribers
 from tests.browser.test_console_browser import sign_in as sign_in_with_code
 from tests.conftest import reload_settings
+from tests.support.staff import PASSWORD, make_staff
 
 pytestmark = pytest.mark.browser
 

@@ -12,7 +12,7 @@ from mailing.models import Delivery, Subscriber, utcnow
 from mailing.subscribers.tokens import Purpose
 from tests.support.deliverability import DOMAIN, inbound_server, send_to, sent_update
 from tests.support.mta import messages
-from tests.support.sending import make_staff
+from tests.support.sending import api_staff as make_staff
 
 
 def _update_of(delivery_id: int) -> int:

@@ -27,11 +27,13 @@ from tests.support.sending import (
     SinkServer,
     add_subscribers,
     draft,
-    make_staff,
     start,
     update_row,
     wait_sent,
     wait_until,
+)
+from tests.support.sending import (
+    api_staff as make_staff,
 )
 
 

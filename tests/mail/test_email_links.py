@@ -19,7 +19,8 @@ from mailing.sending import summaries as digest_sending
 from tests.conftest import drain_worker
 from tests.support.helpers import only_link, subscribe
 from tests.support.residents import put_update
-from tests.support.sending import make_staff, wait_sent
+from tests.support.sending import api_staff as make_staff
+from tests.support.sending import wait_sent
 from workers.enqueue import enqueue_digest_batch
 
 PLACES = "healthy-places"

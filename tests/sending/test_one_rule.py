@@ -12,7 +12,7 @@ from mailing.db import get_engine
 from mailing.mail.devcapture import _free_port
 from mailing.states import UpdateStatus
 from tests.staff.test_console import csrf_of, make_update, signed_in_client
-from tests.support.sending import make_staff as api_staff
+from tests.support.sending import api_staff as api_staff
 from tests.support.sending import update_row
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import re
 
 from mailing.staff import factors
-from tests.staff.test_console import csrf_of, make_staff
+from tests.staff.test_console import csrf_of
 from tests.staff.test_two_factor import _password_only, enrol_first_app, make_staff_lookup
+from tests.support.staff import make_staff
 
 DOWNLOAD = "/admin/account/recovery-codes/download"
 

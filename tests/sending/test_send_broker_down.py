@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from mailing.db import get_engine
 from tests.support.helpers import count
-from tests.support.sending import add_subscribers, draft, make_staff, update_row
+from tests.support.sending import add_subscribers, draft, update_row
+from tests.support.sending import api_staff as make_staff
 from tests.test_db_faults import _free_port, _serve
 
 

@@ -16,10 +16,12 @@ from tests.support.helpers import count
 from tests.support.sending import (
     SinkServer,
     add_subscribers,
-    make_staff,
     update_row,
     wait_sent,
     wait_until,
+)
+from tests.support.sending import (
+    api_staff as make_staff,
 )
 
 DRAFT = {"subject": "Parks", "body": "New **parks**.", "themes": ["healthy-places"]}

@@ -150,7 +150,7 @@ def test_reconcile_resends_what_a_lost_task_left_pending(relay: Sink) -> None:
 def test_progress_counts_while_and_after_sending(
     relay: Sink, client: Any, settings_env: Callable[..., None]
 ) -> None:
-    from tests.support.sending import make_staff
+    from tests.support.sending import api_staff as make_staff
 
     settings_env(send_rate=200)
     add_subscribers(300, ["healthy-children"])

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from mailing.cli import main
 from mailing.models import Staff, utcnow
 from tests.staff.test_console import csrf_of, sign_in
-from tests.staff.test_console import make_staff as make_console_staff
 from tests.support.helpers import count
-from tests.support.sending import make_staff
+from tests.support.sending import api_staff as make_staff
+from tests.support.staff import make_staff as make_console_staff
 
 
 def bearer(token: str) -> dict[str, str]:

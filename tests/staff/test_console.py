@@ -24,16 +24,9 @@ from mailing.staff.passwords import hash_token
 from mailing.states import DeliveryStatus, StaffRole, SubscriberStatus, UpdateStatus
 from tests.conftest import drain_worker
 from tests.support.helpers import count, table_snapshot
-from tests.support.staff import give_totp, second_factor_step
+from tests.support.staff import PASSWORD, give_totp, make_staff, second_factor_step
 
-PASSWORD = "correct horse battery staple"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-def make_staff(session, email: str, role: str = "editor", password: str = PASSWORD) -> Staff:
-    staff, _token = create_staff(session, email, StaffRole(role), password=password)
-    session.commit()
-    return staff
 
 
 def csrf_of(html: str) -> str:

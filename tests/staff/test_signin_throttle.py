@@ -16,9 +16,9 @@ from mailing.models import Staff, StaffSession, utcnow
 from mailing.ratelimit import client_bucket, get_limiter
 from mailing.staff import signin
 from tests.conftest import drain_worker
-from tests.staff.test_console import PASSWORD, csrf_of, make_staff
+from tests.staff.test_console import csrf_of
 from tests.support.helpers import count
-from tests.support.staff import give_totp, next_code
+from tests.support.staff import PASSWORD, give_totp, make_staff, next_code
 
 OWNER, STRANGER = "198.51.100.7", "203.0.113.66"
 OUR_LOGGERS = ("mailing", "workers", "celery")

@@ -24,8 +24,8 @@ from sqlmodel import select
 
 from mailing.models import AuditLog, Staff, StaffSession, utcnow
 from mailing.states import StaffRole
-from tests.staff.test_console import make_staff
 from tests.support.helpers import count
+from tests.support.staff import make_staff
 
 OIDC_DIR = Path(__file__).resolve().parents[1] / "oidc"
 CALLBACK = "http://testserver/admin/login/sso/callback"

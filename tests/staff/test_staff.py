@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from mailing.db import get_engine
 from tests.support.helpers import count, table_snapshot
-from tests.support.sending import add_subscribers, make_staff
+from tests.support.sending import add_subscribers
+from tests.support.sending import api_staff as make_staff
 
 DRAFT = {"subject": "Parks news", "body": "New *parks*.", "themes": ["healthy-places"]}
 

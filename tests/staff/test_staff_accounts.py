@@ -16,9 +16,10 @@ from mailing.cli import main
 from mailing.models import AuditLog, Staff, StaffInvitation, utcnow
 from mailing.staff import totp
 from mailing.states import StaffRole
-from tests.staff.test_console import PASSWORD, csrf_of, make_staff, signed_in_client
+from tests.staff.test_console import csrf_of, signed_in_client
 from tests.staff.test_two_factor import _age_factor, _password_only
 from tests.support.helpers import count, table_snapshot
+from tests.support.staff import PASSWORD, make_staff
 
 WELCOME = re.compile(r"http://testserver(/admin/welcome/[A-Za-z0-9._-]+)")
 NEW_PASSWORD = "a long and new pass phrase"

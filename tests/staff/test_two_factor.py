@@ -15,9 +15,9 @@ from mailing.cli import main
 from mailing.models import AuditLog, StaffFactor, StaffRecoveryCode, StaffSession, utcnow
 from mailing.staff import factors, signin, totp
 from mailing.states import UpdateStatus
-from tests.staff.test_console import PASSWORD, csrf_of, make_staff, make_update, sign_in
+from tests.staff.test_console import csrf_of, make_update, sign_in
 from tests.support.helpers import count, table_snapshot
-from tests.support.staff import TEST_SECRET, give_totp, next_code
+from tests.support.staff import PASSWORD, TEST_SECRET, give_totp, make_staff, next_code
 
 # ---------------------------------------------------------------------------------------------
 # TOTP: drift and replay

@@ -12,7 +12,7 @@ from mailing.models import AuditLog, ErasureLog
 from tests.conftest import drain_worker
 from tests.support.helpers import count, only_link, subscribe, table_snapshot
 from tests.support.residents import confirmed
-from tests.support.sending import make_staff
+from tests.support.sending import api_staff as make_staff
 
 MINDS, PLACES = "healthy-minds", "healthy-places"
 

@@ -16,7 +16,7 @@ from mailing.states import SubscriberStatus
 from mailing.subscribers import consent, records, refresh
 from tests.conftest import drain_worker
 from tests.support.helpers import only_link
-from tests.support.sending import make_staff
+from tests.support.sending import api_staff as make_staff
 from workers.enqueue import publish_notices
 
 FIGURES = "/admin/subscribers/consent-refresh"

@@ -55,7 +55,7 @@ def add_subscribers(
     return emails
 
 
-def make_staff(role: str, email: str | None = None) -> str:
+def api_staff(role: str, email: str | None = None) -> str:
     """A staff member with this role; returns their API token."""
     from mailing.db import session_scope
     from mailing.staff import members as staff

@@ -1,4 +1,5 @@
-"""Helpers for signing staff in to the console with a second factor: an authenticator app
+"""Staff for the tests: `make_staff` (one member with a console password; the one helper for it),
+and signing them in to the console with a second factor: an authenticator app
 (TOTP) enrolled straight in the database with a known secret, and codes computed from it.
 
 Codes are computed for the current 30-second step, or the next if that one is used (the server
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from sqlmodel import col, select
@@ -101,3 +103,16 @@ def browser_second_factor(p, email: str) -> None:
     p.wait_for_url(lambda url: SECOND_FACTOR_PATH in url)
     p.get_by_label("Code from your authenticator app, or a recovery code").fill(next_code(email))
     p.get_by_role("button", name="Continue").click()
+
+
+PASSWORD = "correct horse battery staple"
+
+
+def make_staff(session: Any, email: str, role: str = "editor", password: str = PASSWORD) -> Any:
+    """A staff member with this role and a console password (no second factor yet)."""
+    from mailing.staff.members import create_staff
+    from mailing.states import StaffRole
+
+    staff, _token = create_staff(session, email, StaffRole(role), password=password)
+    session.commit()
+    return staff

@@ -12,7 +12,8 @@ from mailing.models import utcnow
 from mailing.states import UpdateStatus
 from tests.support.helpers import table_snapshot
 from tests.support.residents import confirmed, put_update
-from tests.support.sending import make_staff, wait_sent, wait_until
+from tests.support.sending import api_staff as make_staff
+from tests.support.sending import wait_sent, wait_until
 
 MINDS, PLACES = "healthy-minds", "healthy-places"
 

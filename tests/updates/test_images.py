@@ -18,7 +18,8 @@ from mailing.config import get_settings
 from tests.conftest import drain_worker
 from tests.staff.test_console import csrf_of, signed_in_client
 from tests.support.helpers import count
-from tests.support.sending import add_subscribers, make_staff, start, wait_sent
+from tests.support.sending import add_subscribers, start, wait_sent
+from tests.support.sending import api_staff as make_staff
 
 MINDS = "healthy-minds"
 ALT = "A map of London's boroughs"

@@ -9,9 +9,10 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.staff.test_console import csrf_of, fingerprint_of, sign_in
-from tests.staff.test_console import make_staff as console_staff
 from tests.support.helpers import count
-from tests.support.sending import add_subscribers, make_staff, update_row
+from tests.support.sending import add_subscribers, update_row
+from tests.support.sending import api_staff as make_staff
+from tests.support.staff import make_staff as console_staff
 
 DRAFT = {"subject": "Staff notes", "body": "Internal.", "themes": ["healthy-places"]}
 

@@ -18,9 +18,11 @@ from tests.support.sending import (
     Sink,
     SinkServer,
     add_subscribers,
-    make_staff,
     update_row,
     wait_until,
+)
+from tests.support.sending import (
+    api_staff as make_staff,
 )
 
 

@@ -16,9 +16,11 @@ from tests.support.sending import (
     SinkServer,
     add_subscribers,
     draft,
-    make_staff,
     start,
     wait_sent,
+)
+from tests.support.sending import (
+    api_staff as make_staff,
 )
 
 GOOD = {"subject": "Parks news", "body": "New *parks*.", "themes": ["healthy-places"]}

@@ -14,10 +14,10 @@ from mailing.subscribers import links
 from mailing.subscribers.tokens import Purpose
 from mailing.web.middleware import lone_surrogate_at
 from tests.staff.test_console import csrf_of, sign_in
-from tests.staff.test_console import make_staff as console_staff
 from tests.support.helpers import table_snapshot
 from tests.support.selfservice import active_subscriber
-from tests.support.sending import make_staff
+from tests.support.sending import api_staff as make_staff
+from tests.support.staff import make_staff as console_staff
 
 LONE = "\\ud800"  # the six characters of the JSON escape, as an attacker sends them
 
