@@ -63,3 +63,17 @@ def test_a_command_to_copy_is_written_as_it_runs_from_the_clone():
     lines = [line.split("#")[0] for block in blocks for line in block.splitlines()]
     bare = [line for line in lines if re.match(r"\s*mailing ", line)]
     assert bare == []
+
+
+def _slug(heading: str) -> str:
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_contents_list_names_every_section_and_every_link_reaches_a_heading():
+    headings = re.findall(r"^## (.+)$", README, flags=re.M)
+    contents = README.split("## Contents", 1)[1].split("\n## ", 1)[0]
+    anchors = re.findall(r"\]\(#([^)]+)\)", contents)
+    sections = {_slug(h) for h in headings if h != "Contents"}
+    assert set(anchors) == sections
+    for link in re.findall(r"\]\(((?:tests|bench|docs)/[^)#]+)\)", README):
+        assert (ROOT / link).exists(), link
