@@ -22,6 +22,7 @@ from mailing.errors import Conflict, Invalid
 from mailing.models import Update, table_of, utcnow
 from mailing.sending.batch import finish_if_done
 from mailing.sending.recipients import DELIVERY, populate
+from mailing.staff import review
 from mailing.staff.audit import AuditAction, audit
 from mailing.states import (
     DeliveryTransitions,
@@ -254,6 +255,12 @@ def start_due(session: Session, now: datetime, publish: Publish) -> int:
     started = 0
     for update_id in list(due):
         request = request_send(session, int(update_id), None, publish, due=True)
+        if request.started:
+            # "It has gone" to its author, in this transaction: the reconciler's notice re-drive
+            # hands it to a worker within MAILING_NOTICE_REDRIVE_SECONDS.
+            update = session.get(Update, int(update_id))
+            if update is not None:
+                review.tell_author(session, update, None)
         started += int(request.started)
     return started
 

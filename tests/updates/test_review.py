@@ -177,3 +177,28 @@ def test_production_review_then_send_by_another_sender(
         )
         assert sent.status_code == 202
         assert _mail_to(smtp, "editor@gla.example", 2)
+
+
+def test_the_author_is_told_when_a_scheduled_send_starts_at_its_time(client, session, smtp):
+    """Beat's reconciler starts a scheduled update: its author is owed "it has gone" too."""
+    from mailing import sending
+    from mailing.models import Notice, Staff
+    from mailing.states import NoticeKind
+    from workers.enqueue import publish_update_batches
+
+    editor = _bearer(session, "editor@gla.example", StaffRole.EDITOR)
+    sender = _bearer(session, "sender@gla.example", StaffRole.SENDER)
+    subscribe(client, "resident@example.org")
+    update_id = _draft(client, editor)
+    at = utcnow() + timedelta(hours=1)
+    scheduled = client.post(
+        f"/admin/updates/{update_id}/schedule", json={"send_at": at.isoformat()}, headers=sender
+    )
+    assert scheduled.status_code == 200, scheduled.text
+    owed = select(Notice).where(Notice.kind == NoticeKind.UPDATE_SENT)
+    assert session.exec(owed).all() == []
+    assert sending.start_due(session, at + timedelta(seconds=1), publish_update_batches) == 1
+    session.commit()
+    [notice] = session.exec(owed).all()
+    author = session.exec(select(Staff).where(Staff.email == "editor@gla.example")).one()
+    assert (notice.update_id, notice.staff_id) == (update_id, author.id)
