@@ -96,16 +96,19 @@ def worker(ctx: click.Context) -> None:
                 reserved.kill()
 
 
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
 @_guarded
-def beat() -> None:
+def beat(ctx: click.Context) -> None:
     """Run the scheduler for housekeeping tasks (any number of beats may run: each job runs
-    once per period, workers/beat_lease.py)."""
+    once per period, workers/beat_lease.py). Other options go to celery beat (`--loglevel
+    INFO` logs each job a beat publishes)."""
     from mailing import logs
     from workers.celery_app import configure
 
     logs.setup()
-    configure().start(["beat", "--scheduler", "workers.beat_lease:LeasedScheduler"])
+    scheduler = ["--scheduler", "workers.beat_lease:LeasedScheduler"]
+    configure().start(["beat", *scheduler, *ctx.args])
 
 
 @main.command()

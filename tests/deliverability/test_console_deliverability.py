@@ -52,7 +52,7 @@ def test_a_send_over_the_limits_is_flagged_on_its_page_the_dashboard_and_the_fig
     assert "3.00 %" in figures and "over 2 %" in figures and "over 0.1 %" in figures
     # Drawn as well as tabled: a bar per send, red over the limit.
     assert "Hard-bounce rate of each send" in figures and "Complaint rate of each send" in figures
-    assert f"#{bad.id}: 3.00 %" in figures and 'fill="#d4351c"' in figures
+    assert f"{bad.subject}: 3.00 %" in figures and 'fill="#d4351c"' in figures
 
 
 def test_no_warning_on_the_dashboard_when_every_send_is_clean(client, session):

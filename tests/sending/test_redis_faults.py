@@ -181,8 +181,8 @@ class Services:
         args += ["--pool", "prefork", "--without-gossip", "--without-mingle"]
         return self.spawn("worker", [*args, "--without-heartbeat"], env)
 
-    def beat(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        return self.spawn("beat", ["beat"], env)
+    def beat(self, env: dict[str, str], *options: str) -> subprocess.Popen[bytes]:
+        return self.spawn("beat", ["beat", *options], env)
 
     def database_errors(self) -> list[str]:
         """Error events from the database driver in any service's log: a broker or worker fault
