@@ -276,10 +276,8 @@ def inbound(host: str, port: int, metrics_port: int) -> None:
 
 
 main.command("import")(import_command.with_options(_needs_schema(import_command.import_list)))
+main.add_command(erasures)
+main.add_command(staff_commands.staff)
 
 if __name__ == "__main__":
     main()
-
-
-main.add_command(erasures)
-main.add_command(staff_commands.staff)
