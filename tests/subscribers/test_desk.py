@@ -122,6 +122,16 @@ def test_an_unknown_id_is_404(client):
     assert act(client, admin, 99999, "unsubscribe", reason="asked").status_code == 404
 
 
+@pytest.mark.parametrize("subscriber_id", [2**31, 10**30, 0, -1])
+def test_an_id_outside_the_tables_range_is_422_not_a_500(client, subscriber_id):
+    """PostgreSQL's integer ends at 2**31 - 1: a bigger id never reaches the database."""
+    admin = make_staff("admin")
+    assert act(client, admin, subscriber_id, "unsubscribe", reason="asked").status_code in {
+        404,
+        422,
+    }
+
+
 def test_erase_for_them_erases_as_their_own_link_does(client, smtp):
     confirmed(client, smtp, "resident@example.net", [MINDS])
     admin = make_staff("admin")

@@ -16,7 +16,7 @@ from mailing.states import StaffRole
 from mailing.subscribers import desk, refresh
 from mailing.web.deps import SessionDep, bearer_token
 from mailing.web.routes.admin_api import requires
-from mailing.web.routes.console.common import ConsoleRoute
+from mailing.web.routes.console.common import ConsoleRoute, RowId
 from mailing.web.routes.console.desk_page import desk_page
 from workers.enqueue import notice_publisher
 
@@ -67,12 +67,13 @@ def act(
 
 def _route(action: desk.DeskAction) -> None:
     def handler(
-        subscriber_id: int, data: ReasonIn, who: Admin, session: SessionDep
+        subscriber_id: RowId, data: ReasonIn, who: Admin, session: SessionDep
     ) -> dict[str, Any]:
         return act(subscriber_id, action, data, who, session)
 
     handler.__name__ = f"desk_{action.name.lower()}"
-    router.post(f"/{{subscriber_id}}/{action.value}")(handler)
+    # Digits only, within the table's integer range (a bigger id is a 422, never a 500).
+    router.post(f"/{{subscriber_id:int}}/{action.value}")(handler)
 
 
 for _action in desk.DeskAction:
