@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 
 from mailing.config import get_settings
 from mailing.errors import Conflict, Invalid
-from mailing.models import Update, table_of, utcnow
+from mailing.models import AuditLog, Update, table_of, utcnow
 from mailing.sending.batch import finish_if_done
 from mailing.sending.recipients import DELIVERY, populate
 from mailing.staff import review
@@ -256,13 +256,23 @@ def start_due(session: Session, now: datetime, publish: Publish) -> int:
     for update_id in list(due):
         request = request_send(session, int(update_id), None, publish, due=True)
         if request.started:
-            # "It has gone" to its author, in this transaction: the reconciler's notice re-drive
-            # hands it to a worker within MAILING_NOTICE_REDRIVE_SECONDS.
+            # "It has gone" to its author unless they scheduled it themselves, in this
+            # transaction: the reconciler's notice re-drive hands it to a worker within
+            # MAILING_NOTICE_REDRIVE_SECONDS.
             update = session.get(Update, int(update_id))
             if update is not None:
-                review.tell_author(session, update, None)
+                review.tell_author(session, update, _scheduled_by(session, int(update_id)))
         started += int(request.started)
     return started
+
+
+def _scheduled_by(session: Session, update_id: int) -> int | None:
+    """Who last scheduled the update (from the audit log)."""
+    return session.exec(
+        select(AuditLog.staff_id)
+        .where(AuditLog.update_id == update_id, AuditLog.action == AuditAction.SCHEDULED)
+        .order_by(col(AuditLog.id).desc())
+    ).first()
 
 
 def _overdue_before(now: datetime) -> datetime:
