@@ -100,6 +100,7 @@ def test_duplicate_then_delete_a_draft(desk, page, session):
     expect(desk.get_by_role("status")).to_contain_text("copied from the update you chose")
     copy_url = desk.url.split("?")[0]
     desk.get_by_role("link", name="Delete this draft…").click()
+    desk.wait_for_url(re.compile(r"/delete$"))  # a loaded machine can take a while
     expect(desk.get_by_role("heading", level=1)).to_have_text("Delete this draft?")
     both(desk, page, copy_url + "/delete", "admin-delete-draft")
     desk.get_by_role("button", name="Yes, delete the draft").click()
