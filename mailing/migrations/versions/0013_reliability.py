@@ -2,7 +2,7 @@
 
 - beat_lease: one row per housekeeping job, holding the last period a beat claimed it for.
   Any number of `mailing beat` processes may run; the one whose conditional upsert moves the
-  period on publishes the job, the others skip it (mailing/beat_lease.py).
+  period on publishes the job, the others skip it (workers/beat_lease.py).
 - subscriber.suppression_cause / suppression_update_id: what stopped mail to a subscriber (a
   bounce, a complaint, a relay's 5xx, an unsubscribe) and the update whose copy caused it, so
   an admin can find and reinstate those one storm suppressed (mailing/deliverability/
