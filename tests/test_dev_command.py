@@ -76,6 +76,28 @@ def _outbox_links(base: str, kind: str, wait: float = 20) -> list[str]:
     return []
 
 
+def _staff_token(cwd) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILING_")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mailing.cli",
+            "staff",
+            "create",
+            "s@gla.example",
+            "--role",
+            "sender",
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
 def test_dev_signs_up_and_confirms_through_the_outbox(dev_server):
     base, cwd = dev_server
     assert "Sign up for updates" in httpx.get(base + "/").text
@@ -103,25 +125,7 @@ def test_dev_runs_beat_jobs_so_a_scheduled_update_goes_out(dev_server):
     )
     [link] = _outbox_links(base, "confirm")
     assert httpx.post(link).status_code == 200
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILING_")}
-    created = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mailing.cli",
-            "staff",
-            "create",
-            "s@gla.example",
-            "--role",
-            "sender",
-        ],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    auth = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
+    auth = {"Authorization": f"Bearer {_staff_token(cwd)}"}
     update = httpx.post(
         base + "/admin/updates",
         json={"subject": "Parks this spring", "body": "New parks.", "themes": ["healthy-places"]},

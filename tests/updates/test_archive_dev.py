@@ -4,15 +4,12 @@ there; the weekly subscriber is not sent it one by one."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import feedparser
 import httpx
 
-from tests.test_dev_command import _outbox_links, dev_server  # noqa: F401  (the fixture)
+from tests.test_dev_command import _outbox_links, _staff_token, dev_server  # noqa: F401
 
 
 def _outbox_text(base: str, needle: str, wait: float = 20) -> str:
@@ -23,28 +20,6 @@ def _outbox_text(base: str, needle: str, wait: float = 20) -> str:
             return page
         time.sleep(0.1)  # the worker sends in the background; poll the page a person would reload
     raise AssertionError(f"{needle!r} never reached the dev outbox")
-
-
-def _staff_token(cwd) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILING_")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mailing.cli",
-            "staff",
-            "create",
-            "s@gla.example",
-            "--role",
-            "sender",
-        ],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip().splitlines()[-1]
 
 
 def _sign_up_and_confirm(base: str, email: str, frequency: str) -> None:
