@@ -99,8 +99,14 @@ def test_duplicate_then_delete_a_draft(desk, page, session):
     desk.get_by_role("button", name="Duplicate as a new draft").click()
     expect(desk.get_by_role("status")).to_contain_text("copied from the update you chose")
     copy_url = desk.url.split("?")[0]
-    desk.get_by_role("link", name="Delete this draft…").click()
-    desk.wait_for_url(re.compile(r"/delete$"))  # a loaded machine can take a while
+    # The preview is a sandboxed iframe, which Chromium runs in its own process. A click sent in
+    # the same frame as the scroll that brings the link into view is routed by the hit-test
+    # regions from before the scroll, where the preview was: the click lands in the preview and
+    # nothing navigates. Scroll first, let the compositor draw twice, then click.
+    link = desk.get_by_role("link", name="Delete this draft…")
+    link.scroll_into_view_if_needed()
+    desk.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    link.click()
     expect(desk.get_by_role("heading", level=1)).to_have_text("Delete this draft?")
     both(desk, page, copy_url + "/delete", "admin-delete-draft")
     desk.get_by_role("button", name="Yes, delete the draft").click()
