@@ -84,6 +84,12 @@ def progress(session: Session, update_id: int) -> Progress:
         waiting = count_recipients(session, drafts.themes_of(update))
         return Progress(update.status, waiting, 0, 0, 0, waiting)
     counts = kept_counts.deliveries_of(session, update_id)
+    pending = counts.get(DeliveryStatus.PENDING, 0)
+    if update.populate_after is not None:
+        # Rows still being written (mailing/sending/population.py): whoever is not settled yet
+        # is pending, written or not.
+        settled = sum(n for s, n in counts.items() if s != DeliveryStatus.PENDING)
+        pending = max(pending, update.recipients - settled)
     return Progress(
         status=update.status,
         recipients=update.recipients,
@@ -91,7 +97,7 @@ def progress(session: Session, update_id: int) -> Progress:
         sent=sum(counts.get(s, 0) for s in DELIVERED),
         failed=counts.get(DeliveryStatus.FAILED, 0),
         cancelled=counts.get(DeliveryStatus.CANCELLED, 0),
-        pending=counts.get(DeliveryStatus.PENDING, 0),
+        pending=pending,
         bounced=counts.get(DeliveryStatus.BOUNCED, 0),
         complained=counts.get(DeliveryStatus.COMPLAINED, 0),
     )

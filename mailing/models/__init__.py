@@ -179,6 +179,10 @@ class Update(SQLModel, table=True):
     redriven_at: datetime | None = None
     # Why a send was stopped by the service itself (an email it could not build).
     error: str | None = Field(default=None, max_length=300)
+    # While the workers are still writing the send's delivery rows, the last subscriber id
+    # written (mailing/sending/population.py); None once every row is written.
+    populate_after: int | None = Field(default=None, sa_type=sa.BigInteger)
+    populate_lease_at: datetime | None = None  # the worker writing them renews this each page
     # Shown in the public archive and feed once sent (staff may untick it when composing).
     published: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
 

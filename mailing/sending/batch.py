@@ -31,6 +31,7 @@ from mailing.mail import pipeline
 from mailing.mail.builder import Prepared, recipient_values
 from mailing.mail.pipeline import backoff_seconds as backoff_seconds
 from mailing.models import Update, table_of, utcnow
+from mailing.sending import population
 from mailing.sending.recipients import DELIVERY
 from mailing.states import (
     DELIVERED,
@@ -42,6 +43,7 @@ from mailing.states import (
     transition,
 )
 from mailing.subscribers import links
+from mailing.updates import drafts
 from mailing.updates import email as update_email
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,9 @@ class BatchOutcome:
     more: bool = False  # the time budget ran out with work left: continue in a new task
     stopped: bool = False  # the update is no longer sending (paused, cancelled, abandoned)
     retry_in: float | None = None  # deferred deliveries are due again in this many seconds
+
+
+POPULATE_POLL_SECONDS = 2.0  # another task is writing the rows: look again this soon
 
 
 @dataclass(frozen=True)
@@ -160,14 +165,28 @@ def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> Bat
             session.commit()
             outcome.stopped = True
             return outcome
+        writing = update.populate_after is not None
     source = _Deliveries(update_id, prepared)
+    # Rows still to write: one task at a time writes the next pages beside its lanes.
+    writer = (
+        population.Writer.start_if_needed(update_id, drafts.themes_of(update), deadline)
+        if writing
+        else None
+    )
     done = pipeline.run(source, deadline=deadline)
+    if writer is not None:
+        writer.join()
     outcome.sent, outcome.failed, outcome.cancelled = done.sent, done.failed, done.cancelled
     outcome.deferred, outcome.more, outcome.stopped = done.unreachable, done.more, done.stopped
     if outcome.more or outcome.stopped:
         return outcome
     with Session(get_engine(), expire_on_commit=False) as session, session.begin():
-        if not finish_if_done(session, update_id):
+        if writing and population.is_open(session, update_id):
+            # More rows are coming: straight on if this task wrote them, else look again soon
+            # (the writer's lease runs out if it died).
+            outcome.more = writer is not None
+            outcome.retry_in = None if writer is not None else POPULATE_POLL_SECONDS
+        elif not finish_if_done(session, update_id):
             outcome.retry_in = _next_retry_in(session, update_id, source.clock.earliest())
     return outcome
 
@@ -264,7 +283,8 @@ def _count(update_id: int, statuses: frozenset[DeliveryStatus]) -> Any:
 
 
 def finish_if_done(session: Session | Connection, update_id: int) -> bool:
-    """Mark a sending update `sent`, with exact counts, once no delivery is pending."""
+    """Mark a sending update `sent`, with exact counts, once every delivery row is written and
+    none is pending."""
     pending = (
         sa.select(sa.literal(1))
         .where(
@@ -273,11 +293,13 @@ def finish_if_done(session: Session | Connection, update_id: int) -> bool:
         )
         .exists()
     )
+    # Not while delivery rows are still being written (mailing/sending/population.py).
+    written = UPDATE.c.populate_after.is_(None)
     done = transition(
         session,
         UPDATE,
         UpdateTransitions.FINISH,
-        sa.and_(UPDATE.c.id == update_id, ~pending),
+        sa.and_(UPDATE.c.id == update_id, written, ~pending),
         {
             "sent_at": utcnow(),
             "sent": _count(update_id, DELIVERED),
@@ -297,9 +319,10 @@ def abandon(session: Session | Connection, update_id: int, reason: str) -> bool:
         UPDATE,
         UpdateTransitions.ABANDON,
         UPDATE.c.id == update_id,
-        {"error": reason[:300]},
+        {"error": reason[:300], **population.CLOSED},
     )
     if stopped:
+        population.recount(session, update_id)
         transition(session, DELIVERY, DeliveryTransitions.CANCEL, DELIVERY.c.update_id == update_id)
         log.warning("update %s: abandoned: %s", update_id, reason)
     return bool(stopped)

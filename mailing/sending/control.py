@@ -20,8 +20,9 @@ from sqlmodel import Session, col, select
 from mailing.config import get_settings
 from mailing.errors import Conflict, Invalid
 from mailing.models import AuditLog, Update, table_of, utcnow
+from mailing.sending import population
 from mailing.sending.batch import finish_if_done
-from mailing.sending.recipients import DELIVERY, populate
+from mailing.sending.recipients import DELIVERY
 from mailing.staff import review
 from mailing.staff.audit import AuditAction, audit
 from mailing.states import (
@@ -92,7 +93,9 @@ def start_send(
     due: bool = False,
 ) -> Started:
     """Turn a draft (or, with `due`, a scheduled update whose time has come) into `sending` and
-    write its deliveries, all in the caller's transaction. Recipients are decided now.
+    write the first page of its deliveries, in the caller's transaction; the workers write the
+    rest while they send (mailing/sending/population.py), so this takes the same time for any
+    size of list. `recipients` is exact once every row is written.
 
     The one rule for "send now", whoever asks (console, API, CLI): only a draft starts; a
     scheduled update is WrongState (409) until it is unscheduled; anything already sending or
@@ -115,8 +118,8 @@ def start_send(
     )
     if not won:
         return Started(False, update.recipients)
-    recipients = populate(session, update_id, drafts.themes_of(update), now)
-    session.execute(UPDATE.update().where(UPDATE.c.id == update_id).values(recipients=recipients))
+    # The first page of delivery rows now; the workers write the rest while they send.
+    recipients = population.begin(session, update_id, drafts.themes_of(update), now)
     audit(session, staff_id, AuditAction.SENT, update_id, f"{recipients} recipients")
     session.expire(update)
     log.info("update %s: sending to %s recipients", update_id, recipients)
@@ -227,6 +230,7 @@ def cancel(session: Session, update_id: int, staff_id: int | None) -> Update:
     """
     update = drafts.get(session, update_id)
     _change(session, update, UpdateTransitions.CANCEL, "cancelled", {"send_at": None})
+    population.close(session, update_id)  # rows not yet written never will be
     audit(session, staff_id, AuditAction.CANCELLED, update_id)
     session.commit()
     cancel_pending(session, update_id)

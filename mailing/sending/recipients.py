@@ -2,7 +2,9 @@
 
 An update reaches each active subscriber who chose at least one of its themes, once: the
 delivery rows are written by one INSERT ... SELECT per keyset page (rows never enter Python), and
-the unique key (update, subscriber) makes writing them twice harmless.
+the unique key (update, subscriber) makes writing them twice harmless. The request that starts a
+send writes the first page; the workers write the rest while they send
+(mailing/sending/population.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
+from mailing.db import is_postgres
 from mailing.models import Delivery, Subscriber, SubscriberTheme, table_of
 from mailing.states import DeliveryStatus, Frequency, SubscriberStatus
 
@@ -45,39 +48,40 @@ def count_recipients(session: Session, themes: Sequence[str]) -> int:
     return int(session.execute(query).scalar_one())
 
 
-def populate(session: Session, update_id: int, themes: Sequence[str], now: datetime) -> int:
-    """One pending delivery per recipient, a keyset page at a time; returns how many there are."""
-    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    after = 0
-    while True:
-        page = (
-            sa.select(SUBSCRIBER.c.id)
-            .where(_recipients(themes), SUBSCRIBER.c.id > after)
-            .order_by(SUBSCRIBER.c.id)
-            .limit(POPULATE_CHUNK)
-            .subquery()
-        )
-        upto = session.execute(sa.select(sa.func.max(page.c.id))).scalar_one()
-        if upto is None:
-            break
-        rows = sa.select(
-            sa.literal(update_id),
-            SUBSCRIBER.c.id,
-            sa.literal(DeliveryStatus.PENDING.value),
-            sa.literal(0),
-            sa.literal(now, DELIVERY.c.enqueued_at.type),
-        ).where(_recipients(themes), SUBSCRIBER.c.id > after, SUBSCRIBER.c.id <= upto)
-        session.execute(
-            dialect_insert(DELIVERY)
-            .from_select(["update_id", "subscriber_id", "status", "attempts", "enqueued_at"], rows)
-            .on_conflict_do_nothing(index_elements=["update_id", "subscriber_id"])
-        )
-        after = int(upto)
-    if session.get_bind().dialect.name == "postgresql":
-        # Fresh statistics for the rows just written (about 30 ms for 100,000 rows): the claims
-        # that follow are planned with them.
-        session.execute(sa.text("ANALYZE delivery"))
-    count = (
-        sa.select(sa.func.count()).select_from(DELIVERY).where(DELIVERY.c.update_id == update_id)
+def write_page(
+    session: Session, update_id: int, themes: Sequence[str], now: datetime, after: int
+) -> tuple[int, bool]:
+    """Write the pending deliveries of the next keyset page of recipients (subscriber ids after
+    `after`, at most POPULATE_CHUNK of them) in the caller's transaction. Returns the cursor to
+    carry on from, and whether there may be more (False: this page reached the end)."""
+    dialect_insert = pg_insert if is_postgres(session) else sqlite_insert
+    page = (
+        sa.select(SUBSCRIBER.c.id)
+        .where(_recipients(themes), SUBSCRIBER.c.id > after)
+        .order_by(SUBSCRIBER.c.id)
+        .limit(POPULATE_CHUNK)
+        .subquery()
     )
-    return int(session.execute(count).scalar_one())
+    upto, found = session.execute(sa.select(sa.func.max(page.c.id), sa.func.count())).one()
+    if upto is None:
+        return after, False
+    rows = sa.select(
+        sa.literal(update_id),
+        SUBSCRIBER.c.id,
+        sa.literal(DeliveryStatus.PENDING.value),
+        sa.literal(0),
+        sa.literal(now, DELIVERY.c.enqueued_at.type),
+    ).where(_recipients(themes), SUBSCRIBER.c.id > after, SUBSCRIBER.c.id <= upto)
+    session.execute(
+        dialect_insert(DELIVERY)
+        .from_select(["update_id", "subscriber_id", "status", "attempts", "enqueued_at"], rows)
+        .on_conflict_do_nothing(index_elements=["update_id", "subscriber_id"])
+    )
+    return int(upto), int(found) == POPULATE_CHUNK
+
+
+def analyze(session: Session) -> None:
+    """Fresh planner statistics for the delivery rows just written (PostgreSQL; about 30 ms):
+    the claims that follow are planned with them."""
+    if is_postgres(session):
+        session.execute(sa.text("ANALYZE delivery"))

@@ -6,9 +6,10 @@ named checks that each find work the broker lost or never had, and re-drive it.
 - `cancel_leftovers`: a cancelled (or abandoned) update with deliveries still pending has them
   cancelled (the second step of a cancel, if it was lost).
 - `redrive_quiet_sends`: when no send anywhere has settled a chunk for MAILING_SEND_STALL_SECONDS,
-  every send with ready pending deliveries gets fresh batch tasks (at most once per stall
-  period). While any worker makes progress, queued tasks are only waiting their turn (the
-  queue is first in, first out), so a long queue is never mistaken for lost work.
+  every send with ready pending deliveries (or delivery rows still to write) gets fresh batch
+  tasks (at most once per stall period). While any worker makes progress, queued tasks are
+  only waiting their turn (the queue is first in, first out), so a long queue is never
+  mistaken for lost work.
 - `outbox.redrive`: a notice still in the outbox MAILING_NOTICE_REDRIVE_SECONDS after it was
   queued is queued again (its task was lost; a duplicate finds it sent or locked).
 """
@@ -25,6 +26,7 @@ from sqlmodel import Session
 
 from mailing.config import get_settings
 from mailing.mail import outbox
+from mailing.sending import population
 from mailing.sending.batch import UPDATE, finish_if_done
 from mailing.sending.control import (
     Publish,
@@ -118,7 +120,7 @@ def redrive_quiet_sends(session: Session, now: datetime, publish: Publish) -> in
                 sa.or_(DELIVERY.c.retry_at.is_(None), DELIVERY.c.retry_at <= now),
             )
         ).scalar_one()
-        if not ready:
+        if not ready and not population.is_open(session, update_id):
             continue
         claimed = session.execute(
             UPDATE.update()
@@ -131,7 +133,7 @@ def redrive_quiet_sends(session: Session, now: datetime, publish: Publish) -> in
         session.commit()
         if not getattr(claimed, "rowcount", 0):
             continue  # re-driven less than a stall period ago: those tasks are on their way
-        count = batch_tasks(int(ready))
+        count = batch_tasks(max(int(ready), 1))
         if publish_safely(publish, update_id, count):
             tasks += count
     return tasks
