@@ -238,6 +238,11 @@ def test_the_migration_fills_the_figure_from_existing_rows_and_goes_down_cleanly
             t=now + timedelta(hours=5),
         )
         assert assert_exact() == {updates[0]: 4, updates[1]: 3}  # and kept from then on
+        if get_engine().dialect.name == "postgresql":
+            # An update deleted with its rows. (On SQLite 0014's delivery_count trigger refuses
+            # it: it adds a -1 row for the deleted update; the app deletes only drafts.)
+            _exec("DELETE FROM theme_update WHERE id = :u", u=updates[0])
+            assert assert_exact() == {updates[1]: 3}
 
         command.downgrade(config, "0019-1")
         names = sa.inspect(get_engine()).get_table_names()
