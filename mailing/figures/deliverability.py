@@ -1,7 +1,8 @@
 """Per-update deliverability figures for staff: bounces, complaints and unsubscribes among the
 copies the relay took, their rates, and warnings past the big mailbox providers' limits.
 
-Counts only, from the counts the database keeps of the delivery rows (figures/kept_counts.py);
+Counts only, from the counts the database keeps of the delivery and subscriber rows
+(figures/kept_counts.py: no join of deliveries to subscribers);
 no personal data.
 """
 
@@ -11,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
 from mailing.figures import kept_counts
-from mailing.models import Delivery, Subscriber, Update
-from mailing.states import DELIVERED, DeliveryStatus, SubscriberStatus, UpdateStatus
+from mailing.models import Update
+from mailing.states import DELIVERED, DeliveryStatus, UpdateStatus
 
 # The 2024 bulk-sender rules keep spam complaints under 0.1 %; hard bounces over 2 % mark a list
 # that needs cleaning.
@@ -31,18 +32,9 @@ def for_update(session: Session, update_id: int) -> dict[str, Any]:
     handed_over = sum(by_status.values())
     bounced = int(by_status.get(DeliveryStatus.BOUNCED, 0))
     complained = int(by_status.get(DeliveryStatus.COMPLAINED, 0))
-    # Who left after this copy reached them (complainers are counted as complaints instead).
-    unsubscribed = session.execute(
-        select(sa.func.count())
-        .select_from(Delivery)
-        .join(Subscriber, col(Subscriber.id) == Delivery.subscriber_id)
-        .where(
-            Delivery.update_id == update_id,
-            Delivery.status == DeliveryStatus.SENT,
-            Subscriber.status == SubscriberStatus.UNSUBSCRIBED,
-            col(Subscriber.unsubscribed_at) >= col(Delivery.sent_at),
-        )
-    ).scalar_one()
+    # Who left after this copy reached them (complainers are counted as complaints instead):
+    # its `sent` copies whose subscriber is now unsubscribed, unsubscribed_at >= sent_at.
+    unsubscribed = kept_counts.left_after(session, update_id)
     bounce_rate = bounced / handed_over if handed_over else 0.0
     complaint_rate = complained / handed_over if handed_over else 0.0
     warnings = warnings_for(bounce_rate, complaint_rate)

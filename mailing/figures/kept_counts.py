@@ -1,9 +1,11 @@
-"""The counts the database keeps (migration 0014's triggers), read instead of counting rows.
+"""The counts the database keeps (migrations 0014 and 0019's triggers), read instead of counting
+rows.
 
 The subscriber and delivery tables grow with the history; a page or a scrape that counted them
 would grow with it (4 s for an update's page at 16 million deliveries). These read a handful of
 rows: `delivery_count` (an update's deliveries by status) and `subscriber_count` (subscribers by
-status, theme "" for every subscriber once, and by theme and status; summed over its shards).
+status, theme "" for every subscriber once, and by theme and status; summed over its shards)
+and `update_left_count` (who left after an update's copy reached them; summed over its shards).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from mailing.models import DeliveryCount, SubscriberCount, table_of
+from mailing.models import DeliveryCount, SubscriberCount, UpdateLeftCount, table_of
 from mailing.states import DeliveryStatus, SubscriberStatus
 
 DELIVERY_COUNT = table_of(DeliveryCount)
 SUBSCRIBER_COUNT = table_of(SubscriberCount)
+LEFT_COUNT = table_of(UpdateLeftCount)
 EVERYONE = ""  # the theme of the rows that count every subscriber once
 
 
@@ -28,6 +31,15 @@ def deliveries_of(conn: Session | Connection, update_id: int) -> dict[DeliverySt
         )
     ).all()
     return {DeliveryStatus(status): int(n) for status, n in rows if n}
+
+
+def left_after(conn: Session | Connection, update_id: int) -> int:
+    """How many of the update's `sent` copies went to someone now unsubscribed, who left at or
+    after the copy's sent_at (what the update's page counted with a join before 0019)."""
+    found = conn.execute(
+        sa.select(sa.func.sum(LEFT_COUNT.c.n)).where(LEFT_COUNT.c.update_id == update_id)
+    ).scalar()
+    return int(found or 0)
 
 
 def deliveries_by_status(conn: Session | Connection) -> dict[str, int]:

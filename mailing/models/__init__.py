@@ -364,6 +364,7 @@ def table_of(model: type[SQLModel]) -> sa.Table:
 from mailing.models.counts import BeatLease as BeatLease  # noqa: E402
 from mailing.models.counts import DeliveryCount as DeliveryCount  # noqa: E402
 from mailing.models.counts import SubscriberCount as SubscriberCount  # noqa: E402
+from mailing.models.counts import UpdateLeftCount as UpdateLeftCount  # noqa: E402
 from mailing.models.staff import FactorKind as FactorKind  # noqa: E402
 from mailing.models.staff import StaffFactor as StaffFactor  # noqa: E402
 from mailing.models.staff import StaffInvitation as StaffInvitation  # noqa: E402

@@ -1,4 +1,4 @@
-"""Tables the service keeps for itself: beat leases (0013) and the kept counts (0014)."""
+"""Tables the service keeps for itself: beat leases (0013) and the kept counts (0014, 0019)."""
 
 from __future__ import annotations
 
@@ -45,5 +45,18 @@ class SubscriberCount(SQLModel, table=True):
 
     theme: str = Field(primary_key=True, max_length=40)
     status: SubscriberStatus = Field(primary_key=True, sa_type=_enum(SubscriberStatus))
+    shard: int = Field(default=0, primary_key=True)
+    n: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class UpdateLeftCount(SQLModel, table=True):
+    """Who left after an update's copy reached them: its `sent` deliveries whose subscriber is
+    now unsubscribed, unsubscribed_at >= the delivery's sent_at. Kept by the database (triggers,
+    migration 0019) and summed over `shard` (PostgreSQL: -1 the delivery side, 0-15 the
+    connections unsubscribing); what the update's page reads, not a join."""
+
+    __tablename__ = "update_left_count"
+
+    update_id: int = Field(foreign_key="theme_update.id", primary_key=True, ondelete="CASCADE")
     shard: int = Field(default=0, primary_key=True)
     n: int = Field(default=0, sa_type=sa.BigInteger)
