@@ -24,7 +24,7 @@ PostgreSQL: statement-level AFTER triggers with transition tables. SQLite: row t
 count is filled from the existing rows here with one grouped join.
 
 Revision ID: 0019
-Revises: 0016
+Revises: 0017
 """
 
 # ruff: noqa: S608 (the SQL below is our own, built from constants: no input in it)
@@ -36,7 +36,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision: str = "0019"
-down_revision: str | None = "0016"
+down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
