@@ -24,6 +24,7 @@ from sqlmodel import Session
 
 import mailing.sending.chunk_sql as sql
 import mailing.sending.guard as guard
+import mailing.sending.population as population
 from mailing.config import get_settings
 from mailing.db import get_engine
 from mailing.deliverability.returnpath import for_delivery
@@ -31,7 +32,6 @@ from mailing.mail import pipeline
 from mailing.mail.builder import Prepared, recipient_values
 from mailing.mail.pipeline import backoff_seconds as backoff_seconds
 from mailing.models import Update, table_of, utcnow
-from mailing.sending import population
 from mailing.sending.recipients import DELIVERY
 from mailing.states import (
     DELIVERED,

@@ -17,10 +17,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, col, select
 
+import mailing.sending.population as population
 from mailing.config import get_settings
 from mailing.errors import Conflict, Invalid
 from mailing.models import AuditLog, Update, table_of, utcnow
-from mailing.sending import population
 from mailing.sending.batch import finish_if_done
 from mailing.sending.recipients import DELIVERY
 from mailing.staff import review

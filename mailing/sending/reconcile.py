@@ -24,9 +24,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlmodel import Session
 
+import mailing.sending.population as population
 from mailing.config import get_settings
 from mailing.mail import outbox
-from mailing.sending import population
 from mailing.sending.batch import UPDATE, finish_if_done
 from mailing.sending.control import (
     Publish,
