@@ -30,5 +30,13 @@ def environment() -> Environment:
     return env
 
 
+def compile_emails() -> None:
+    """Compile every email template now (a worker's parent does, before its pool forks, so no
+    pool process compiles them at the start of its first send)."""
+    env = environment()
+    for name in env.list_templates(filter_func=lambda n: n.startswith("emails/")):
+        env.get_template(name)
+
+
 def render(name: str, **context: Any) -> str:
     return environment().get_template(name).render(**context)

@@ -5,8 +5,9 @@ transaction, builds each row's copy (or None: the row is no longer owed and is c
 settles the chunk in the same transaction. Because the locks are held while the chunk is sent,
 an unsubscribe either waits for the chunk or cancels it first, and a worker killed mid-chunk
 loses its transaction with its connection: those rows are owed again at once. The source is
-asked before every chunk whether it is still going (a pause or a cancel), so a stop lets the
-loop finish at most the chunk it holds.
+asked before every chunk whether it is still going (a pause or a cancel; a source may answer it
+in its claim instead, by claiming None), so a stop lets the loop finish at most the chunk it
+holds.
 
 The relay's answers, per copy: taken (sent), 5xx (failed), 4xx (deferred: the source sets a
 retry time with `backoff_seconds`), or an unreachable relay (the chunk stops there; what was not
@@ -72,7 +73,9 @@ class Source(Protocol[Row]):
     rated: bool
 
     def still_going(self, conn: Connection) -> bool: ...
-    def claim(self, conn: Connection, limit: int) -> Sequence[Row]: ...
+    # The chunk's rows, locked; None: the source stopped (for a source that checks that in
+    # the claim itself).
+    def claim(self, conn: Connection, limit: int) -> Sequence[Row] | None: ...
     def copy(self, row: Row) -> Copy | None: ...
     def settle(self, conn: Connection, settled: Settled[Row]) -> None: ...
     # After the chunk's transaction committed: work that must see it (the send guard).
@@ -164,7 +167,11 @@ def _lane(source: Source[Row], size: int, deadline: float | None, stop: threadin
         return outcome
     rate = send_rate() if source.rated else None
     per_copy = 0.0  # seconds a copy took in the last chunk (the relay's round trip, mostly)
+    conn: Connection | None = None
     try:
+        # One database connection for the lane's run, a transaction a chunk: checking one out
+        # of the pool for every chunk cost a ping (pool_pre_ping) each time.
+        conn = get_engine().connect()
         while not stop.is_set():
             limit = _fits(size, deadline, per_copy)
             if limit == 0:
@@ -178,12 +185,12 @@ def _lane(source: Source[Row], size: int, deadline: float | None, stop: threadin
                 outcome.more = True  # the lease was lost (Redis flushed): give the slot up
                 break
             # A plain connection, not an ORM session: this loop runs once per 50 emails.
-            with get_engine().begin() as conn:
-                if not source.still_going(conn):
+            with conn.begin():
+                rows = source.claim(conn, limit) if source.still_going(conn) else None
+                if rows is None:
                     outcome.stopped = True
                     stop.set()  # the other lanes stop after the chunk they hold
                     break
-                rows = source.claim(conn, limit)
                 if not rows:
                     break
                 began = time.monotonic()
@@ -197,6 +204,9 @@ def _lane(source: Source[Row], size: int, deadline: float | None, stop: threadin
     except BaseException:
         POOL.close(lane)
         raise
+    finally:
+        if conn is not None:
+            conn.close()
     if outcome.unreachable:
         POOL.close(lane)
     else:

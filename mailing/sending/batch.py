@@ -14,6 +14,7 @@ before every chunk, so a pause or a cancel lets each worker finish at most the c
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -81,17 +82,44 @@ def _still_sending(conn: Connection, update_id: int) -> bool:
     return status == UpdateStatus.SENDING.value
 
 
-def _claim(conn: Connection, update_id: int, limit: int, now: Any) -> list[_Row]:
+def _claim(conn: Connection, update_id: int, limit: int, now: Any, after: int = 0) -> list[_Row]:
     """Lock up to `limit` pending deliveries of the update, due at `now`, for this transaction
-    (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: its one write lock, taken by writing first, so
-    no unsubscribe can commit while this chunk is being sent)."""
+    (PostgreSQL: FOR UPDATE SKIP LOCKED, in one statement that also answers nothing unless the
+    update is still sending, with ids above `after` only; SQLite: its one write lock, taken by
+    writing first, so no unsubscribe can commit while this chunk is being sent)."""
     params = {"the_update": update_id, "due_at": now, "chunk_size": limit}
-    postgres = conn.dialect.name == "postgresql"
-    if postgres:
-        conn.execute(sql.SYNC_COMMIT_OFF)
-    else:
-        conn.execute(sql.LOCK_CLAIMABLE, params)
-    return [_Row(*r) for r in conn.execute(sql.CLAIM[postgres], params).all()]
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(sql.CLAIM_POSTGRES, {**params, "after_id": after}).all()
+        return [_Row(*r) for r in rows]
+    conn.execute(sql.LOCK_CLAIMABLE, params)
+    return [_Row(*r) for r in conn.execute(sql.CLAIM_SQLITE, params).all()]
+
+
+class _Frontier:
+    """The highest delivery id this process's lanes claimed, per update: a lane's claim starts
+    past it, so it does not walk the rows the other lanes hold. Only a hint: when nothing is
+    left past it, the claim starts from the first row again (rows released below it, by a
+    killed worker or a 4xx come due, are sent then)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._at: dict[int, int] = {}
+
+    def get(self, update_id: int) -> int:
+        return self._at.get(update_id, 0)
+
+    def advance(self, update_id: int, rows: list[_Row]) -> None:
+        if rows:
+            with self._lock:
+                last = max(row.delivery_id for row in rows)
+                self._at[update_id] = max(self._at.get(update_id, 0), last)
+
+    def restart(self, update_id: int) -> None:
+        with self._lock:
+            self._at.pop(update_id, None)
+
+
+FRONTIER = _Frontier()
 
 
 @dataclass(frozen=True)
@@ -119,11 +147,26 @@ class _Deliveries:
         self.max_attempts = get_settings().send_max_retries
         self.clock = pipeline.ClaimClock()
 
-    def still_going(self, conn: Connection) -> bool:
-        return _still_sending(conn, self.update_id)
+        self.postgres = get_engine().dialect.name == "postgresql"
+        self._figures = threading.local()  # what a lane's last settle answered, for the guard
 
-    def claim(self, conn: Connection, limit: int) -> list[_Row]:
-        return _claim(conn, self.update_id, limit, self.clock.mark())
+    def still_going(self, conn: Connection) -> bool:
+        # On PostgreSQL the claim itself answers nothing once the update stopped sending.
+        return self.postgres or _still_sending(conn, self.update_id)
+
+    def claim(self, conn: Connection, limit: int) -> list[_Row] | None:
+        now = self.clock.mark()
+        if not self.postgres:
+            return _claim(conn, self.update_id, limit, now)
+        after = FRONTIER.get(self.update_id)
+        rows = _claim(conn, self.update_id, limit, now, after)
+        if not rows and after:
+            FRONTIER.restart(self.update_id)
+            rows = _claim(conn, self.update_id, limit, now)
+        if not rows and not _still_sending(conn, self.update_id):
+            return None  # paused, cancelled or abandoned
+        FRONTIER.advance(self.update_id, rows)
+        return rows
 
     def copy(self, row: _Row) -> pipeline.Copy | None:
         if row.status != SubscriberStatus.ACTIVE:
@@ -134,11 +177,12 @@ class _Deliveries:
         return pipeline.Copy(sender, row.email, self.prepared.personalise(values))
 
     def settle(self, conn: Connection, settled: pipeline.Settled[_Row]) -> None:
-        _settle(conn, self.update_id, settled, self.max_attempts)
+        self._figures.last = _settle(conn, self.update_id, settled, self.max_attempts)
 
     def committed(self, settled: pipeline.Settled[_Row]) -> None:
         # The send guard: a send whose copies the relay refuses or that bounce pauses itself.
-        guard.after_chunk(self.update_id, [row.delivery_id for row, _ in settled.failed])
+        figures, self._figures.last = getattr(self._figures, "last", None), None
+        guard.after_chunk(self.update_id, [row.delivery_id for row, _ in settled.failed], figures)
 
 
 def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> BatchOutcome:
@@ -220,13 +264,16 @@ def _next_retry_in(session: Session, update_id: int, claimed_at: Any) -> float |
 
 def _settle(
     conn: Connection, update_id: int, result: pipeline.Settled[_Row], max_attempts: int
-) -> None:
+) -> tuple[str, guard.Figures] | None:
+    """Mark the chunk's rows and add to the update's counts; on PostgreSQL, returns the update's
+    status and guard figures after this chunk (the rare cancels, failures and retries first, then
+    the sent marks and the counts in one statement)."""
     now = utcnow()
     attempt = DELIVERY.c.attempts + 1
     postgres = conn.dialect.name == "postgresql"
     chunk_ids = sql.CHUNK_IDS[postgres]
-    if result.sent:
-        sent = [r.delivery_id for r in result.sent]
+    sent = [r.delivery_id for r in result.sent]
+    if sent and not postgres:
         conn.execute(sql.MARK_SENT[postgres], {"chunk_ids": sent, "settled_at": now})
     if result.cancelled:
         transition(
@@ -262,15 +309,23 @@ def _settle(
             {"error": f"deferred {max_attempts} times"},
             params={"chunk_ids": [r.delivery_id for r in deferred]},
         )
+    failed_now = len(result.failed) + gave_up
+    if postgres:
+        params = {"the_update": update_id, "chunk_ids": sent, "settled_at": now}
+        after = conn.execute(sql.SETTLE_POSTGRES, {**params, "failed_now": failed_now}).one()
+        sent_so_far, failed_so_far, bounced = (int(after[i]) for i in (1, 2, 3))
+        figures = guard.Figures(sent_so_far + failed_so_far, failed_so_far, bounced)
+        return str(after[0]), figures
     conn.execute(
         sql.ADD_COUNTS,
         {
             "the_update": update_id,
             "sent_now": len(result.sent),
-            "failed_now": len(result.failed) + gave_up,
+            "failed_now": failed_now,
             "settled_at": now,
         },
     )
+    return None
 
 
 def _count(update_id: int, statuses: frozenset[DeliveryStatus]) -> Any:

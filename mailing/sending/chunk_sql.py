@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from mailing.models import Update, table_of
 from mailing.sending.recipients import DELIVERY, SUBSCRIBER
-from mailing.states import DeliveryStatus, DeliveryTransitions, transition_statement
+from mailing.states import DeliveryStatus, DeliveryTransitions, UpdateStatus, transition_statement
 
 UPDATE = table_of(Update)
 
@@ -23,6 +23,7 @@ THE_UPDATE = sa.bindparam("the_update", type_=sa.Integer)
 DUE_AT = sa.bindparam("due_at", type_=DELIVERY.c.retry_at.type)
 CHUNK_SIZE = sa.bindparam("chunk_size", type_=sa.Integer)
 SETTLED_AT = sa.bindparam("settled_at", type_=DELIVERY.c.sent_at.type)
+AFTER_ID = sa.bindparam("after_id", type_=sa.Integer)
 
 STATUS = sa.select(UPDATE.c.status).where(UPDATE.c.id == THE_UPDATE)
 
@@ -51,8 +52,56 @@ CLAIMABLE = sa.and_(
     sa.or_(DELIVERY.c.retry_at.is_(None), DELIVERY.c.retry_at <= DUE_AT),
 )
 ORDER = (DELIVERY.c.update_id, DELIVERY.c.id)
-_CLAIMED = COLUMNS.where(CLAIMABLE).order_by(*ORDER).limit(CHUNK_SIZE)
-CLAIM = {True: _CLAIMED.with_for_update(of=DELIVERY, skip_locked=True), False: _CLAIMED}
+CLAIM_SQLITE = COLUMNS.where(CLAIMABLE).order_by(*ORDER).limit(CHUNK_SIZE)
+
+# PostgreSQL: the claim in one statement (a chunk's round trips to the database were most of
+# the database's CPU in a send over many lanes). The pending rows are locked first, alone, and
+# only the chunk's rows are joined to their subscribers: joining before the lock looked up the
+# subscriber of every row another lane holds (800-2,400 rows a claim, 8-11 ms). `after_id` starts
+# the scan past the rows this process claimed last (the lanes' frontier; 0: from the first), so
+# a lane skips few rows the others hold. The update must still be `sending` (the pause/cancel
+# check, in the same statement), and the chunk's commit need not wait for a disk flush (a worker
+# crash still loses the whole transaction; a database crash can lose only the last fraction of
+# a second of "sent" marks, which means sending those again, never losing them).
+_SENDING = sa.exists().where(
+    UPDATE.c.id == THE_UPDATE,
+    UPDATE.c.status == sa.literal(UpdateStatus.SENDING.value, literal_execute=True),
+)
+_LOCKED = (
+    sa.select(DELIVERY.c.id, DELIVERY.c.subscriber_id, DELIVERY.c.attempts)
+    .where(CLAIMABLE, DELIVERY.c.id > AFTER_ID, _SENDING)
+    .order_by(*ORDER)
+    .limit(CHUNK_SIZE)
+    .with_for_update(of=DELIVERY, skip_locked=True)
+    .cte("locked")
+)
+_NO_FLUSH = sa.select(
+    sa.func.set_config("synchronous_commit", "off", sa.true()).label("setting")
+).cte("no_flush")
+# Each claimed row's subscriber by its key (a LATERAL subquery with a LIMIT is never turned
+# into a join the planner may run as a scan of the subscribers, as it did for a small list).
+_WHOSE = (
+    sa.select(
+        SUBSCRIBER.c.status, SUBSCRIBER.c.email, SUBSCRIBER.c.email_key, SUBSCRIBER.c.token_version
+    )
+    .where(SUBSCRIBER.c.id == _LOCKED.c.subscriber_id)
+    .limit(1)
+    .lateral("whose")
+)
+CLAIM_POSTGRES = (
+    sa.select(
+        _LOCKED.c.id,
+        _LOCKED.c.subscriber_id,
+        _WHOSE.c.status,
+        _WHOSE.c.email,
+        _WHOSE.c.email_key,
+        _WHOSE.c.token_version,
+        _LOCKED.c.attempts,
+    )
+    .select_from(_LOCKED)
+    .join(_WHOSE, sa.true())
+    .where(sa.exists(sa.select(_NO_FLUSH.c.setting)))
+)
 # SQLite has one writer: writing first takes the database's write lock, held until commit.
 LOCK_CLAIMABLE = (
     sa.update(DELIVERY)
@@ -95,7 +144,26 @@ ADD_COUNTS = (
     )
 )
 
-# The chunk's "sent" marks need not wait for a disk flush (4 ms a commit here): a worker crash
-# still loses the whole transaction, and a database crash can lose only the last fraction of a
-# second of marks, which means sending those again, never losing them.
-SYNC_COMMIT_OFF = sa.text("SET LOCAL synchronous_commit = off")
+_BOUNCED = (
+    sa.select(sa.func.count())
+    .select_from(DELIVERY)
+    .where(
+        DELIVERY.c.update_id == THE_UPDATE,
+        DELIVERY.c.status == sa.literal(DeliveryStatus.BOUNCED.value, literal_execute=True),
+    )
+    .scalar_subquery()
+)
+# PostgreSQL: the chunk's "sent" marks and the update's counts in one statement, which answers
+# the send guard's figures (status, sent, failed, bounced rows) as they stand after it, so the
+# guard needs no transaction of its own for a chunk that changes nothing for it.
+_SENT = MARK_SENT[True].returning(DELIVERY.c.id).cte("marked")
+SETTLE_POSTGRES = (
+    sa.update(UPDATE)
+    .where(UPDATE.c.id == THE_UPDATE)
+    .values(
+        sent=UPDATE.c.sent + sa.select(sa.func.count()).select_from(_SENT).scalar_subquery(),
+        failed=UPDATE.c.failed + sa.bindparam("failed_now", type_=sa.Integer),
+        heartbeat_at=SETTLED_AT,
+    )
+    .returning(UPDATE.c.status, UPDATE.c.sent, UPDATE.c.failed, _BOUNCED)
+)

@@ -85,9 +85,17 @@ def figures(session: Session, update_id: int) -> tuple[str, Figures] | None:
     return str(status), Figures(attempted=int(sent) + int(failed), failed=int(failed), bounced=hard)
 
 
-def after_chunk(update_id: int, refused: list[int]) -> bool:
-    """Called once a chunk is settled (committed), with the deliveries the relay refused (5xx);
-    True if this call paused the send."""
+def after_chunk(
+    update_id: int, refused: list[int], settled: tuple[str, Figures] | None = None
+) -> bool:
+    """Called once a chunk is settled (committed), with the deliveries the relay refused (5xx)
+    and, if the settle answered them, the update's status and figures after it (then a chunk
+    nothing was refused in, whose figures are within the limit, costs no query); True if this
+    call paused the send."""
+    if not refused and settled is not None:
+        status, figures_now = settled
+        if status != UpdateStatus.SENDING.value or not figures_now.too_bad():
+            return False
     suppressions.relay_refused(update_id, refused)
     with Session(get_engine(), expire_on_commit=False) as session:
         found = figures(session, update_id)
