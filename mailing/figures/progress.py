@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 
 from sqlmodel import Session, col, select
 
+import mailing.sending.population as population
 from mailing.figures import kept_counts
 from mailing.models import Delivery, Subscriber, Update
 from mailing.sending.recipients import count_recipients
@@ -85,7 +86,7 @@ def progress(session: Session, update_id: int) -> Progress:
         return Progress(update.status, waiting, 0, 0, 0, waiting)
     counts = kept_counts.deliveries_of(session, update_id)
     pending = counts.get(DeliveryStatus.PENDING, 0)
-    if update.populate_after is not None:
+    if population.is_open(session, update_id):
         # Rows still being written (mailing/sending/population.py): whoever is not settled yet
         # is pending, written or not.
         settled = sum(n for s, n in counts.items() if s != DeliveryStatus.PENDING)

@@ -179,10 +179,6 @@ class Update(SQLModel, table=True):
     redriven_at: datetime | None = None
     # Why a send was stopped by the service itself (an email it could not build).
     error: str | None = Field(default=None, max_length=300)
-    # While the workers are still writing the send's delivery rows, the last subscriber id
-    # written (mailing/sending/population.py); None once every row is written.
-    populate_after: int | None = Field(default=None, sa_type=sa.BigInteger)
-    populate_lease_at: datetime | None = None  # the worker writing them renews this each page
     # Shown in the public archive and feed once sent (staff may untick it when composing).
     published: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
 
@@ -365,6 +361,7 @@ from mailing.models.counts import BeatLease as BeatLease  # noqa: E402
 from mailing.models.counts import DeliveryCount as DeliveryCount  # noqa: E402
 from mailing.models.counts import SubscriberCount as SubscriberCount  # noqa: E402
 from mailing.models.counts import UpdateLeftCount as UpdateLeftCount  # noqa: E402
+from mailing.models.counts import UpdatePopulation as UpdatePopulation  # noqa: E402
 from mailing.models.staff import FactorKind as FactorKind  # noqa: E402
 from mailing.models.staff import StaffFactor as StaffFactor  # noqa: E402
 from mailing.models.staff import StaffInvitation as StaffInvitation  # noqa: E402

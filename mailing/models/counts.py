@@ -1,4 +1,5 @@
-"""Tables the service keeps for itself: beat leases (0013) and the kept counts (0014, 0019)."""
+"""Tables the service keeps for itself: beat leases (0013), the kept counts (0014, 0019) and the
+delivery rows a send still has to write (0017)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,16 @@ class UpdateLeftCount(SQLModel, table=True):
     update_id: int = Field(foreign_key="theme_update.id", primary_key=True, ondelete="CASCADE")
     shard: int = Field(default=0, primary_key=True)
     n: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class UpdatePopulation(SQLModel, table=True):
+    """A send whose delivery rows the workers are still writing (mailing/sending/population.py):
+    the last subscriber id written, and when the worker writing them last renewed its lease. No
+    row: every delivery row is written. Kept apart from the update's row, which every settled
+    chunk locks, so writing a page never waits for a chunk nor a chunk for a page."""
+
+    __tablename__ = "update_population"
+
+    update_id: int = Field(foreign_key="theme_update.id", primary_key=True, ondelete="CASCADE")
+    after: int = Field(sa_type=sa.BigInteger)
+    lease_at: datetime | None = None

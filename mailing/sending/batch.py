@@ -209,7 +209,7 @@ def deliver_batch(update_id: int, *, budget_seconds: float | None = None) -> Bat
             session.commit()
             outcome.stopped = True
             return outcome
-        writing = update.populate_after is not None
+        writing = population.is_open(session, update_id)
     source = _Deliveries(update_id, prepared)
     # Rows still to write: one task at a time writes the next pages beside its lanes.
     writer = (
@@ -349,7 +349,7 @@ def finish_if_done(session: Session | Connection, update_id: int) -> bool:
         .exists()
     )
     # Not while delivery rows are still being written (mailing/sending/population.py).
-    written = UPDATE.c.populate_after.is_(None)
+    written = ~population.still_writing(update_id)
     done = transition(
         session,
         UPDATE,
@@ -357,6 +357,7 @@ def finish_if_done(session: Session | Connection, update_id: int) -> bool:
         sa.and_(UPDATE.c.id == update_id, written, ~pending),
         {
             "sent_at": utcnow(),
+            "recipients": population.total_rows(update_id),
             "sent": _count(update_id, DELIVERED),
             "failed": _count(update_id, frozenset({DeliveryStatus.FAILED})),
         },
@@ -374,10 +375,10 @@ def abandon(session: Session | Connection, update_id: int, reason: str) -> bool:
         UPDATE,
         UpdateTransitions.ABANDON,
         UPDATE.c.id == update_id,
-        {"error": reason[:300], **population.CLOSED},
+        {"error": reason[:300]},
     )
     if stopped:
-        population.recount(session, update_id)
+        population.close(session, update_id)
         transition(session, DELIVERY, DeliveryTransitions.CANCEL, DELIVERY.c.update_id == update_id)
         log.warning("update %s: abandoned: %s", update_id, reason)
     return bool(stopped)

@@ -2,21 +2,23 @@
 
 The request that starts a send writes the first page of delivery rows (recipients.write_page,
 up to POPULATE_CHUNK) and commits; the workers start sending those at once. When there may be
-more, the update keeps a keyset cursor, `populate_after` (the last subscriber id written), and
-`recipients` holds the count of who it reaches at that moment. Each batch task that finds the
-cursor open takes a lease on it (`populate_lease_at`, renewed each page) and writes the next
-pages in a thread beside its lanes, until its time is up; another task takes over a lease that
-is LEASE_SECONDS old (a killed worker), so nothing is lost.
+more, an `update_population` row keeps the keyset cursor (the last subscriber id written), and
+`recipients` holds the count of who the send reaches at that moment. Each batch task that finds
+the cursor open takes its lease (`lease_at`, renewed each page) and writes the next pages in a
+thread beside its lanes, until its time is up; another task takes over a lease LEASE_SECONDS
+old (a killed worker), so nothing is lost.
 
 Exactness: a page commits only together with moving the cursor on from the value it started
-at (a conditional UPDATE in the same transaction), so no page is counted twice, and a cursor
-closed by a cancel makes the page being written roll back. When the cursor closes (the last
-page, a cancel, an abandon), `recipients` becomes the number of the update's delivery rows, read
-from the kept counts after the close: the ledger is exact. A send is not finished while its
-cursor is open (batch.finish_if_done).
+at (a conditional UPDATE, or the DELETE of the row after the last page, in the same
+transaction), so no page is written twice, and a cursor closed by a cancel makes the page being
+written roll back. Once the cursor is closed (the last page, a cancel, an abandon),
+`recipients` becomes the number of the update's delivery rows, read from the kept counts; the
+finish sets it again (batch.finish_if_done), so the ledger is exact even if a writer died in
+between. A send is not finished while its cursor is open.
 
-Lock order: a page's INSERT takes no lock a worker holds (the rows are new); its kept-count
-rows and then the update row are taken at the end, the order a settling chunk takes them.
+Locks: a page's INSERT takes no lock a worker holds (the rows are new); at its end it holds the
+update's kept-count rows and then the cursor row, never the update's row, which every settled
+chunk takes before the kept counts. The recount after the last page is a transaction of its own.
 """
 
 from __future__ import annotations
@@ -33,15 +35,19 @@ from sqlmodel import Session
 
 from mailing.db import get_engine
 from mailing.figures import kept_counts
-from mailing.models import Update, table_of, utcnow
+from mailing.models import Update, UpdatePopulation, table_of, utcnow
 from mailing.sending.recipients import analyze, count_recipients, write_page
 from mailing.states import UpdateStatus
 
 log = logging.getLogger(__name__)
 
 UPDATE = table_of(Update)
+POPULATION = table_of(UpdatePopulation)
 LEASE_SECONDS = 30.0  # a writer silent this long is taken to be dead; another takes over
-CLOSED: dict[str, object] = {"populate_after": None, "populate_lease_at": None}
+
+
+def _this(update_id: int) -> sa.ColumnElement[bool]:
+    return POPULATION.c.update_id == update_id
 
 
 def begin(session: Session, update_id: int, themes: Sequence[str], now: datetime) -> int:
@@ -52,53 +58,67 @@ def begin(session: Session, update_id: int, themes: Sequence[str], now: datetime
     analyze(session)
     if not more:
         return recount(session, update_id)
+    session.execute(sa.insert(POPULATION).values(update_id=update_id, after=upto, lease_at=None))
     recipients = count_recipients(session, themes)
-    session.execute(
-        UPDATE.update()
-        .where(UPDATE.c.id == update_id)
-        .values(populate_after=upto, populate_lease_at=None, recipients=recipients)
-    )
+    session.execute(UPDATE.update().where(UPDATE.c.id == update_id).values(recipients=recipients))
     return recipients
+
+
+def total_rows(update_id: int) -> sa.ScalarSelect[int]:
+    """The update's delivery rows, from the kept counts (for an UPDATE's values)."""
+    counts = kept_counts.DELIVERY_COUNT
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(counts.c.n), 0))
+        .where(counts.c.update_id == update_id)
+        .scalar_subquery()
+    )
 
 
 def recount(session: Session | Connection, update_id: int) -> int:
     """Set `recipients` to the update's delivery rows (the kept counts) and return it. Call it
-    after the cursor is closed, in the same transaction."""
-    total = sum(kept_counts.deliveries_of(session, update_id).values())
-    session.execute(UPDATE.update().where(UPDATE.c.id == update_id).values(recipients=total))
-    return total
+    once the cursor is closed."""
+    session.execute(
+        UPDATE.update().where(UPDATE.c.id == update_id).values(recipients=total_rows(update_id))
+    )
+    return int(
+        session.execute(sa.select(UPDATE.c.recipients).where(UPDATE.c.id == update_id)).scalar()
+        or 0
+    )
 
 
-def close(session: Session, update_id: int) -> bool:
+def close(session: Session | Connection, update_id: int) -> bool:
     """Close an open cursor (a cancel or an abandon, after its status change) and make
     `recipients` exact; False if it was already closed. The caller commits."""
-    closed = session.execute(
-        UPDATE.update()
-        .where(UPDATE.c.id == update_id, UPDATE.c.populate_after.is_not(None))
-        .values(CLOSED)
-    )
+    closed = session.execute(sa.delete(POPULATION).where(_this(update_id)))
     if not getattr(closed, "rowcount", 0):
         return False
     recount(session, update_id)
     return True
 
 
-def is_open(session: Session, update_id: int) -> bool:
-    query = sa.select(UPDATE.c.populate_after).where(UPDATE.c.id == update_id)
+def is_open(session: Session | Connection, update_id: int) -> bool:
+    query = sa.select(POPULATION.c.after).where(_this(update_id))
     return session.execute(query).scalar() is not None
+
+
+def still_writing(update_id: int) -> sa.ColumnElement[bool]:
+    """For a WHERE: the update's delivery rows are still being written."""
+    return sa.exists().where(_this(update_id))
 
 
 def _take_lease(session: Session, update_id: int, now: datetime) -> bool:
     stale = now - timedelta(seconds=LEASE_SECONDS)
+    sending = sa.exists().where(
+        UPDATE.c.id == update_id, UPDATE.c.status == UpdateStatus.SENDING.value
+    )
     taken = session.execute(
-        UPDATE.update()
+        POPULATION.update()
         .where(
-            UPDATE.c.id == update_id,
-            UPDATE.c.status == UpdateStatus.SENDING.value,
-            UPDATE.c.populate_after.is_not(None),
-            sa.or_(UPDATE.c.populate_lease_at.is_(None), UPDATE.c.populate_lease_at < stale),
+            _this(update_id),
+            sending,
+            sa.or_(POPULATION.c.lease_at.is_(None), POPULATION.c.lease_at < stale),
         )
-        .values(populate_lease_at=now)
+        .values(lease_at=now)
     )
     session.commit()
     return bool(getattr(taken, "rowcount", 0))
@@ -109,33 +129,32 @@ def write_next_page(session: Session, update_id: int, themes: Sequence[str]) -> 
     False when the cursor closed (every row written), the send stopped or someone else moved
     the cursor first (this page then rolls back)."""
     row = session.execute(
-        sa.select(UPDATE.c.populate_after, UPDATE.c.status, UPDATE.c.send_started_at).where(
-            UPDATE.c.id == update_id
-        )
+        sa.select(POPULATION.c.after, UPDATE.c.status, UPDATE.c.send_started_at)
+        .join(UPDATE, UPDATE.c.id == POPULATION.c.update_id)
+        .where(_this(update_id))
     ).one_or_none()
-    if row is None or row.populate_after is None or row.status != UpdateStatus.SENDING.value:
+    if row is None or row.status != UpdateStatus.SENDING.value:
         session.rollback()
         return False
-    after = int(row.populate_after)
+    after = int(row.after)
     upto, more = write_page(session, update_id, themes, row.send_started_at or utcnow(), after)
-    values = {"populate_after": upto, "populate_lease_at": utcnow()} if more else CLOSED
-    moved = session.execute(
-        UPDATE.update()
-        .where(
-            UPDATE.c.id == update_id,
-            UPDATE.c.populate_after == after,
-            UPDATE.c.status == UpdateStatus.SENDING.value,
+    mine = sa.and_(_this(update_id), POPULATION.c.after == after)
+    if more:
+        moved = session.execute(
+            POPULATION.update().where(mine).values(after=upto, lease_at=utcnow())
         )
-        .values(values)
-    )
+    else:
+        moved = session.execute(sa.delete(POPULATION).where(mine))
     if not getattr(moved, "rowcount", 0):
-        session.rollback()  # cancelled, paused or taken over meanwhile: this page is not ours
+        session.rollback()  # cancelled or taken over meanwhile: this page is not ours
         return False
-    if not more:
-        recount(session, update_id)
-        analyze(session)
     session.commit()
     if not more:
+        # A transaction of its own: the update's row is taken after no kept-count row is held,
+        # the order a settling chunk takes them in.
+        recount(session, update_id)
+        analyze(session)
+        session.commit()
         log.info("update %s: every delivery row written", update_id)
     return more
 
@@ -170,9 +189,7 @@ class Writer:
                         break
                 # Hand the lease back at once, so the next task carries on without waiting.
                 session.execute(
-                    UPDATE.update()
-                    .where(UPDATE.c.id == self.update_id)
-                    .values(populate_lease_at=None)
+                    POPULATION.update().where(_this(self.update_id)).values(lease_at=None)
                 )
                 session.commit()
         except Exception as exc:  # the next task (or the lease running out) carries on

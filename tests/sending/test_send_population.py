@@ -15,11 +15,11 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session
 
+import mailing.sending.population as population
 from mailing import sending
 from mailing.db import get_engine, session_scope
 from mailing.figures.progress import progress
 from mailing.models import utcnow
-from mailing.sending import population
 from mailing.sending.batch import deliver_batch
 from mailing.sending.recipients import POPULATE_CHUNK
 from tests.support.helpers import count
@@ -67,6 +67,19 @@ def _set(update_id: int, **values: Any) -> None:
         )
 
 
+def _writing(update_id: int) -> bool:
+    with Session(get_engine()) as session:
+        return population.is_open(session, update_id)
+
+
+def _lease(update_id: int, at: Any) -> None:
+    with get_engine().begin() as conn:
+        conn.execute(
+            sa.text("UPDATE update_population SET lease_at = :at WHERE update_id = :id"),
+            {"at": at, "id": update_id},
+        )
+
+
 def test_the_request_writes_one_page_and_the_workers_the_rest_exactly(relay: Sink) -> None:
     everyone = add_subscribers(N, ["healthy-minds"])
     add_subscribers(40, ["healthy-minds"], status="unsubscribed", prefix="gone")
@@ -79,8 +92,7 @@ def test_the_request_writes_one_page_and_the_workers_the_rest_exactly(relay: Sin
         request = sending.request_send(session, update_id, None, nowhere)
     assert request.recipients == N  # who it reaches, counted in the request
     assert _rows(update_id) == POPULATE_CHUNK  # only the first page was written
-    row = update_row(update_id)
-    assert row.populate_after is not None and row.status.value == "sending"
+    assert _writing(update_id) and update_row(update_id).status.value == "sending"
     with Session(get_engine()) as session:
         shown = progress(session, update_id)
     # Nothing is shown as done that was not sent: the unwritten rows count as pending.
@@ -94,7 +106,7 @@ def test_the_request_writes_one_page_and_the_workers_the_rest_exactly(relay: Sin
     got = relay.recipients()
     assert set(got) == set(everyone) and max(got.values()) == 1
     assert (update.recipients, update.sent, update.failed) == (N, N, 0)
-    assert update.populate_after is None and _rows(update_id) == N
+    assert not _writing(update_id) and _rows(update_id) == N
 
 
 def test_a_send_cancelled_while_its_rows_are_written_stops_writing_and_counts_exactly(
@@ -105,9 +117,10 @@ def test_a_send_cancelled_while_its_rows_are_written_stops_writing_and_counts_ex
     assert start(update_id, enqueue=False) == N
     with session_scope() as session:
         sending.cancel(session, update_id, None)
-    row = update_row(update_id)
-    assert row.populate_after is None
-    assert row.recipients == POPULATE_CHUNK  # the rows that exist: the ledger is exact
+    assert not _writing(update_id)
+    assert (
+        update_row(update_id).recipients == POPULATE_CHUNK
+    )  # the rows that exist: the ledger is exact
     outcome = deliver_batch(update_id)
     assert outcome.stopped and quiet_relay.count() == 0
     assert _rows(update_id) == POPULATE_CHUNK
@@ -140,13 +153,13 @@ def test_a_dead_writers_lease_is_taken_over_and_nothing_is_lost(quiet_relay: Sin
     start(update_id, enqueue=False)
     # A writer that took the lease and died: while the lease is fresh nobody else writes, and
     # the batch asks to look again soon instead of finishing the send.
-    _set(update_id, populate_lease_at=utcnow())
+    _lease(update_id, utcnow())
     outcome = deliver_batch(update_id, budget_seconds=60)
     assert outcome.retry_in is not None and not outcome.more
     assert _rows(update_id) == POPULATE_CHUNK and update_row(update_id).status.value == "sending"
     # The lease runs out (its time moved back rather than waited for): the next batch takes over.
     stale = utcnow() - timedelta(seconds=population.LEASE_SECONDS + 1)
-    _set(update_id, populate_lease_at=stale)
+    _lease(update_id, stale)
     for _ in range(20):
         if update_row(update_id).status.value == "sent":
             break

@@ -1,10 +1,10 @@
 """background population: a send's delivery rows are written by the workers, a page at a time
 
-- theme_update.populate_after: while a send's delivery rows are still being written, the last
-  subscriber id written (the keyset cursor); NULL once every row is written (and for every update
-  sent before this revision, whose rows were all written in the request).
-- theme_update.populate_lease_at: when a worker last took or renewed the writing of the next
-  pages; another worker takes over once it is older than the lease.
+- update_population: one row per send whose delivery rows are still being written: the last
+  subscriber id written (the keyset cursor) and when the worker writing them last renewed its
+  lease. No row: every delivery row is written (so for every update sent before this revision,
+  whose rows were all written in the request). Apart from theme_update, whose row every settled
+  chunk locks, so a page and a chunk never wait for each other's locks in opposite orders.
 
 Revision ID: 0017
 Revises: 0016
@@ -23,14 +23,15 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column("theme_update", sa.Column("populate_after", sa.BigInteger(), nullable=True))
-    op.add_column(
-        "theme_update",
-        sa.Column("populate_lease_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    op.create_table(
+        "update_population",
+        sa.Column("update_id", sa.Integer(), nullable=False),
+        sa.Column("after", sa.BigInteger(), nullable=False),
+        sa.Column("lease_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.ForeignKeyConstraint(["update_id"], ["theme_update.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("update_id"),
     )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("theme_update") as batch:
-        batch.drop_column("populate_lease_at")
-        batch.drop_column("populate_after")
+    op.drop_table("update_population")
