@@ -1,10 +1,11 @@
 """Confirmation latency during a large send: sign-up answered -> confirmation at the SMTP sink.
 
-    .venv/bin/python bench/confirm_latency.py --n 100000 --probes 60
+    .venv/bin/python bench/confirm_latency.py --n 100000 --probes 60 [--latency 20]
 
 Creates a throwaway PostgreSQL database with N active subscribers, starts the DEFAULT worker
 command (`mailing worker`: every queue, the default pool and concurrency) and a minimal SMTP
-sink, starts a send to all N, and while it runs signs up one new address every --interval
+sink (bench/relay.py, answering each line --latency ms late: a relay across a network), starts
+a send to all N, and while it runs signs up one new address every --interval
 seconds through `POST /subscriptions` of a real `mailing serve`. For each it measures the time
 from the 202 answer to the confirmation arriving at the sink; prints p50, p99 and max, and the
 same latency measured with no send running (the baseline of the same run).
@@ -26,7 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from send import add_subscribers, clear_broker, run_sink  # noqa: E402
+from relay import start_relay  # noqa: E402
+from send import add_subscribers, clear_broker  # noqa: E402
 from throwaway import drop_database, free_port, make_database, stop_groups  # noqa: E402
 
 
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000, help="recipients of the send")
     parser.add_argument("--probes", type=int, default=60, help="sign-ups during the send")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between sign-ups")
+    parser.add_argument("--latency", type=float, default=0.0, help="ms the relay answers late")
     parser.add_argument(
         "--database-server", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
@@ -104,11 +107,8 @@ def main() -> None:
     migrate.upgrade(db_url)
     clear_broker(args.broker)
 
-    count, last, ready = mp.Value("q", 0), mp.Value("d", 0.0), mp.Event()
     arrivals: Any = mp.Queue()
-    sink = mp.Process(target=run_sink, args=(port, count, last, ready, arrivals), daemon=True)
-    sink.start()
-    ready.wait(10)
+    sink, _, _ = start_relay(port, args.latency, arrivals)
     procs: list[subprocess.Popen[bytes]] = []
     base = f"http://127.0.0.1:{http_port}"
     try:
@@ -167,7 +167,10 @@ def main() -> None:
             time.sleep(0.5)
         took = time.time() - t0
         rate = live.sent / took
-        print(f"send: {live.sent} emails in {took:.1f}s ({rate:,.0f}/s) on defaults")
+        print(
+            f"send: {live.sent} emails in {took:.1f}s ({rate:,.0f}/s) on defaults, "
+            f"relay {args.latency:g} ms a line"
+        )
         for name, values in (
             ("no send (baseline)", idle),
             (f"during the send ({len(busy)})", busy),
