@@ -1,25 +1,37 @@
-"""The counts the database keeps (migrations 0014 and 0019's triggers), read instead of counting
-rows.
+"""The counts the database keeps (migrations 0014, 0019 and 0018's triggers), read instead of
+counting rows.
 
 The subscriber and delivery tables grow with the history; a page or a scrape that counted them
 would grow with it (4 s for an update's page at 16 million deliveries). These read a handful of
 rows: `delivery_count` (an update's deliveries by status) and `subscriber_count` (subscribers by
-status, theme "" for every subscriber once, and by theme and status; summed over its shards)
-and `update_left_count` (who left after an update's copy reached them; summed over its shards).
+status, theme "" for every subscriber once, and by theme and status; summed over its shards),
+`update_left_count` (who left after an update's copy reached them; summed over its shards) and
+`reach_count` (who an update on some themes would reach, by set of themes; summed over shards).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from mailing.models import DeliveryCount, SubscriberCount, UpdateLeftCount, table_of
+from mailing.models import (
+    DeliveryCount,
+    ReachCount,
+    SubscriberCount,
+    ThemeBit,
+    UpdateLeftCount,
+    table_of,
+)
 from mailing.states import DeliveryStatus, SubscriberStatus
 
 DELIVERY_COUNT = table_of(DeliveryCount)
 SUBSCRIBER_COUNT = table_of(SubscriberCount)
 LEFT_COUNT = table_of(UpdateLeftCount)
+REACH_COUNT = table_of(ReachCount)
+THEME_BIT = table_of(ThemeBit)
 EVERYONE = ""  # the theme of the rows that count every subscriber once
 
 
@@ -66,3 +78,18 @@ def subscribers_by_status(conn: Session | Connection) -> dict[str, int]:
     """Every status, zeros included."""
     counts = subscribers(conn)
     return {s.value: counts.get((EVERYONE, s.value), 0) for s in SubscriberStatus}
+
+
+def reach(conn: Session | Connection, themes: Sequence[str]) -> int:
+    """How many active subscribers with frequency immediate chose at least one of these themes
+    (what sending/recipients.py's predicate selects), from reach_count: the sets of themes that
+    meet the mask of these themes' bits (one statement; at most 31 sets a shard)."""
+    mask = (
+        sa.select(sa.func.coalesce(sa.func.sum(sa.literal(1).op("<<")(THEME_BIT.c.bit)), 0))
+        .where(THEME_BIT.c.theme.in_(list(themes)))
+        .scalar_subquery()
+    )
+    found = conn.execute(
+        sa.select(sa.func.sum(REACH_COUNT.c.n)).where(REACH_COUNT.c.bits.op("&")(mask) != 0)
+    ).scalar()
+    return int(found or 0)

@@ -357,9 +357,12 @@ def table_of(model: type[SQLModel]) -> sa.Table:
 
 
 # Tables in their own modules, re-exported here so `from mailing.models import X` finds every one.
+from mailing.models.counts import FIXED_TABLES as FIXED_TABLES  # noqa: E402
 from mailing.models.counts import BeatLease as BeatLease  # noqa: E402
 from mailing.models.counts import DeliveryCount as DeliveryCount  # noqa: E402
+from mailing.models.counts import ReachCount as ReachCount  # noqa: E402
 from mailing.models.counts import SubscriberCount as SubscriberCount  # noqa: E402
+from mailing.models.counts import ThemeBit as ThemeBit  # noqa: E402
 from mailing.models.counts import UpdateLeftCount as UpdateLeftCount  # noqa: E402
 from mailing.models.counts import UpdatePopulation as UpdatePopulation  # noqa: E402
 from mailing.models.staff import FactorKind as FactorKind  # noqa: E402

@@ -1,5 +1,5 @@
-"""Tables the service keeps for itself: beat leases (0013), the kept counts (0014, 0019) and the
-delivery rows a send still has to write (0017)."""
+"""Tables the service keeps for itself: beat leases (0013), the kept counts (0014, 0019, 0018) and
+the delivery rows a send still has to write (0017)."""
 
 from __future__ import annotations
 
@@ -74,3 +74,32 @@ class UpdatePopulation(SQLModel, table=True):
     update_id: int = Field(foreign_key="theme_update.id", primary_key=True, ondelete="CASCADE")
     after: int = Field(sa_type=sa.BigInteger)
     lease_at: datetime | None = None
+
+
+class ThemeBit(SQLModel, table=True):
+    """Each theme's bit in reach_count's sets (filled by migration 0018, which a new theme's
+    migration extends: `tests/figures/test_reach_counts.py` checks every theme has one). Not
+    data the service writes: the tests' wipe of the tables leaves it (FIXED_TABLES)."""
+
+    __tablename__ = "theme_bit"
+
+    theme: str = Field(primary_key=True, max_length=40)
+    bit: int
+
+
+class ReachCount(SQLModel, table=True):
+    """How many subscribers an update reaches, by the set of themes they chose: active
+    subscribers with frequency immediate whose chosen themes are exactly `bits` (theme_bit's
+    bits; 0: none). Kept by the database (triggers, migration 0018) and summed over `shard`
+    (PostgreSQL spreads concurrent writers); an update's recipients are the sum over the sets
+    that meet its themes (`figures.kept_counts.reach`), not a join."""
+
+    __tablename__ = "reach_count"
+
+    bits: int = Field(primary_key=True)
+    shard: int = Field(default=0, primary_key=True)
+    n: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+# Tables a migration fills and nothing else writes: a wipe of the data leaves them.
+FIXED_TABLES: tuple[str, ...] = ("theme_bit",)

@@ -1,0 +1,287 @@
+"""kept counts: how many subscribers an update on some themes would reach
+
+The compose, drafts, send and progress pages, and the start of a send, counted an update's
+recipients with a join (active subscribers with frequency immediate who chose at least one of
+its themes: sending/recipients.py): seconds at a million subscribers. The database keeps it:
+
+- theme_bit(theme, bit): each theme's bit, filled here (a new theme's migration adds its row).
+- reach_count(bits, shard, n): active subscribers with frequency immediate whose chosen themes
+  are exactly the set `bits` (0: none), summed over shards. An update on themes T reaches the
+  sum of n over the sets that meet T's mask; 31 possible sets, so a page reads a few rows.
+
+What moves a subscriber, whichever code does it:
+
+- a subscriber row inserted or deleted, or its status or frequency changing in or out of
+  (active, immediate): +1 or -1 at the set of themes they have then;
+- their subscriber_theme rows inserted, deleted or updated while they are (active, immediate):
+  from the set before the statement (the set after it, less what it inserted, plus what it
+  deleted) to the set after it;
+- a subscriber deleted: 0014's BEFORE DELETE row trigger deletes their themes first (moving
+  them to the empty set while their status can be read), then the delete takes them out of 0.
+
+PostgreSQL: statement-level AFTER triggers with transition tables, adding to the connection's
+shard (backend pid modulo 16) under the shard's advisory lock that subscriber_count (0014)
+takes in the same statements. A set is not a sum of its themes, so two transactions changing
+one subscriber's themes at once must not both read the set from before either: the theme
+trigger first locks the subscribers whose themes it changed (their rows, FOR NO KEY UPDATE, in
+id order, before the shard lock), then reads their status and themes in a fresh snapshot (READ
+COMMITTED: a statement after the lock sees what the holder committed). A status or frequency
+change holds the row's lock already (its UPDATE took it). No new lock order among the app's
+paths: those that change themes hold the subscriber's row already (desk, sign-up, confirmation,
+import) or lock it after the theme rows anyway (preferences' updated_at, erasure's delete). The
+triggers are named to fire before 0014's on the same table, so the row locks come before the
+shard lock. SQLite (one writer): row triggers. The counts are filled from the existing rows
+with one grouped query.
+
+Revision ID: 0018
+Revises: 0019
+"""
+
+# ruff: noqa: S608 (the SQL below is our own, built from constants: no input in it)
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0018"
+down_revision: str | None = "0019"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# The themes of this revision and their bits (mailing/themes.py's list; a test checks they are
+# all here). Frozen: a new theme gets its row from its own migration.
+BITS = {
+    "healthy-children": 0,
+    "healthy-minds": 1,
+    "healthy-places": 2,
+    "healthy-communities": 3,
+    "healthy-living": 4,
+}
+SHARDS = 16  # as 0014's subscriber_count, whose advisory lock key this shares
+SHARD_LOCK = f"PERFORM pg_advisory_xact_lock(140023, mod(pg_backend_pid(), {SHARDS}));"
+
+
+def _counted(row: str) -> str:
+    """Whether subscriber row `row` (an alias, NEW or OLD) is one an update would reach."""
+    return f"({row}.status = 'active' AND {row}.frequency = 'immediate')"
+
+
+def _bits_of(subscriber_id: str) -> str:
+    """The set of themes the subscriber has now, as bits (a theme with no bit counts for none)."""
+    return f"""(SELECT coalesce(sum(1 << b.bit), 0) FROM subscriber_theme t
+        JOIN theme_bit b ON b.theme = t.theme WHERE t.subscriber_id = {subscriber_id})"""
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+def _add(deltas: str) -> str:
+    """Adds the (bits, k) deltas of a SELECT to this connection's shard, in key order."""
+    return f"""
+        INSERT INTO reach_count (bits, shard, n)
+        SELECT bits, mod(pg_backend_pid(), {SHARDS}), sum(k) FROM ({deltas}) d
+        GROUP BY 1 HAVING sum(k) <> 0 ORDER BY 1
+        ON CONFLICT (bits, shard) DO UPDATE SET n = reach_count.n + EXCLUDED.n;"""
+
+
+def _subscriber_rows(rows: str, sign: int) -> str:
+    """Inserted (+1) or deleted (-1) subscriber rows that count, at their set of themes."""
+    deltas = f"SELECT {_bits_of('r.id')} AS bits, {sign} AS k FROM {rows} r WHERE {_counted('r')}"
+    return f"""
+        IF EXISTS (SELECT 1 FROM {rows} r WHERE {_counted("r")}) THEN
+            {SHARD_LOCK}{_add(deltas)}
+        END IF;"""
+
+
+# Subscriber rows an UPDATE moved in or out of (active, immediate).
+_MOVED = f"""FROM new_rows n JOIN old_rows o USING (id)
+            WHERE {_counted("n")} IS DISTINCT FROM {_counted("o")}"""
+_IN_OR_OUT = f"""SELECT {_bits_of("n.id")} AS bits,
+            CASE WHEN {_counted("n")} THEN 1 ELSE -1 END AS k {_MOVED}"""
+
+PG_SUBSCRIBER = f"""
+CREATE FUNCTION reach_count_subscriber() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN{_subscriber_rows("new_rows", 1)}
+    ELSIF TG_OP = 'DELETE' THEN{_subscriber_rows("old_rows", -1)}
+    ELSIF EXISTS (SELECT 1 {_MOVED}) THEN
+        {SHARD_LOCK}{_add(_IN_OR_OUT)}
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER reach_count_subscriber_insert AFTER INSERT ON subscriber
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION reach_count_subscriber();
+CREATE TRIGGER reach_count_subscriber_update AFTER UPDATE ON subscriber
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reach_count_subscriber();
+CREATE TRIGGER reach_count_subscriber_delete AFTER DELETE ON subscriber
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION reach_count_subscriber();
+"""
+
+NONE = "(SELECT NULL::integer AS subscriber_id, NULL::varchar AS theme WHERE false)"
+
+
+def _themes_moved(changed: str, added: str, removed: str) -> str:
+    """Lock the subscribers of `changed` (a SELECT of subscriber ids) in id order, then move
+    those who count from their set before the statement to their set now. `added`, `removed`:
+    the theme rows the statement inserted and deleted (new_rows, old_rows or NONE)."""
+    deltas = f"""
+            WITH who AS (
+                SELECT s.id, {_bits_of("s.id")} AS now FROM subscriber s
+                WHERE s.id IN ({changed}) AND {_counted("s")}
+            ),
+            added AS (
+                SELECT r.subscriber_id AS id, sum(1 << b.bit) AS bits FROM {added} r
+                JOIN theme_bit b ON b.theme = r.theme GROUP BY 1
+            ),
+            removed AS (
+                SELECT r.subscriber_id AS id, sum(1 << b.bit) AS bits FROM {removed} r
+                JOIN theme_bit b ON b.theme = r.theme GROUP BY 1
+            )
+            SELECT now AS bits, 1 AS k FROM who
+            UNION ALL
+            SELECT (w.now & ~coalesce(a.bits, 0)) | coalesce(r.bits, 0), -1 FROM who w
+            LEFT JOIN added a ON a.id = w.id LEFT JOIN removed r ON r.id = w.id"""
+    return f"""
+        PERFORM 1 FROM subscriber WHERE id IN ({changed}) ORDER BY id FOR NO KEY UPDATE;
+        IF EXISTS (SELECT 1 FROM subscriber s WHERE s.id IN ({changed}) AND {_counted("s")}) THEN
+            {SHARD_LOCK}{_add(deltas)}
+        END IF;"""
+
+
+_INSERTED = _themes_moved("SELECT subscriber_id FROM new_rows", "new_rows", NONE)
+_DELETED = _themes_moved("SELECT subscriber_id FROM old_rows", NONE, "old_rows")
+_UPDATED = _themes_moved(
+    "SELECT subscriber_id FROM new_rows UNION SELECT subscriber_id FROM old_rows",
+    "new_rows",
+    "old_rows",
+)
+
+PG_THEME = f"""
+CREATE FUNCTION reach_count_theme() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN{_INSERTED}
+    ELSIF TG_OP = 'DELETE' THEN{_DELETED}
+    ELSE{_UPDATED}
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER reach_count_theme_insert AFTER INSERT ON subscriber_theme
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION reach_count_theme();
+CREATE TRIGGER reach_count_theme_update AFTER UPDATE ON subscriber_theme
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reach_count_theme();
+CREATE TRIGGER reach_count_theme_delete AFTER DELETE ON subscriber_theme
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION reach_count_theme();
+"""
+
+PG_TRIGGERS = {
+    "reach_count_subscriber_insert": "subscriber",
+    "reach_count_subscriber_update": "subscriber",
+    "reach_count_subscriber_delete": "subscriber",
+    "reach_count_theme_insert": "subscriber_theme",
+    "reach_count_theme_update": "subscriber_theme",
+    "reach_count_theme_delete": "subscriber_theme",
+}
+PG_FUNCTIONS = ("reach_count_subscriber", "reach_count_theme")
+
+# --- SQLite: row triggers -----------------------------------------------------------------------
+
+
+def _sqlite_add(bits: str, k: str, source: str) -> str:
+    """Adds k at `bits` for each row of `source` (a FROM ... WHERE ...)."""
+    return (
+        f"INSERT INTO reach_count (bits, shard, n) SELECT {bits}, 0, {k} {source} "
+        "ON CONFLICT (bits, shard) DO UPDATE SET n = n + excluded.n;"
+    )
+
+
+def _bit(theme: str) -> str:
+    return f"coalesce((SELECT 1 << bit FROM theme_bit WHERE theme = {theme}), 0)"
+
+
+def _move(subscriber_id: str, before: str, when: str = "true") -> str:
+    """Moves the subscriber, if they count (and `when`), from the set `before` (an expression
+    of `now`, the set they have now) to the set they have now."""
+    source = (
+        f"FROM (SELECT {_bits_of(subscriber_id)} AS now FROM subscriber s "
+        f"WHERE s.id = {subscriber_id} AND {_counted('s')} AND {when}) x WHERE true"
+    )
+    return _sqlite_add("now", "1", source) + " " + _sqlite_add(before, "-1", source)
+
+
+def _known(row: str) -> str:
+    return f"EXISTS (SELECT 1 FROM theme_bit WHERE theme = {row}.theme)"
+
+
+_SAME = "OLD.subscriber_id = NEW.subscriber_id"
+_NEW_SIDE = f"(now & ~{_bit('NEW.theme')}) | CASE WHEN {_SAME} THEN {_bit('OLD.theme')} ELSE 0 END"
+_IN_OR_OUT_ROW = f"CASE WHEN {_counted('NEW')} THEN 1 ELSE -1 END"
+
+SQLITE = {
+    "reach_count_subscriber_insert": f"""AFTER INSERT ON subscriber
+        WHEN {_counted("NEW")} BEGIN {_sqlite_add(_bits_of("NEW.id"), "1", "WHERE true")} END""",
+    "reach_count_subscriber_update": f"""AFTER UPDATE OF status, frequency ON subscriber
+        WHEN {_counted("NEW")} IS NOT {_counted("OLD")} BEGIN
+        {_sqlite_add(_bits_of("NEW.id"), _IN_OR_OUT_ROW, "WHERE true")} END""",
+    "reach_count_subscriber_delete": f"""AFTER DELETE ON subscriber
+        WHEN {_counted("OLD")} BEGIN {_sqlite_add(_bits_of("OLD.id"), "-1", "WHERE true")} END""",
+    "reach_count_theme_insert": f"""AFTER INSERT ON subscriber_theme WHEN {_known("NEW")} BEGIN
+        {_move("NEW.subscriber_id", f"now & ~{_bit('NEW.theme')}")} END""",
+    "reach_count_theme_delete": f"""AFTER DELETE ON subscriber_theme WHEN {_known("OLD")} BEGIN
+        {_move("OLD.subscriber_id", f"now | {_bit('OLD.theme')}")} END""",
+    # No entry point updates a theme row; followed all the same, each side on its subscriber.
+    "reach_count_theme_update": f"""AFTER UPDATE ON subscriber_theme BEGIN
+        {_move("NEW.subscriber_id", _NEW_SIDE)}
+        {_move("OLD.subscriber_id", f"now | {_bit('OLD.theme')}", f"NOT {_SAME}")} END""",
+}
+
+FILL = f"""
+INSERT INTO reach_count (bits, shard, n)
+SELECT bits, 0, count(*) FROM (
+    SELECT s.id, coalesce(sum(1 << b.bit), 0) AS bits FROM subscriber s
+    LEFT JOIN subscriber_theme t ON t.subscriber_id = s.id
+    LEFT JOIN theme_bit b ON b.theme = t.theme
+    WHERE {_counted("s")} GROUP BY s.id
+) x GROUP BY bits"""
+
+
+def upgrade() -> None:
+    op.create_table(
+        "theme_bit",
+        sa.Column("theme", sa.String(length=40), nullable=False),
+        sa.Column("bit", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("theme"),
+    )
+    op.create_table(
+        "reach_count",
+        sa.Column("bits", sa.Integer(), nullable=False),
+        sa.Column("shard", sa.Integer(), nullable=False),
+        sa.Column("n", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("bits", "shard"),
+    )
+    theme_bit = sa.table("theme_bit", sa.column("theme"), sa.column("bit"))
+    op.bulk_insert(theme_bit, [{"theme": t, "bit": b} for t, b in BITS.items()])
+    # Triggers first, then the fill: on PostgreSQL creating them locks out writers of both
+    # tables until this transaction commits, so no change falls between the fill and them.
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(PG_SUBSCRIBER)
+        op.execute(PG_THEME)
+    else:
+        for name, body in SQLITE.items():
+            op.execute(f"CREATE TRIGGER {name} {body}")
+    op.execute(FILL)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        for name, table in PG_TRIGGERS.items():
+            op.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
+        for function in PG_FUNCTIONS:
+            op.execute(f"DROP FUNCTION IF EXISTS {function}()")
+    else:
+        for name in SQLITE:
+            op.execute(f"DROP TRIGGER IF EXISTS {name}")
+    op.drop_table("reach_count")
+    op.drop_table("theme_bit")
