@@ -80,16 +80,19 @@ def subscribers_by_status(conn: Session | Connection) -> dict[str, int]:
     return {s.value: counts.get((EVERYONE, s.value), 0) for s in SubscriberStatus}
 
 
-def reach(conn: Session | Connection, themes: Sequence[str]) -> int:
-    """How many active subscribers with frequency immediate chose at least one of these themes
-    (what sending/recipients.py's predicate selects), from reach_count: the sets of themes that
-    meet the mask of these themes' bits (one statement; at most 31 sets a shard)."""
+def reach(conn: Session | Connection, themes: Sequence[str]) -> dict[str, int]:
+    """{frequency: how many active subscribers on it chose at least one of these themes} (the
+    immediate ones are what sending/recipients.py's predicate selects), from reach_count: the
+    sets of themes that meet the mask of these themes' bits (one statement; at most 31 sets a
+    frequency and shard)."""
     mask = (
         sa.select(sa.func.coalesce(sa.func.sum(sa.literal(1).op("<<")(THEME_BIT.c.bit)), 0))
         .where(THEME_BIT.c.theme.in_(list(themes)))
         .scalar_subquery()
     )
     found = conn.execute(
-        sa.select(sa.func.sum(REACH_COUNT.c.n)).where(REACH_COUNT.c.bits.op("&")(mask) != 0)
-    ).scalar()
-    return int(found or 0)
+        sa.select(REACH_COUNT.c.frequency, sa.func.sum(REACH_COUNT.c.n))
+        .where(REACH_COUNT.c.bits.op("&")(mask) != 0)
+        .group_by(REACH_COUNT.c.frequency)
+    )
+    return {str(frequency): int(n or 0) for frequency, n in found}

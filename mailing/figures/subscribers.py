@@ -5,7 +5,6 @@ Figures only: nothing here reads or returns an address.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -14,9 +13,7 @@ from sqlmodel import Session, col, delete, select
 
 from mailing.figures import kept_counts
 from mailing.models import (
-    Subscriber,
     SubscriberCountSnapshot,
-    SubscriberTheme,
     table_of,
     utcnow,
 )
@@ -56,31 +53,11 @@ class Reach:
         return f"{self.active} active: {each}, {self.weekly} the weekly summary"
 
 
-def _reach_query(themes: list[str] | None = None) -> sa.Select[tuple[str, int]]:
-    subscriber = table_of(Subscriber)
-    query = (
-        sa.select(subscriber.c.frequency, sa.func.count())
-        .where(subscriber.c.status == SubscriberStatus.ACTIVE.value)
-        .group_by(subscriber.c.frequency)
-    )
-    if themes is not None:
-        chose = table_of(SubscriberTheme)
-        query = query.where(
-            sa.select(sa.literal(1))
-            .where(chose.c.subscriber_id == subscriber.c.id, chose.c.theme.in_(themes))
-            .exists()
-        )
-    return query
-
-
-def _reach(rows: Iterable[tuple[str, int]]) -> Reach:
-    counts = {str(f): int(n) for f, n in rows}
-    return Reach(counts.get(Frequency.IMMEDIATE.value, 0), counts.get(Frequency.WEEKLY.value, 0))
-
-
 def reach(session: Session, themes: list[str]) -> Reach:
-    """Active subscribers who chose at least one of `themes`, each counted once."""
-    return _reach(session.execute(_reach_query(themes)).tuples())
+    """Active subscribers who chose at least one of `themes`, each counted once (kept by the
+    database: migration 0018's reach_count)."""
+    counts = kept_counts.reach(session, themes)
+    return Reach(counts.get(Frequency.IMMEDIATE.value, 0), counts.get(Frequency.WEEKLY.value, 0))
 
 
 def reach_by_theme(session: Session) -> dict[str, Reach]:
@@ -220,7 +197,7 @@ def _by_status(session: Session, status: sa.ColumnElement[str]) -> dict[str, int
 
 def stats(session: Session) -> dict[str, dict[str, int]]:
     """Counts only: subscribers by status, active subscribers by theme, updates by status."""
-    from mailing.models import Update, table_of
+    from mailing.models import Update
 
     subscribers = kept_counts.subscribers_by_status(session)
     update_counts = _by_status(session, table_of(Update).c.status)

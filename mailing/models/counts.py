@@ -89,14 +89,15 @@ class ThemeBit(SQLModel, table=True):
 
 class ReachCount(SQLModel, table=True):
     """How many subscribers an update reaches, by the set of themes they chose: active
-    subscribers with frequency immediate whose chosen themes are exactly `bits` (theme_bit's
-    bits; 0: none). Kept by the database (triggers, migration 0018) and summed over `shard`
+    subscribers on `frequency` whose chosen themes are exactly `bits` (theme_bit's bits; 0:
+    none). Kept by the database (triggers, migration 0018) and summed over `shard`
     (PostgreSQL spreads concurrent writers); an update's recipients are the sum over the sets
     that meet its themes (`figures.kept_counts.reach`), not a join."""
 
     __tablename__ = "reach_count"
 
     bits: int = Field(primary_key=True)
+    frequency: str = Field(primary_key=True, max_length=16)
     shard: int = Field(default=0, primary_key=True)
     n: int = Field(default=0, sa_type=sa.BigInteger)
 

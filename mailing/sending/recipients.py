@@ -48,7 +48,7 @@ def count_recipients(session: Session, themes: Sequence[str]) -> int:
     """How many would receive an update on these themes now (for the compose, drafts, send and
     progress pages, and a send's start): the subscribers `_recipients` selects, counted by the
     database as they change (migration 0018's reach_count), not by a join."""
-    return kept_counts.reach(session, themes)
+    return kept_counts.reach(session, themes).get(Frequency.IMMEDIATE.value, 0)
 
 
 def write_page(

@@ -1,21 +1,23 @@
 """kept counts: how many subscribers an update on some themes would reach
 
-The compose, drafts, send and progress pages, and the start of a send, counted an update's
-recipients with a join (active subscribers with frequency immediate who chose at least one of
-its themes: sending/recipients.py): seconds at a million subscribers. The database keeps it:
+The compose, drafts, send, weekly-summary and progress pages, and the start of a send, counted
+who an update reaches with a join (active subscribers who chose at least one of its themes,
+split by frequency: those on immediate get it, sending/recipients.py; those on weekly get it in
+the summary): seconds at a million subscribers. The database keeps it:
 
 - theme_bit(theme, bit): each theme's bit, filled here (a new theme's migration adds its row).
-- reach_count(bits, shard, n): active subscribers with frequency immediate whose chosen themes
-  are exactly the set `bits` (0: none), summed over shards. An update on themes T reaches the
-  sum of n over the sets that meet T's mask; 31 possible sets, so a page reads a few rows.
+- reach_count(bits, frequency, shard, n): active subscribers on that frequency whose chosen
+  themes are exactly the set `bits` (0: none), summed over shards. An update on themes T
+  reaches the sum of n over the sets that meet T's mask; 31 possible sets a frequency, so a
+  page reads a few rows.
 
 What moves a subscriber, whichever code does it:
 
-- a subscriber row inserted or deleted, or its status or frequency changing in or out of
-  (active, immediate): +1 or -1 at the set of themes they have then;
-- their subscriber_theme rows inserted, deleted or updated while they are (active, immediate):
-  from the set before the statement (the set after it, less what it inserted, plus what it
-  deleted) to the set after it;
+- a subscriber row inserted or deleted, its status changing in or out of active, or its
+  frequency changing while active: -1 at its old (set, frequency), +1 at its new one;
+- their subscriber_theme rows inserted, deleted or updated while they are active: from the set
+  before the statement (the set after it, less what it inserted, plus what it deleted) to the
+  set after it, at their frequency;
 - a subscriber deleted: 0014's BEFORE DELETE row trigger deletes their themes first (moving
   them to the empty set while their status can be read), then the delete takes them out of 0.
 
@@ -63,8 +65,8 @@ SHARD_LOCK = f"PERFORM pg_advisory_xact_lock(140023, mod(pg_backend_pid(), {SHAR
 
 
 def _counted(row: str) -> str:
-    """Whether subscriber row `row` (an alias, NEW or OLD) is one an update would reach."""
-    return f"({row}.status = 'active' AND {row}.frequency = 'immediate')"
+    """Whether subscriber row `row` (an alias, NEW or OLD) is counted (at its frequency)."""
+    return f"({row}.status = 'active')"
 
 
 def _bits_of(subscriber_id: str) -> str:
@@ -77,28 +79,35 @@ def _bits_of(subscriber_id: str) -> str:
 
 
 def _add(deltas: str) -> str:
-    """Adds the (bits, k) deltas of a SELECT to this connection's shard, in key order."""
+    """Adds the (bits, frequency, k) deltas of a SELECT to this connection's shard, in key
+    order."""
     return f"""
-        INSERT INTO reach_count (bits, shard, n)
-        SELECT bits, mod(pg_backend_pid(), {SHARDS}), sum(k) FROM ({deltas}) d
-        GROUP BY 1 HAVING sum(k) <> 0 ORDER BY 1
-        ON CONFLICT (bits, shard) DO UPDATE SET n = reach_count.n + EXCLUDED.n;"""
+        INSERT INTO reach_count (bits, frequency, shard, n)
+        SELECT bits, frequency, mod(pg_backend_pid(), {SHARDS}), sum(k) FROM ({deltas}) d
+        GROUP BY 1, 2 HAVING sum(k) <> 0 ORDER BY 1, 2
+        ON CONFLICT (bits, frequency, shard) DO UPDATE SET n = reach_count.n + EXCLUDED.n;"""
 
 
 def _subscriber_rows(rows: str, sign: int) -> str:
     """Inserted (+1) or deleted (-1) subscriber rows that count, at their set of themes."""
-    deltas = f"SELECT {_bits_of('r.id')} AS bits, {sign} AS k FROM {rows} r WHERE {_counted('r')}"
+    deltas = (
+        f"SELECT {_bits_of('r.id')} AS bits, r.frequency AS frequency, {sign} AS k "
+        f"FROM {rows} r WHERE {_counted('r')}"
+    )
     return f"""
         IF EXISTS (SELECT 1 FROM {rows} r WHERE {_counted("r")}) THEN
             {SHARD_LOCK}{_add(deltas)}
         END IF;"""
 
 
-# Subscriber rows an UPDATE moved in or out of (active, immediate).
+# Subscriber rows an UPDATE moved: in or out of the active ones, or from one frequency to the
+# other while active (out of the old place, into the new).
 _MOVED = f"""FROM new_rows n JOIN old_rows o USING (id)
-            WHERE {_counted("n")} IS DISTINCT FROM {_counted("o")}"""
-_IN_OR_OUT = f"""SELECT {_bits_of("n.id")} AS bits,
-            CASE WHEN {_counted("n")} THEN 1 ELSE -1 END AS k {_MOVED}"""
+            WHERE ({_counted("n")}, n.frequency) IS DISTINCT FROM ({_counted("o")}, o.frequency)"""
+_IN_OR_OUT = f"""SELECT {_bits_of("n.id")} AS bits, n.frequency AS frequency, 1 AS k {_MOVED}
+            AND {_counted("n")}
+            UNION ALL
+            SELECT {_bits_of("n.id")}, o.frequency, -1 {_MOVED} AND {_counted("o")}"""
 
 PG_SUBSCRIBER = f"""
 CREATE FUNCTION reach_count_subscriber() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -128,7 +137,7 @@ def _themes_moved(changed: str, added: str, removed: str) -> str:
     the theme rows the statement inserted and deleted (new_rows, old_rows or NONE)."""
     deltas = f"""
             WITH who AS (
-                SELECT s.id, {_bits_of("s.id")} AS now FROM subscriber s
+                SELECT s.id, s.frequency, {_bits_of("s.id")} AS now FROM subscriber s
                 WHERE s.id IN ({changed}) AND {_counted("s")}
             ),
             added AS (
@@ -139,9 +148,10 @@ def _themes_moved(changed: str, added: str, removed: str) -> str:
                 SELECT r.subscriber_id AS id, sum(1 << b.bit) AS bits FROM {removed} r
                 JOIN theme_bit b ON b.theme = r.theme GROUP BY 1
             )
-            SELECT now AS bits, 1 AS k FROM who
+            SELECT now AS bits, frequency, 1 AS k FROM who
             UNION ALL
-            SELECT (w.now & ~coalesce(a.bits, 0)) | coalesce(r.bits, 0), -1 FROM who w
+            SELECT (w.now & ~coalesce(a.bits, 0)) | coalesce(r.bits, 0), w.frequency, -1
+            FROM who w
             LEFT JOIN added a ON a.id = w.id LEFT JOIN removed r ON r.id = w.id"""
     return f"""
         PERFORM 1 FROM subscriber WHERE id IN ({changed}) ORDER BY id FOR NO KEY UPDATE;
@@ -189,11 +199,12 @@ PG_FUNCTIONS = ("reach_count_subscriber", "reach_count_theme")
 # --- SQLite: row triggers -----------------------------------------------------------------------
 
 
-def _sqlite_add(bits: str, k: str, source: str) -> str:
-    """Adds k at `bits` for each row of `source` (a FROM ... WHERE ...)."""
+def _sqlite_add(bits: str, frequency: str, k: str, source: str) -> str:
+    """Adds k at (`bits`, `frequency`) for each row of `source` (a FROM ... WHERE ...)."""
     return (
-        f"INSERT INTO reach_count (bits, shard, n) SELECT {bits}, 0, {k} {source} "
-        "ON CONFLICT (bits, shard) DO UPDATE SET n = n + excluded.n;"
+        f"INSERT INTO reach_count (bits, frequency, shard, n) "
+        f"SELECT {bits}, {frequency}, 0, {k} {source} "
+        "ON CONFLICT (bits, frequency, shard) DO UPDATE SET n = n + excluded.n;"
     )
 
 
@@ -205,10 +216,10 @@ def _move(subscriber_id: str, before: str, when: str = "true") -> str:
     """Moves the subscriber, if they count (and `when`), from the set `before` (an expression
     of `now`, the set they have now) to the set they have now."""
     source = (
-        f"FROM (SELECT {_bits_of(subscriber_id)} AS now FROM subscriber s "
+        f"FROM (SELECT {_bits_of(subscriber_id)} AS now, s.frequency AS freq FROM subscriber s "
         f"WHERE s.id = {subscriber_id} AND {_counted('s')} AND {when}) x WHERE true"
     )
-    return _sqlite_add("now", "1", source) + " " + _sqlite_add(before, "-1", source)
+    return _sqlite_add("now", "freq", "1", source) + " " + _sqlite_add(before, "freq", "-1", source)
 
 
 def _known(row: str) -> str:
@@ -217,16 +228,19 @@ def _known(row: str) -> str:
 
 _SAME = "OLD.subscriber_id = NEW.subscriber_id"
 _NEW_SIDE = f"(now & ~{_bit('NEW.theme')}) | CASE WHEN {_SAME} THEN {_bit('OLD.theme')} ELSE 0 END"
-_IN_OR_OUT_ROW = f"CASE WHEN {_counted('NEW')} THEN 1 ELSE -1 END"
 
 SQLITE = {
     "reach_count_subscriber_insert": f"""AFTER INSERT ON subscriber
-        WHEN {_counted("NEW")} BEGIN {_sqlite_add(_bits_of("NEW.id"), "1", "WHERE true")} END""",
+        WHEN {_counted("NEW")} BEGIN
+        {_sqlite_add(_bits_of("NEW.id"), "NEW.frequency", "1", "WHERE true")} END""",
     "reach_count_subscriber_update": f"""AFTER UPDATE OF status, frequency ON subscriber
-        WHEN {_counted("NEW")} IS NOT {_counted("OLD")} BEGIN
-        {_sqlite_add(_bits_of("NEW.id"), _IN_OR_OUT_ROW, "WHERE true")} END""",
+        WHEN {_counted("NEW")} IS NOT {_counted("OLD")} OR NEW.frequency IS NOT OLD.frequency
+        BEGIN
+        {_sqlite_add(_bits_of("NEW.id"), "OLD.frequency", "-1", f"WHERE {_counted('OLD')}")}
+        {_sqlite_add(_bits_of("NEW.id"), "NEW.frequency", "1", f"WHERE {_counted('NEW')}")} END""",
     "reach_count_subscriber_delete": f"""AFTER DELETE ON subscriber
-        WHEN {_counted("OLD")} BEGIN {_sqlite_add(_bits_of("OLD.id"), "-1", "WHERE true")} END""",
+        WHEN {_counted("OLD")} BEGIN
+        {_sqlite_add(_bits_of("OLD.id"), "OLD.frequency", "-1", "WHERE true")} END""",
     "reach_count_theme_insert": f"""AFTER INSERT ON subscriber_theme WHEN {_known("NEW")} BEGIN
         {_move("NEW.subscriber_id", f"now & ~{_bit('NEW.theme')}")} END""",
     "reach_count_theme_delete": f"""AFTER DELETE ON subscriber_theme WHEN {_known("OLD")} BEGIN
@@ -238,13 +252,13 @@ SQLITE = {
 }
 
 FILL = f"""
-INSERT INTO reach_count (bits, shard, n)
-SELECT bits, 0, count(*) FROM (
-    SELECT s.id, coalesce(sum(1 << b.bit), 0) AS bits FROM subscriber s
+INSERT INTO reach_count (bits, frequency, shard, n)
+SELECT bits, frequency, 0, count(*) FROM (
+    SELECT s.id, s.frequency, coalesce(sum(1 << b.bit), 0) AS bits FROM subscriber s
     LEFT JOIN subscriber_theme t ON t.subscriber_id = s.id
     LEFT JOIN theme_bit b ON b.theme = t.theme
-    WHERE {_counted("s")} GROUP BY s.id
-) x GROUP BY bits"""
+    WHERE {_counted("s")} GROUP BY s.id, s.frequency
+) x GROUP BY bits, frequency"""
 
 
 def upgrade() -> None:
@@ -257,9 +271,10 @@ def upgrade() -> None:
     op.create_table(
         "reach_count",
         sa.Column("bits", sa.Integer(), nullable=False),
+        sa.Column("frequency", sa.String(length=16), nullable=False),
         sa.Column("shard", sa.Integer(), nullable=False),
         sa.Column("n", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("bits", "shard"),
+        sa.PrimaryKeyConstraint("bits", "frequency", "shard"),
     )
     theme_bit = sa.table("theme_bit", sa.column("theme"), sa.column("bit"))
     op.bulk_insert(theme_bit, [{"theme": t, "bit": b} for t, b in BITS.items()])
