@@ -155,17 +155,27 @@ def _truncate() -> None:
     engine = get_engine()
     # The migrations' own rows (theme_bit) stay: nothing but a migration writes them.
     tables = [t.name for t in SQLModel.metadata.sorted_tables if t.name not in FIXED_TABLES]
+    if engine.dialect.name == "postgresql":
+        truncate = sa.text(
+            "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+        )
+        # TRUNCATE locks its tables one by one: a transaction the last test left running (a
+        # request's background work finishing) that holds one of them and wants another is a
+        # deadlock PostgreSQL detects and settles by rolling the TRUNCATE back whole, so it is
+        # simply run again once the other has committed.
+        for attempt in range(5):
+            try:
+                with engine.begin() as conn:
+                    conn.execute(truncate)
+                return
+            except sa.exc.OperationalError as error:
+                if "deadlock detected" not in str(error) or attempt == 4:
+                    raise
+        return
     with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(
-                sa.text(
-                    "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
-                )
-            )
-        else:
-            # The kept counts last: deleting the rows they count moves them (triggers).
-            for t in sorted(reversed(tables), key=lambda name: name.endswith("_count")):
-                conn.execute(sa.text(f'DELETE FROM "{t}"'))
+        # The kept counts last: deleting the rows they count moves them (triggers).
+        for t in sorted(reversed(tables), key=lambda name: name.endswith("_count")):
+            conn.execute(sa.text(f'DELETE FROM "{t}"'))
 
 
 @pytest.fixture(autouse=True)
