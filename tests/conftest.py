@@ -156,6 +156,8 @@ def _truncate() -> None:
     # The migrations' own rows (theme_bit) stay: nothing but a migration writes them.
     tables = [t.name for t in SQLModel.metadata.sorted_tables if t.name not in FIXED_TABLES]
     if engine.dialect.name == "postgresql":
+        import psycopg
+
         truncate = sa.text(
             "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
         )
@@ -169,9 +171,9 @@ def _truncate() -> None:
                     conn.execute(truncate)
                 return
             except sa.exc.OperationalError as error:
-                if "deadlock detected" not in str(error) or attempt == 4:
+                deadlock = isinstance(error.orig, psycopg.errors.DeadlockDetected)
+                if not deadlock or attempt == 4:
                     raise
-        return
     with engine.begin() as conn:
         # The kept counts last: deleting the rows they count moves them (triggers).
         for t in sorted(reversed(tables), key=lambda name: name.endswith("_count")):

@@ -12,11 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, delete, select
 
 from mailing.figures import kept_counts
-from mailing.models import (
-    SubscriberCountSnapshot,
-    table_of,
-    utcnow,
-)
+from mailing.models import SubscriberCountSnapshot, Update, table_of, utcnow
 from mailing.states import Frequency, SubscriberStatus, UpdateStatus
 from mailing.themes import ALL_THEMES, STYLES, THEMES
 
@@ -197,8 +193,6 @@ def _by_status(session: Session, status: sa.ColumnElement[str]) -> dict[str, int
 
 def stats(session: Session) -> dict[str, dict[str, int]]:
     """Counts only: subscribers by status, active subscribers by theme, updates by status."""
-    from mailing.models import Update
-
     subscribers = kept_counts.subscribers_by_status(session)
     update_counts = _by_status(session, table_of(Update).c.status)
     return {
