@@ -309,6 +309,16 @@ def tree_pids(pid: int) -> list[int]:
     return found
 
 
+def timeline(samples: list[tuple[float, int]], total: int) -> str:
+    """When the first email and each tenth of the send had arrived (sampled every 50 ms)."""
+    marks = [1] + [total * k // 10 for k in range(1, 11)]
+    out = []
+    for mark in marks:
+        at = next((t for t, n in samples if n >= mark), samples[-1][0] if samples else 0.0)
+        out.append(f"{at:.2f}")
+    return "first " + out[0] + ", tenths " + " ".join(out[1:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000, help="recipients")
@@ -407,8 +417,10 @@ def main() -> None:
         with session_scope() as session:
             started = sending.request_send(session, update_id, None, publish_update_batches)
         t_started = time.time()
+        samples: list[tuple[float, int]] = []  # (seconds since the request, messages so far)
         while count.value < started.recipients:
             time.sleep(0.05)
+            samples.append((time.time() - t0, count.value))
             if time.time() - t0 > 3600:
                 raise RuntimeError(f"only {count.value} of {started.recipients} arrived")
         e2e_seconds = last.value - t0
@@ -457,6 +469,7 @@ def main() -> None:
         print(f"service, end to end:   {e2e_seconds:.2f}s  = {e2e:,.0f} emails/s")
         print(f"{c}-connection pipelined client: {pool_seconds:.2f}s  = {pool:,.0f} emails/s")
         print(f"ratio to it:           {e2e / pool:.2f}")
+        print(f"timeline (s: sent):    {timeline(samples, started.recipients)}")
         if not args.latency:  # four round trips a message: only at loopback
             k = args.workers or os.cpu_count() or 1
             raw_seconds = ceiling(blast, port, k, msgs, prepared.envelope_from, rcpts, count, last)

@@ -1,10 +1,11 @@
-"""The counts the database keeps (migrations 0014, 0019 and 0018's triggers), read instead of
+"""The counts the database keeps (migrations 0014, 0019, 0018 and 0020's triggers), read instead of
 counting rows.
 
 The subscriber and delivery tables grow with the history; a page or a scrape that counted them
 would grow with it (4 s for an update's page at 16 million deliveries). These read a handful of
-rows: `delivery_count` (an update's deliveries by status) and `subscriber_count` (subscribers by
-status, theme "" for every subscriber once, and by theme and status; summed over its shards),
+rows: `delivery_count` (an update's deliveries by status; summed over its shards),
+`subscriber_count` (subscribers by status, theme "" for every subscriber once, and by theme and
+status; summed over its shards),
 `update_left_count` (who left after an update's copy reached them; summed over its shards) and
 `reach_count` (who an update on some themes would reach, by set of themes; summed over shards).
 """
@@ -25,7 +26,7 @@ from mailing.models import (
     UpdateLeftCount,
     table_of,
 )
-from mailing.states import DeliveryStatus, SubscriberStatus
+from mailing.states import DELIVERED, DeliveryStatus, SubscriberStatus
 
 DELIVERY_COUNT = table_of(DeliveryCount)
 SUBSCRIBER_COUNT = table_of(SubscriberCount)
@@ -38,11 +39,37 @@ EVERYONE = ""  # the theme of the rows that count every subscriber once
 def deliveries_of(conn: Session | Connection, update_id: int) -> dict[DeliveryStatus, int]:
     """An update's deliveries by status (statuses with none are left out)."""
     rows = conn.execute(
-        sa.select(DELIVERY_COUNT.c.status, DELIVERY_COUNT.c.n).where(
-            DELIVERY_COUNT.c.update_id == update_id
-        )
+        sa.select(DELIVERY_COUNT.c.status, sa.func.sum(DELIVERY_COUNT.c.n))
+        .where(DELIVERY_COUNT.c.update_id == update_id)
+        .group_by(DELIVERY_COUNT.c.status)
     ).all()
     return {DeliveryStatus(status): int(n) for status, n in rows if n}
+
+
+def taken_and_failed(
+    conn: Session | Connection, update_ids: Sequence[int]
+) -> dict[int, tuple[int, int]]:
+    """{update id: (copies the relay took, bounced and complained-about ones included; copies
+    that failed)} for these updates, in one grouped read (the update's own `sent` and `failed`
+    are written when its send finishes)."""
+    if not update_ids:
+        return {}
+    c = DELIVERY_COUNT.c
+
+    def summed(which: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+        return sa.func.coalesce(sa.func.sum(sa.case((which, c.n), else_=0)), 0)
+
+    rows = conn.execute(
+        sa.select(
+            c.update_id,
+            summed(c.status.in_([s.value for s in DELIVERED])),
+            summed(c.status == DeliveryStatus.FAILED.value),
+        )
+        .where(c.update_id.in_(list(update_ids)))
+        .group_by(c.update_id)
+    ).all()
+    found = {int(u): (int(taken), int(failed)) for u, taken, failed in rows}
+    return {u: found.get(u, (0, 0)) for u in update_ids}
 
 
 def left_after(conn: Session | Connection, update_id: int) -> int:

@@ -29,12 +29,14 @@ class BeatLease(SQLModel, table=True):
 
 class DeliveryCount(SQLModel, table=True):
     """An update's deliveries by status, kept by the database as delivery rows are written,
-    change status or are deleted (triggers, migration 0014): what progress reads, not a COUNT."""
+    change status or are deleted (triggers, migrations 0014 and 0020): what progress reads, not
+    a COUNT; summed over `shard` (PostgreSQL: each connection settling chunks writes its own)."""
 
     __tablename__ = "delivery_count"
 
     update_id: int = Field(foreign_key="theme_update.id", primary_key=True, ondelete="CASCADE")
     status: DeliveryStatus = Field(primary_key=True, sa_type=_enum(DeliveryStatus))
+    shard: int = Field(default=0, primary_key=True)
     n: int = Field(default=0, sa_type=sa.BigInteger)
 
 

@@ -149,6 +149,7 @@ class _Deliveries:
 
         self.postgres = get_engine().dialect.name == "postgresql"
         self._figures = threading.local()  # what a lane's last settle answered, for the guard
+        self._beat_at = 0.0  # time.monotonic() of the last heartbeat written
 
     def still_going(self, conn: Connection) -> bool:
         # On PostgreSQL the claim itself answers nothing once the update stopped sending.
@@ -177,7 +178,12 @@ class _Deliveries:
         return pipeline.Copy(sender, row.email, self.prepared.personalise(values))
 
     def settle(self, conn: Connection, settled: pipeline.Settled[_Row]) -> None:
-        self._figures.last = _settle(conn, self.update_id, settled, self.max_attempts)
+        # One lane of the task writes the heartbeat every HEARTBEAT_SECONDS (SQLite: each chunk).
+        now = time.monotonic()
+        beat = not self.postgres or now - self._beat_at >= sql.HEARTBEAT_SECONDS
+        if beat:
+            self._beat_at = now
+        self._figures.last = _settle(conn, self.update_id, settled, self.max_attempts, beat)
 
     def committed(self, settled: pipeline.Settled[_Row]) -> None:
         # The send guard: a send whose copies the relay refuses or that bounce pauses itself.
@@ -263,11 +269,17 @@ def _next_retry_in(session: Session, update_id: int, claimed_at: Any) -> float |
 
 
 def _settle(
-    conn: Connection, update_id: int, result: pipeline.Settled[_Row], max_attempts: int
+    conn: Connection,
+    update_id: int,
+    result: pipeline.Settled[_Row],
+    max_attempts: int,
+    beat: bool = True,
 ) -> tuple[str, guard.Figures] | None:
-    """Mark the chunk's rows and add to the update's counts; on PostgreSQL, returns the update's
-    status and guard figures after this chunk (the rare cancels, failures and retries first, then
-    the sent marks and the counts in one statement)."""
+    """Mark the chunk's rows (the kept counts follow by trigger) and, if `beat`, the update's
+    heartbeat; on PostgreSQL, returns the update's status and guard figures after this chunk
+    (the rare cancels, failures and retries first, then the sent marks and the figures in one
+    statement). Only the heartbeat writes the update's row, so chunks settling at once never
+    queue on it."""
     now = utcnow()
     attempt = DELIVERY.c.attempts + 1
     postgres = conn.dialect.name == "postgresql"
@@ -298,10 +310,9 @@ def _settle(
             sa.update(DELIVERY).where(chunk_ids).values(attempts=attempt, retry_at=due),
             {"chunk_ids": [r.delivery_id for r in retried]},
         )
-    gave_up = 0
     if deferred:
         # One the relay keeps deferring is given up.
-        gave_up = transition(
+        transition(
             conn,
             DELIVERY,
             DeliveryTransitions.FAIL,
@@ -309,22 +320,13 @@ def _settle(
             {"error": f"deferred {max_attempts} times"},
             params={"chunk_ids": [r.delivery_id for r in deferred]},
         )
-    failed_now = len(result.failed) + gave_up
+    if beat:
+        conn.execute(sql.HEARTBEAT, {"the_update": update_id, "settled_at": now})
     if postgres:
         params = {"the_update": update_id, "chunk_ids": sent, "settled_at": now}
-        after = conn.execute(sql.SETTLE_POSTGRES, {**params, "failed_now": failed_now}).one()
-        sent_so_far, failed_so_far, bounced = (int(after[i]) for i in (1, 2, 3))
-        figures = guard.Figures(sent_so_far + failed_so_far, failed_so_far, bounced)
-        return str(after[0]), figures
-    conn.execute(
-        sql.ADD_COUNTS,
-        {
-            "the_update": update_id,
-            "sent_now": len(result.sent),
-            "failed_now": failed_now,
-            "settled_at": now,
-        },
-    )
+        after = conn.execute(sql.SETTLE_POSTGRES, params).one()
+        taken, failed_so_far, bounced = (int(after[i]) for i in (1, 2, 3))
+        return str(after[0]), guard.Figures(taken + failed_so_far, failed_so_far, bounced)
     return None
 
 

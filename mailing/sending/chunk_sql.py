@@ -12,11 +12,18 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from mailing.models import Update, table_of
+from mailing.models import DeliveryCount, Update, table_of
 from mailing.sending.recipients import DELIVERY, SUBSCRIBER
-from mailing.states import DeliveryStatus, DeliveryTransitions, UpdateStatus, transition_statement
+from mailing.states import (
+    DELIVERED,
+    DeliveryStatus,
+    DeliveryTransitions,
+    UpdateStatus,
+    transition_statement,
+)
 
 UPDATE = table_of(Update)
+DELIVERY_COUNT = table_of(DeliveryCount)
 
 # Parameter names differ from every column name of the tables these statements write.
 THE_UPDATE = sa.bindparam("the_update", type_=sa.Integer)
@@ -133,37 +140,33 @@ MARK_SENT = {
     )
     for postgres in (True, False)
 }
-# The counts, and the heartbeat that tells the reconciler this send is alive.
-ADD_COUNTS = (
-    sa.update(UPDATE)
-    .where(UPDATE.c.id == THE_UPDATE)
-    .values(
-        sent=UPDATE.c.sent + sa.bindparam("sent_now", type_=sa.Integer),
-        failed=UPDATE.c.failed + sa.bindparam("failed_now", type_=sa.Integer),
-        heartbeat_at=SETTLED_AT,
-    )
-)
+# The heartbeat that tells the reconciler this send is alive (written at most every
+# HEARTBEAT_SECONDS by a task's lanes: the update's row is no longer written by every chunk).
+HEARTBEAT = sa.update(UPDATE).where(UPDATE.c.id == THE_UPDATE).values(heartbeat_at=SETTLED_AT)
+HEARTBEAT_SECONDS = 1.0
 
-_BOUNCED = (
-    sa.select(sa.func.count())
-    .select_from(DELIVERY)
-    .where(
-        DELIVERY.c.update_id == THE_UPDATE,
-        DELIVERY.c.status == sa.literal(DeliveryStatus.BOUNCED.value, literal_execute=True),
+
+def _summed(*statuses: DeliveryStatus) -> sa.ScalarSelect[int]:
+    """The update's deliveries in these statuses, from the kept counts (a few rows a shard)."""
+    counts = DELIVERY_COUNT
+    which = sa.or_(
+        *(counts.c.status == sa.literal(s.value, literal_execute=True) for s in statuses)
     )
-    .scalar_subquery()
-)
-# PostgreSQL: the chunk's "sent" marks and the update's counts in one statement, which answers
-# the send guard's figures (status, sent, failed, bounced rows) as they stand after it, so the
-# guard needs no transaction of its own for a chunk that changes nothing for it.
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(counts.c.n), 0))
+        .where(counts.c.update_id == THE_UPDATE, which)
+        .scalar_subquery()
+    )
+
+
+# PostgreSQL: the chunk's "sent" marks in one statement that answers the send guard's figures as
+# they stand after it (status; copies the relay took, failed, bounced), so the guard needs no
+# transaction of its own for a chunk that changes nothing for it. The kept counts it reads are
+# those before the statement (its trigger runs at its end): the marked rows are added.
 _SENT = MARK_SENT[True].returning(DELIVERY.c.id).cte("marked")
-SETTLE_POSTGRES = (
-    sa.update(UPDATE)
-    .where(UPDATE.c.id == THE_UPDATE)
-    .values(
-        sent=UPDATE.c.sent + sa.select(sa.func.count()).select_from(_SENT).scalar_subquery(),
-        failed=UPDATE.c.failed + sa.bindparam("failed_now", type_=sa.Integer),
-        heartbeat_at=SETTLED_AT,
-    )
-    .returning(UPDATE.c.status, UPDATE.c.sent, UPDATE.c.failed, _BOUNCED)
-)
+SETTLE_POSTGRES = sa.select(
+    UPDATE.c.status,
+    _summed(*sorted(DELIVERED)) + sa.select(sa.func.count()).select_from(_SENT).scalar_subquery(),
+    _summed(DeliveryStatus.FAILED),
+    _summed(DeliveryStatus.BOUNCED),
+).where(UPDATE.c.id == THE_UPDATE)

@@ -19,11 +19,12 @@ from sqlmodel import Session, col, select
 from mailing.config import get_settings
 from mailing.db import get_engine
 from mailing.deliverability import suppressions
+from mailing.figures import kept_counts
 from mailing.mail import outbox
 from mailing.models import AuditLog, Staff, Update, table_of
-from mailing.sending.recipients import DELIVERY
 from mailing.staff.audit import AuditAction, audit
 from mailing.states import (
+    DELIVERED,
     DeliveryStatus,
     NoticeKind,
     StaffRole,
@@ -64,25 +65,16 @@ class Figures:
 
 
 def figures(session: Session, update_id: int) -> tuple[str, Figures] | None:
-    """The update's status and its guard figures (the running counters plus bounced rows)."""
-    bounced = (
-        sa.select(sa.func.count())
-        .select_from(DELIVERY)
-        .where(
-            DELIVERY.c.update_id == update_id,
-            DELIVERY.c.status == DeliveryStatus.BOUNCED.value,
-        )
-        .scalar_subquery()
-    )
-    row = session.execute(
-        sa.select(UPDATE.c.status, UPDATE.c.sent, UPDATE.c.failed, bounced).where(
-            UPDATE.c.id == update_id
-        )
-    ).first()
-    if row is None:
+    """The update's status and its guard figures, from the kept counts: copies the relay took
+    (bounced and complained-about ones too), failed, bounced."""
+    status = session.execute(sa.select(UPDATE.c.status).where(UPDATE.c.id == update_id)).scalar()
+    if status is None:
         return None
-    status, sent, failed, hard = row
-    return str(status), Figures(attempted=int(sent) + int(failed), failed=int(failed), bounced=hard)
+    counts = kept_counts.deliveries_of(session, update_id)
+    failed = counts.get(DeliveryStatus.FAILED, 0)
+    taken = sum(counts.get(s, 0) for s in DELIVERED)
+    bounced = counts.get(DeliveryStatus.BOUNCED, 0)
+    return str(status), Figures(attempted=taken + failed, failed=failed, bounced=bounced)
 
 
 def after_chunk(

@@ -47,7 +47,7 @@ def real_deliveries() -> dict[tuple[Any, ...], int]:
 
 
 def kept_deliveries() -> dict[tuple[Any, ...], int]:
-    return _rows("SELECT update_id, status, n FROM delivery_count")
+    return _rows("SELECT update_id, status, SUM(n) FROM delivery_count GROUP BY update_id, status")
 
 
 def real_subscribers() -> dict[tuple[Any, ...], int]:

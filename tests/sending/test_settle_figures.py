@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from mailing.db import get_engine
 from mailing.mail import pipeline
 from mailing.sending import batch, guard
-from tests.support.sending import add_subscribers, draft, start, update_row
+from tests.support.sending import add_subscribers, draft, start, taken_and_failed, update_row
 
 RECIPIENTS = 400
 
@@ -29,11 +29,12 @@ def sending(database: str) -> int:
 
 
 def _bounce(update_id: int, k: int) -> None:
+    """The update's last k rows taken by the relay and bounced back (not claimed by a chunk)."""
     with get_engine().begin() as conn:
         conn.execute(
             sa.text(
-                "UPDATE delivery SET status = 'bounced' WHERE id IN (SELECT id FROM delivery"
-                " WHERE update_id = :u ORDER BY id DESC LIMIT :k)"
+                "UPDATE delivery SET status = 'bounced', sent_at = now() WHERE id IN"
+                " (SELECT id FROM delivery WHERE update_id = :u ORDER BY id DESC LIMIT :k)"
             ),
             {"u": update_id, "k": k},
         )
@@ -66,10 +67,10 @@ def _statements_during(action: Any) -> tuple[Any, list[str]]:
 
 
 def test_the_settle_answers_the_figures_after_the_chunk_bounces_included(sending):
-    _bounce(sending, 7)
-    assert _settle_a_chunk(sending, 50) == ("sending", guard.Figures(50, 0, 7))
-    assert _settle_a_chunk(sending, 30) == ("sending", guard.Figures(80, 0, 7))
-    assert update_row(sending).sent == 80
+    _bounce(sending, 7)  # 7 copies the relay took, bounced back: attempted, and bounced
+    assert _settle_a_chunk(sending, 50) == ("sending", guard.Figures(57, 0, 7))
+    assert _settle_a_chunk(sending, 30) == ("sending", guard.Figures(87, 0, 7))
+    assert taken_and_failed(sending) == (87, 0)
 
 
 def test_a_clean_chunk_within_the_limit_costs_the_guard_no_query(sending):
@@ -86,9 +87,62 @@ def test_figures_over_the_line_from_bounces_alone_pause_the_send(sending):
     the guard pauses the send at once."""
     for _ in range(4):
         _settle_a_chunk(sending, 50)
-    _bounce(sending, 40)  # 40 of 200 attempted bounced hard: 20 %, over 5 %
+    _bounce(sending, 40)  # 40 of 240 attempted bounced hard: 17 %, over 5 %
     figures = _settle_a_chunk(sending, 50)
-    assert figures == ("sending", guard.Figures(250, 0, 40))
+    assert figures == ("sending", guard.Figures(290, 0, 40))
     assert guard.after_chunk(sending, [], figures) is True
     row = update_row(sending)
     assert row.status.value == "paused" and "bounced hard (40)" in (row.error or "")
+
+
+def _connection_in_another_shard(taken: set[int]) -> Any:
+    """A connection whose backend is in none of these count shards (0020: pid modulo 16)."""
+    spare = []
+    try:
+        for _ in range(64):
+            conn = get_engine().connect()
+            shard = conn.execute(sa.text("SELECT mod(pg_backend_pid(), 16)")).scalar()
+            conn.commit()
+            if shard not in taken:
+                return conn
+            spare.append(conn)
+        raise AssertionError("no connection in another shard")
+    finally:
+        for conn in spare:
+            conn.close()
+
+
+def test_chunks_settling_at_once_in_different_shards_do_not_wait_for_each_other(sending):
+    """Migration 0020: a settle writes its own shard of the kept counts and not the update's row
+    (but for the heartbeat, once a second a task), so a chunk settled and not yet committed
+    holds nothing another lane's settle needs. Before it, every settle queued on the update's
+    row: the second one here waited for the first's commit (the lock timeout fails the test)."""
+    source = batch._Deliveries(sending, prepared=None)  # type: ignore[arg-type]
+    first = get_engine().connect()
+    try:
+        shard = first.execute(sa.text("SELECT mod(pg_backend_pid(), 16)")).scalar()
+        first.commit()
+        second = _connection_in_another_shard({shard})
+        try:
+            with first.begin():
+                rows = source.claim(first, 50)
+                assert rows
+                # The first settle of the task, with its heartbeat: it writes the update's row.
+                batch._settle(first, sending, pipeline.Settled(sent=list(rows)), 5, beat=True)
+                with second.begin():
+                    second.execute(sa.text("SET LOCAL lock_timeout = '10s'"))
+                    more = source.claim(second, 50)
+                    assert more and not {r.delivery_id for r in more} & {
+                        r.delivery_id for r in rows
+                    }
+                    answer = batch._settle(
+                        second, sending, pipeline.Settled(sent=list(more)), 5, beat=False
+                    )
+                # It committed while the first was still open; it saw only its own chunk.
+                assert answer == ("sending", guard.Figures(50, 0, 0))
+        finally:
+            second.close()
+    finally:
+        first.close()
+        batch.FRONTIER.restart(sending)
+    assert taken_and_failed(sending) == (100, 0)

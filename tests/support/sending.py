@@ -95,6 +95,15 @@ def start(update_id: int, *, enqueue: bool = True) -> int:
     return request.recipients
 
 
+def taken_and_failed(update_id: int) -> tuple[int, int]:
+    """The update's copies the relay took and those that failed so far (the kept counts; its
+    own `sent` and `failed` are written when the send finishes)."""
+    from mailing.figures import kept_counts
+
+    with get_engine().connect() as conn:
+        return kept_counts.taken_and_failed(conn, [update_id])[update_id]
+
+
 def update_row(update_id: int) -> Update:
     from sqlmodel import Session
 

@@ -11,7 +11,7 @@ from sqlmodel import Session
 from mailing import clock, sending, updates
 from mailing.errors import MailingError, TooMany
 from mailing.figures import deliverability as deliverability
-from mailing.figures import subscribers
+from mailing.figures import kept_counts, subscribers
 from mailing.figures.progress import recent_updates
 from mailing.models import Update, utcnow
 from mailing.sending.control import overdue_updates
@@ -30,6 +30,7 @@ from mailing.web.routes.console.common import (
 
 router = console_router()
 SENT_OR_SENDING = frozenset({UpdateStatus.SENT, UpdateStatus.SENDING, UpdateStatus.PAUSED})
+UNFINISHED = frozenset({UpdateStatus.SENDING, UpdateStatus.PAUSED, UpdateStatus.CANCELLED})
 
 
 @router.get("")
@@ -64,6 +65,11 @@ def dashboard(request: Request, who: Who, session: SessionDep) -> Response:
             for u in recent
             if u.status == UpdateStatus.SCHEDULED
         },
+        # A send not finished: its figures so far (the update's own are written at the finish).
+        settled=kept_counts.taken_and_failed(
+            session,
+            [u.id for u in recent if u.id is not None and u.status in UNFINISHED],
+        ),
         created={u.id: clock.short(u.created_at) for u in recent},
         notice="The draft is deleted." if "deleted" in request.query_params else "",
         nav="updates",
