@@ -106,10 +106,12 @@ def erase(
 ) -> int:
     """Delete every row about this subscriber; keep only the suppression hash and a log line.
 
-    Returns the number of rows deleted. The caller commits.
+    Returns the number of rows deleted. The caller commits. Their row is locked first, before
+    their themes go (records.lock); if another erasure took it first, nothing is left to delete.
     """
     assert subscriber.id is not None
     sid, email_key = subscriber.id, subscriber.email_key
+    records.lock(session, subscriber, to_delete=True)
     if session.get_bind().dialect.name == "sqlite":
         # Zero the deleted bytes in the file too, not just unlink them from the b-tree.
         session.execute(sa.text("PRAGMA secure_delete = ON"))

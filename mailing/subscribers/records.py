@@ -8,6 +8,7 @@ from typing import Protocol
 from sqlmodel import Session, col, delete, select
 
 from mailing.config import get_settings
+from mailing.errors import NotFound
 from mailing.models import Subscriber, SubscriberTheme, Suppression, utcnow
 from mailing.subscribers.addresses import keyed_hash, keyed_hashes
 from mailing.themes import ALL_THEMES
@@ -25,8 +26,37 @@ def themes_of(session: Session, subscriber_id: int) -> list[str]:
     return [t for t in ALL_THEMES if t in chosen]
 
 
-def set_themes(session: Session, subscriber: Subscriber, themes: list[str]) -> None:
+def lock(session: Session, subscriber: Subscriber, *, to_delete: bool = False) -> bool:
+    """Take the subscriber's row lock, held until the transaction ends, and read their row
+    afresh into `subscriber` (one of this session's); False if the row is gone (erased).
+
+    Every path that changes a subscriber's themes or status locks their row first, before it
+    touches a theme row, as the reach-count triggers do (migrations 0014, 0018: the subscriber
+    rows, then the shard): two changes of one person's themes then run one after the other,
+    the second deleting the rows the first committed (not the ones it saw before waiting, which
+    left the first's to clash with its inserts: a duplicate key), and no path holds theme rows
+    while it waits for a subscriber row another path holds while it waits for those theme rows
+    (a deadlock). PostgreSQL: FOR NO KEY UPDATE, as the triggers and any UPDATE of the row take
+    it; FOR UPDATE for a row about to be deleted. SQLite (one writer) takes no row locks: a
+    plain read, and the first write there holds the database's write lock until the commit.
+    """
     assert subscriber.id is not None
+    found = session.exec(
+        select(Subscriber)
+        .where(Subscriber.id == subscriber.id)
+        .with_for_update(key_share=not to_delete)
+        .execution_options(populate_existing=True)
+    ).first()
+    assert found is None or found is subscriber, "lock a subscriber of this session"
+    return found is not None
+
+
+def set_themes(session: Session, subscriber: Subscriber, themes: list[str]) -> None:
+    """Replace the subscriber's themes, their row locked first (`lock`; a caller deciding on
+    their status or themes has locked it before it read them)."""
+    assert subscriber.id is not None
+    if not lock(session, subscriber):
+        raise NotFound("No subscriber has that id (erased, or never here).")
     session.exec(delete(SubscriberTheme).where(col(SubscriberTheme.subscriber_id) == subscriber.id))
     session.add_all(SubscriberTheme(subscriber_id=subscriber.id, theme=t) for t in themes)
     subscriber.updated_at = utcnow()

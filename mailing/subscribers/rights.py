@@ -15,7 +15,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from mailing.deliverability.suppressions import Cause, cause_values
-from mailing.errors import NotActive
+from mailing.errors import InvalidLink, LinkProblem, NotActive
 from mailing.metrics import UNSUBSCRIBES
 from mailing.models import (
     Delivery,
@@ -129,13 +129,17 @@ def change_preferences(
     channel: ConsentChannel,
 ) -> ThemesOutcome:
     """Change an active subscriber's themes (None: keep them) and frequency (None: keep it);
-    choosing no themes is unsubscribing. NotActive unless the subscription is active."""
+    choosing no themes is unsubscribing. NotActive unless the subscription is active.
+
+    Their row is locked first and read afresh (records.lock), so a change made meanwhile (another
+    click, the desk, an unsubscribe) is seen whole before anything is decided or written."""
+    _lock(session, subscriber)
     if subscriber.status != SubscriberStatus.ACTIVE:
         raise NotActive(subscriber.status)
     outcome = (
         ThemesOutcome.UNCHANGED
         if themes is None
-        else change_themes(session, subscriber, themes, channel=channel)
+        else _change_themes(session, subscriber, themes, channel=channel)
     )
     if frequency is not None and outcome != ThemesOutcome.UNSUBSCRIBED:
         frequencies.change(session, subscriber, frequency, channel=channel)
@@ -145,7 +149,21 @@ def change_preferences(
 def change_themes(
     session: Session, subscriber: Subscriber, themes: list[str], *, channel: ConsentChannel
 ) -> ThemesOutcome:
-    """Set an active subscriber's themes; choosing none is unsubscribing. NotActive otherwise."""
+    """Set an active subscriber's themes; choosing none is unsubscribing. NotActive otherwise.
+    Their row is locked first, as in change_preferences."""
+    _lock(session, subscriber)
+    return _change_themes(session, subscriber, themes, channel=channel)
+
+
+def _lock(session: Session, subscriber: Subscriber) -> None:
+    # Erased since the link was checked: the link is dead, as it would be a moment later.
+    if not records.lock(session, subscriber):
+        raise InvalidLink(LinkProblem.INVALID)
+
+
+def _change_themes(
+    session: Session, subscriber: Subscriber, themes: list[str], *, channel: ConsentChannel
+) -> ThemesOutcome:
     assert subscriber.id is not None
     if subscriber.status != SubscriberStatus.ACTIVE:
         raise NotActive(subscriber.status)

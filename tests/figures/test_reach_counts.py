@@ -1,16 +1,15 @@
 """Who an update would reach, kept by the database (migration 0018: reach_count, theme_bit),
-equals the join it replaced (kept here as the oracle) for every set of themes, after everything
-that moves it, through the app's own code: sign-up and confirmation, a change of themes and of
-frequency on the preferences link, unsubscribing, the support desk, an import, an erasure, the
-retention purge, and what no entry point does today (a subscriber deleted outright with their
-themes, a subscriber left with no themes, a theme row rewritten). The draft's page shows it; the
-migration fills it from existing rows and goes down cleanly; on PostgreSQL, writers racing on
-the same subscribers all commit and it stays exact."""
+equals the join it replaced (the oracle, in tests/support/reach.py) for every set of themes,
+after everything that moves it, through the app's own code: sign-up and confirmation, a change
+of themes and of frequency on the preferences link, unsubscribing, the support desk, an import,
+an erasure, the retention purge, and what no entry point does today (a subscriber deleted
+outright with their themes, a subscriber left with no themes, a theme row rewritten). The
+draft's page shows it; the migration fills it from existing rows and goes down cleanly; on
+PostgreSQL, writers racing on the same subscribers all commit and it stays exact."""
 
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import random
 import threading
 from datetime import timedelta
@@ -23,97 +22,17 @@ from alembic import command
 from click.testing import CliRunner
 
 from mailing.db import get_engine, session_scope
-from mailing.figures import subscribers
-from mailing.figures.subscribers import Reach
 from mailing.models import Subscriber, utcnow
-from mailing.sending import count_recipients
 from mailing.states import ConsentChannel, ErasureReason, Frequency
 from mailing.themes import ALL_THEMES
 from tests.conftest import DATABASE_URL, PG_SERVER
+from tests.support.reach import assert_exact, join, kept_sets, theme_bits
 from tests.support.residents import confirmed
 from tests.support.sending import add_subscribers, draft
 from tests.support.sending import api_staff as make_staff
 
 MINDS, PLACES, LIVING = "healthy-minds", "healthy-places", "healthy-living"
-# Every theme alone, a few pairs, and all five.
-THEME_SETS: list[tuple[str, ...]] = [
-    *((t,) for t in ALL_THEMES),
-    *itertools.islice(itertools.combinations(ALL_THEMES, 2), 0, None, 3),
-    ALL_THEMES,
-]
-# The count as sending/recipients.py made it before 0018: the oracle.
-ORACLE = """
-    SELECT COUNT(*) FROM subscriber s
-    WHERE s.status = 'active' AND s.frequency = 'immediate' AND EXISTS (
-        SELECT 1 FROM subscriber_theme t WHERE t.subscriber_id = s.id AND t.theme IN :themes)"""
-# Both frequencies, as figures/subscribers.py counted them before 0018 (the weekly ones get an
-# update in the Saturday summary): the oracle of the compose, send and weekly-summary pages.
-ORACLE_BY_FREQUENCY = """
-    SELECT s.frequency, COUNT(*) FROM subscriber s
-    WHERE s.status = 'active' AND EXISTS (
-        SELECT 1 FROM subscriber_theme t WHERE t.subscriber_id = s.id AND t.theme IN :themes)
-    GROUP BY s.frequency"""
-# Who counts by their exact set of themes (spelt as the themes themselves) and frequency.
-BY_SET = """
-    SELECT s.id, s.frequency, t.theme FROM subscriber s
-    LEFT JOIN subscriber_theme t ON t.subscriber_id = s.id
-    WHERE s.status = 'active'"""
 MIGRATION = Path(__file__).parents[2] / "mailing/migrations/versions/0018_reach_counts.py"
-
-
-def _theme_bits() -> dict[str, int]:
-    with get_engine().connect() as conn:
-        return {
-            str(t): int(b) for t, b in conn.execute(sa.text("SELECT theme, bit FROM theme_bit"))
-        }
-
-
-def _real_sets() -> dict[tuple[int, str], int]:
-    bits = _theme_bits()
-    chosen: dict[int, int] = {}
-    frequency_of: dict[int, str] = {}
-    with get_engine().connect() as conn:
-        for sid, frequency, theme in conn.execute(sa.text(BY_SET)):
-            chosen[sid] = chosen.get(sid, 0) | (1 << bits[theme] if theme else 0)
-            frequency_of[sid] = str(frequency)
-    found: dict[tuple[int, str], int] = {}
-    for sid, value in chosen.items():
-        key = (value, frequency_of[sid])
-        found[key] = found.get(key, 0) + 1
-    return found
-
-
-def _kept_sets() -> dict[tuple[int, str], int]:
-    with get_engine().connect() as conn:
-        rows = conn.execute(
-            sa.text("SELECT bits, frequency, SUM(n) FROM reach_count GROUP BY bits, frequency")
-        )
-        return {(int(b), str(f)): int(n) for b, f, n in rows if n}
-
-
-def _join(themes: tuple[str, ...]) -> int:
-    query = sa.text(ORACLE).bindparams(sa.bindparam("themes", expanding=True))
-    with get_engine().connect() as conn:
-        return int(conn.execute(query, {"themes": list(themes)}).scalar_one())
-
-
-def _join_by_frequency(themes: tuple[str, ...]) -> Reach:
-    query = sa.text(ORACLE_BY_FREQUENCY).bindparams(sa.bindparam("themes", expanding=True))
-    with get_engine().connect() as conn:
-        counts = {str(f): int(n) for f, n in conn.execute(query, {"themes": list(themes)})}
-    return Reach(counts.get("immediate", 0), counts.get("weekly", 0))
-
-
-def assert_exact() -> dict[tuple[str, ...], int]:
-    """The kept count equals the join for every set of themes (and set by set, frequency by
-    frequency); returns who each set's update would reach now."""
-    assert _kept_sets() == _real_sets()
-    with session_scope() as session:
-        kept = {themes: count_recipients(session, themes) for themes in THEME_SETS}
-        split = {themes: subscribers.reach(session, list(themes)) for themes in THEME_SETS}
-    assert kept == {themes: _join(themes) for themes in THEME_SETS}
-    assert split == {themes: _join_by_frequency(themes) for themes in THEME_SETS}
-    return kept
 
 
 def _sid(email: str) -> int:
@@ -132,7 +51,7 @@ def test_every_theme_has_its_bit_as_the_migration_gives_them(database: str) -> N
     assert spec is not None and spec.loader is not None
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
-    bits = _theme_bits()
+    bits = theme_bits()
     assert bits == migration.BITS
     # A new line in mailing/themes.py needs its row (a migration): the count would miss it.
     assert set(bits) == set(ALL_THEMES)
@@ -219,7 +138,7 @@ def test_the_kept_count_equals_the_join_through_everything_that_changes_it(
     # The draft's page reads it: rb0 (living), rb3 (minds), eve (living).
     update_id = draft(themes=[MINDS, LIVING])
     page = client.get(f"/admin/updates/{update_id}", headers=admin)
-    assert page.status_code == 200 and page.json()["recipients"] == _join((MINDS, LIVING)) == 3
+    assert page.status_code == 200 and page.json()["recipients"] == join((MINDS, LIVING)) == 3
 
     # Unsubscribing, then the purge deleting who left and the expired pending sign-ups.
     with session_scope() as session:
@@ -252,7 +171,7 @@ def test_the_migration_fills_the_count_from_existing_rows_and_goes_down_cleanly(
         _exec("UPDATE subscriber SET frequency = 'weekly' WHERE email = 'mb0@example.net'")
         command.upgrade(config, "head")
         assert assert_exact()[ALL_THEMES] == 6
-        assert _kept_sets() == {
+        assert kept_sets() == {
             (0, "immediate"): 2,
             (2, "immediate"): 4,
             (2 | 4 | 16, "immediate"): 2,

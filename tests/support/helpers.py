@@ -71,8 +71,8 @@ def self_signed_pem(key: Any, common_name: str, *, ip: str | None = None) -> byt
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
-def someone_waits_for_a_lock() -> bool:
-    """PostgreSQL: is any session of this run's database waiting for a row lock right now?"""
+def lock_waiters() -> int:
+    """PostgreSQL: how many sessions of this run's database wait for a lock right now."""
     with get_engine().connect() as conn:
         waiting = conn.execute(
             sa.text(
@@ -80,4 +80,9 @@ def someone_waits_for_a_lock() -> bool:
                 "WHERE datname = current_database() AND wait_event_type = 'Lock'"
             )
         ).scalar_one()
-    return int(waiting) > 0
+    return int(waiting)
+
+
+def someone_waits_for_a_lock() -> bool:
+    """PostgreSQL: is any session of this run's database waiting for a row lock right now?"""
+    return lock_waiters() > 0

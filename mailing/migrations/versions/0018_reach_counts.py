@@ -30,10 +30,10 @@ id order, before the shard lock), then reads their status and themes in a fresh 
 COMMITTED: a statement after the lock sees what the holder committed). A status or frequency
 change holds the row's lock already (its UPDATE took it). No new lock order among the app's
 paths: those that change themes hold the subscriber's row already (desk, sign-up, confirmation,
-import) or lock it after the theme rows anyway (preferences' updated_at, erasure's delete). The
-triggers are named to fire before 0014's on the same table, so the row locks come before the
-shard lock. SQLite (one writer): row triggers. The counts are filled from the existing rows
-with one grouped query.
+import, and since records.lock the preferences link and erasure too, which had locked it only
+after the theme rows). The triggers are named to fire before 0014's on the same table, so the
+row locks come before the shard lock. SQLite (one writer): row triggers. The counts are
+filled from the existing rows with one grouped query.
 
 Revision ID: 0018
 Revises: 0019
