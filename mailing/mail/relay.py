@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -50,6 +51,9 @@ class Mailer:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self._smtp: smtplib.SMTP | None = None
+        # The shortest time, over the last send_many's pipelined writes, from a write to the
+        # relay's first answer to it: the relay's round trip, whatever else slowed the others.
+        self.round_trip: float | None = None
 
     def __enter__(self) -> Mailer:
         return self
@@ -119,6 +123,7 @@ class Mailer:
         classified as `send` classifies it, and a message is still only ever taken by its 250.
         """
         outcomes: list[Exception | None] = []
+        self.round_trip = None
         while len(outcomes) < len(messages):
             if self._smtp is not None and _offers_pipelining(self._smtp):
                 self._pipeline(messages, outcomes)
@@ -144,10 +149,12 @@ class Mailer:
         content = b""  # the previous message's, once its envelope was accepted
         try:
             for k, envelope in enumerate(envelopes):
+                sent_at = time.perf_counter()
                 smtp.send(content + envelope)
                 if content:
                     outcomes.append(self._settled(_reply(smtp), 250))
                 replies = [_reply(smtp) for _ in range(3)]
+                self._timed(time.perf_counter() - sent_at)
                 refused = next(
                     (code for code, ok in zip(replies, _ACCEPTED, strict=True) if code not in ok),
                     None,
@@ -165,6 +172,10 @@ class Mailer:
                 outcomes.append(self._settled(_reply(smtp), 250))
         except (_Lost, TimeoutError, smtplib.SMTPException, OSError):
             self._drop()
+
+    def _timed(self, seconds: float) -> None:
+        if self.round_trip is None or seconds < self.round_trip:
+            self.round_trip = seconds
 
     def _settled(self, code: int, accepted: int) -> Exception | None:
         """The outcome an answer gives a message: None for `accepted`, a failure for 4xx or
