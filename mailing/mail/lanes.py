@@ -95,7 +95,7 @@ class Lane:
     used_at: float = field(default_factory=time.monotonic)
 
 
-def _relay(settings: Settings) -> tuple[Any, ...]:
+def relay_of(settings: Settings) -> tuple[Any, ...]:
     return (settings.smtp_host, settings.smtp_port, settings.smtp_username, settings.redis_url)
 
 
@@ -109,6 +109,9 @@ class Pool:
         self._leases: dict[str | None, Leases] = {}
         self._janitor: threading.Thread | None = None
         self._executor: tuple[int, ThreadPoolExecutor] | None = None
+        # Lanes the last pipeline run had left at its end, by relay and the lane count it was
+        # given (mail/pipeline.py starts the next with twice as many).
+        self.lanes_kept: dict[tuple[Any, ...], int] = {}
 
     def leases(self, settings: Settings) -> Leases:
         with self._lock:
@@ -127,7 +130,7 @@ class Pool:
             time.sleep(0.02)
 
     def _try_take(self, settings: Settings) -> Lane | None:
-        relay = _relay(settings)
+        relay = relay_of(settings)
         with self._lock:
             stale = [lane for lane in self._idle if lane.relay != relay]
             self._idle = [lane for lane in self._idle if lane.relay == relay]

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 
 from mailing.config import get_settings
 from mailing.db import get_engine
-from mailing.mail.lanes import POOL
+from mailing.mail.lanes import POOL, relay_of
 from mailing.mail.relay import Deferred, Mailer, PermanentFailure, TransientFailure
 from mailing.models import utcnow
 from mailing.ratelimit import send_rate
@@ -139,18 +139,19 @@ MAX_CHUNK_FACTOR = 10  # a chunk grows to at most this many times MAILING_SEND_C
 
 
 class Lanes:
-    """The lanes of one run and the chunks they claim. They start at `count`, each with a
-    chunk of `size`. A lane needs company only while it waits for the relay: with a round trip
-    of r a message (the shortest its last chunk saw) and c of its own CPU a message, about
-    1 + r / c lanes keep a process busy; more only queue for the CPU, the interpreter's lock and
-    each other's row locks (a relay close by: 48 lanes sent 100,000 at loopback in 13.5 s, 12
-    in 8.6 s). A lane retires after its chunk while more than that many are running (never
-    below MIN_LANES), and the others' chunks grow by its share, so lanes x chunk never exceeds
-    count x size: the in-flight bound (what a killed worker may send again) holds."""
+    """The lanes of one run and the chunks they claim: `start` of them (at most `count`), each
+    chunk its share of count x size. A lane needs company only while it waits for the relay:
+    with a round trip of r a message (the shortest its last chunk saw) and c of its own CPU a
+    message, about 1 + r / c lanes keep a process busy; more only queue for the CPU, the
+    interpreter's lock and each other's row locks (a relay close by: 48 lanes sent 100,000 at
+    loopback in 13.5 s, 12 in 8.6 s). A lane retires after its chunk while more than that many
+    are running (never below MIN_LANES), and the others' chunks grow by its share, so lanes x
+    chunk never exceeds count x size: the in-flight bound (what a killed worker may send
+    again) holds."""
 
-    def __init__(self, count: int, size: int) -> None:
+    def __init__(self, count: int, size: int, start: int | None = None) -> None:
         self._lock = threading.Lock()
-        self.active = count
+        self.active = start or count
         self.budget = count * size
         self.size = size
 
@@ -184,16 +185,21 @@ def run(
     are in flight: what a killed worker may send again."""
     size = max(1, chunk or get_settings().send_commit_chunk)
     count = lanes_for(get_engine().dialect.name, lanes)
-    shared = Lanes(count, size)
+    # Start with twice as many lanes as the last run kept at the end (all, the first time):
+    # each lane's first chunk costs as much as the rest when they are too many.
+    kept = (*relay_of(get_settings()), count)
+    start = min(count, max(MIN_LANES, 2 * POOL.lanes_kept.get(kept, count)))
+    shared = Lanes(count, size, start)
     stop = threading.Event()
     if count == 1:
         return _lane(source, shared, deadline, stop)
     futures = [
-        POOL.executor(count).submit(_lane, source, shared, deadline, stop) for _ in range(count)
+        POOL.executor(count).submit(_lane, source, shared, deadline, stop) for _ in range(start)
     ]
     outcome = Outcome()
     for future in futures:
         outcome.merge(future.result())
+    POOL.lanes_kept[kept] = shared.active
     return outcome
 
 

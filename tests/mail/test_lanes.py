@@ -157,3 +157,6 @@ def test_lanes_retire_while_the_relay_answers_faster_than_they_work_and_the_boun
         pass
     assert lanes.active == pipeline.MIN_LANES == 2
     assert lanes.chunk() == 500 and lanes.active * lanes.chunk() <= 24 * 50
+    # The next run starts with twice what the last kept: 4 lanes, the budget shared by them.
+    again = pipeline.Lanes(24, 50, start=4)
+    assert again.active == 4 and again.chunk() == 300
