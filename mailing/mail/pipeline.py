@@ -135,7 +135,7 @@ def lanes_for(conn_dialect: str, wanted: int | None = None) -> int:
 
 
 MIN_LANES = 2  # lanes never retire below this: one slow or dead connection stalls no send
-MAX_CHUNK_FACTOR = 10  # a chunk grows to at most this many times MAILING_SEND_COMMIT_CHUNK
+MAX_CHUNK_FACTOR = 4  # a chunk grows to at most this many times MAILING_SEND_COMMIT_CHUNK
 
 
 class Lanes:
