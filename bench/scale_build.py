@@ -23,6 +23,7 @@ import importlib.util
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -38,13 +39,30 @@ THEMES = [
 ]
 
 
-def _fill_statements() -> list[str]:
-    path = ROOT / "mailing/migrations/versions/0014_kept_counts.py"
-    spec = importlib.util.spec_from_file_location("kept_counts_migration", path)
+def _migration(name: str) -> Any:
+    path = ROOT / "mailing/migrations/versions" / name
+    spec = importlib.util.spec_from_file_location(f"migration_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return list(module.FILL)
+    return module
+
+
+def _fill_statements() -> list[str]:
+    """The kept counts' fills, as their migrations run them: 0014 (deliveries by status, the
+    subscriber counts), 0019 (who left after each update), 0018 (who an update would reach)."""
+    fill = _migration("0014_kept_counts.py").FILL
+    # Since 0020 delivery_count has a shard column: the fill writes shard 0.
+    old = "INSERT INTO delivery_count (update_id, status, n) SELECT update_id, status, count(*)"
+    new = (
+        "INSERT INTO delivery_count (update_id, status, shard, n) "
+        "SELECT update_id, status, 0, count(*)"
+    )
+    assert any(old in statement for statement in fill)
+    return [statement.replace(old, new) for statement in fill] + [
+        _migration("0019_left_after_counts.py").FILL,
+        _migration("0018_reach_counts.py").FILL,
+    ]
 
 
 def step(conn: sa.Connection, what: str, sql: str, **params: object) -> None:
@@ -190,6 +208,8 @@ def main() -> None:
         conn.execute(sa.text("SET session_replication_role = DEFAULT"))
         conn.execute(sa.text("DELETE FROM delivery_count"))
         conn.execute(sa.text("DELETE FROM subscriber_count"))
+        conn.execute(sa.text("DELETE FROM update_left_count"))
+        conn.execute(sa.text("DELETE FROM reach_count"))
         for statement in _fill_statements():
             step(conn, "kept counts", statement)
         step(conn, "vacuum analyze", "VACUUM ANALYZE")
